@@ -1,0 +1,490 @@
+"""Model bundles: one directory per training run, checksummed, optionally signed, swapped in atomically.
+
+Layout written by :func:`write_bundle`::
+
+    models/
+      <run-id>/               # e.g. 20261122T204121123456Z-3fa9c1 (UTC time + random; sorts by time)
+        <name>.joblib         # one file per artefact (joblib, compress=3)
+        manifest.json         # caller's manifest + run_id, created_at, versions, artefacts {file, sha256, bytes}
+        manifest.sig          # only when REBUY_BUNDLE_KEY is set: hex HMAC-SHA256 of manifest.json's bytes
+      latest -> <run-id>      # relative symlink, repointed atomically after the bundle is complete
+      LATEST                  # text file holding the run id (fallback where symlinks are unavailable)
+      latest_scores.json      # where the last `rebuy score` wrote its table (record_latest_scores)
+
+Safety rules of :func:`load_bundle`: the manifest signature (when a key is configured), the package
+major version, the presence of every listed artefact, the absence of unlisted files and the sha256 of
+EVERY artefact are all checked before a single byte is unpickled; the bytes that are unpickled are
+exactly the bytes that were hashed (read once into memory), so a file swapped after the check cannot
+be executed. A pickle is code: never point ``load_bundle`` at a directory you do not trust unless
+REBUY_BUNDLE_KEY is set.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import io
+import json
+import logging
+import os
+import platform
+import re
+import secrets
+import shutil
+import time
+from collections.abc import Iterable, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import joblib
+
+import rebuy
+from rebuy.outputs import atomic_write_bytes, fsync_dir, to_jsonable
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_NAME = "manifest.json"
+SIGNATURE_NAME = "manifest.sig"
+LATEST_LINK = "latest"
+LATEST_FILE = "LATEST"
+LATEST_SCORES_FILE = "latest_scores.json"
+ARTEFACT_SUFFIX = ".joblib"
+KEY_ENV = "REBUY_BUNDLE_KEY"
+"""Environment variable holding the HMAC key (any non-empty string; its UTF-8 bytes are the key)."""
+
+TEMP_PREFIX = ".tmp-"
+STALE_TEMP_SECONDS = 24 * 3600
+"""prune_bundles removes leftover temporary bundle directories older than this (seconds)."""
+
+RESERVED_MANIFEST_KEYS = ("run_id", "created_at", "rebuy_version", "versions", "artefacts")
+VERSIONED_PACKAGES = ("numpy", "pandas", "scikit-learn", "lifetimes", "implicit", "joblib")
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_CHUNK = 1 << 20
+
+
+class BundleError(ValueError):
+    """A bundle cannot be written or must not be loaded. The message names the file and the problem."""
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def new_run_id(now: dt.datetime | None = None) -> str:
+    """A sortable run id: UTC timestamp to the microsecond plus 6 random hex digits."""
+    now = now or dt.datetime.now(dt.UTC)
+    return now.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ") + "-" + secrets.token_hex(3)
+
+
+def _check_name(name: str, what: str) -> str:
+    if not isinstance(name, str) or not _NAME_RE.match(name) or name in (LATEST_LINK, LATEST_FILE):
+        raise BundleError(
+            f"invalid {what} {name!r}: use letters, digits, '_', '-', '.', not starting with '.' or '-'"
+        )
+    return name
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as fh:
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _sha256_file(path: Path, keep: bool = False) -> tuple[str, int, bytes | None]:
+    """sha256 hex digest and size of a file; with keep=True also the bytes that were hashed."""
+    digest = hashlib.sha256()
+    size = 0
+    chunks: list[bytes] | None = [] if keep else None
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+            if chunks is not None:
+                chunks.append(chunk)
+    return digest.hexdigest(), size, (b"".join(chunks) if chunks is not None else None)
+
+
+def _library_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"rebuy": rebuy.__version__, "python": platform.python_version()}
+    for pkg in VERSIONED_PACKAGES:
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    return versions
+
+
+def _major(version: str) -> int:
+    m = re.match(r"\s*(\d+)", str(version))
+    if not m:
+        raise ValueError(f"unparseable version {version!r}")
+    return int(m.group(1))
+
+
+def _jsonable(obj: Any, where: str = "manifest") -> Any:
+    try:
+        return to_jsonable(obj, where)
+    except TypeError as e:
+        raise BundleError(str(e).replace("as JSON", "to manifest.json")) from None
+
+
+def _manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
+    return (json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
+
+
+def _bundle_key() -> bytes | None:
+    key = os.environ.get(KEY_ENV)
+    return key.encode("utf-8") if key else None
+
+
+def _sign(data: bytes, key: bytes) -> str:
+    return hmac.new(key, data, hashlib.sha256).hexdigest()
+
+
+# --------------------------------------------------------------------------------------------- writing
+
+
+def write_bundle(
+    models_dir: str | os.PathLike[str],
+    artefacts: Mapping[str, object],
+    manifest: Mapping[str, Any],
+    *,
+    run_id: str | None = None,
+) -> Path:
+    """Write a bundle ``models_dir/<run-id>/`` and point ``models_dir/latest`` at it.
+
+    ``artefacts`` maps a name (letters, digits, ``_ - .``) to any picklable object; each is dumped
+    with joblib (compress=3) to ``<name>.joblib``. ``manifest`` is the caller's JSON-able content
+    (config, data window, params, metrics...); ``run_id``, ``created_at`` (UTC ISO 8601),
+    ``rebuy_version``, ``versions`` and ``artefacts`` ({name: {file, sha256, bytes}}) are added and
+    must not be supplied. Everything is written into ``models_dir/.tmp-<run-id>/``, fsync'd and renamed
+    into place; only then are ``latest`` and ``LATEST`` repointed, so an exception or a crash at any
+    point leaves the previous ``latest`` and no half bundle. When REBUY_BUNDLE_KEY is set the manifest
+    is signed (``manifest.sig``). Returns the bundle directory.
+    """
+    models_dir = Path(models_dir)
+    if not artefacts:
+        raise BundleError(f"{models_dir}: no artefacts to write")
+    clash = sorted(set(manifest) & set(RESERVED_MANIFEST_KEYS))
+    if clash:
+        raise BundleError(f"{models_dir}: manifest keys {clash} are reserved (write_bundle fills them in)")
+    for name in artefacts:
+        _check_name(name, "artefact name")
+    run_id = _check_name(run_id, "run id") if run_id is not None else new_run_id()
+
+    models_dir.mkdir(parents=True, exist_ok=True)
+    final = models_dir / run_id
+    if final.exists():
+        raise BundleError(f"{final}: a bundle with this run id already exists")
+    tmp = models_dir / f"{TEMP_PREFIX}{run_id}"
+    tmp.mkdir()
+    try:
+        listed: dict[str, dict[str, Any]] = {}
+        for name, obj in artefacts.items():
+            path = tmp / f"{name}{ARTEFACT_SUFFIX}"
+            joblib.dump(obj, path, compress=3)
+            _fsync_file(path)
+            sha, size, _ = _sha256_file(path)
+            listed[name] = {"file": path.name, "sha256": sha, "bytes": size}
+            logger.debug("bundle %s: wrote %s (%d bytes)", run_id, path.name, size)
+        content = _jsonable(dict(manifest))
+        content.update(
+            run_id=run_id,
+            created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            rebuy_version=rebuy.__version__,
+            versions=_library_versions(),
+            artefacts=listed,
+        )
+        data = _manifest_bytes(content)
+        atomic_write_bytes(tmp / MANIFEST_NAME, data)
+        key = _bundle_key()
+        if key is not None:
+            atomic_write_bytes(tmp / SIGNATURE_NAME, (_sign(data, key) + "\n").encode("ascii"))
+        fsync_dir(tmp)
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    fsync_dir(models_dir)
+    _point_latest(models_dir, run_id)
+    logger.info("wrote bundle %s (%d artefacts%s)", final, len(listed), ", signed" if key else "")
+    return final
+
+
+def _point_latest(models_dir: Path, run_id: str) -> None:
+    """Repoint ``latest`` (symlink, atomic os.replace) and ``LATEST`` (text file, atomic)."""
+    link = models_dir / LATEST_LINK
+    tmp_link = models_dir / f".{LATEST_LINK}.tmp-{secrets.token_hex(4)}"
+    try:
+        os.symlink(run_id, tmp_link, target_is_directory=True)
+        os.replace(tmp_link, link)
+    except (OSError, NotImplementedError) as exc:
+        try:
+            tmp_link.unlink(missing_ok=True)
+        except OSError:
+            pass
+        if link.is_symlink():  # a stale link must not outvote LATEST
+            link.unlink()
+        logger.warning("%s: cannot repoint symlink (%s); using %s only", link, exc, LATEST_FILE)
+    atomic_write_bytes(models_dir / LATEST_FILE, (run_id + "\n").encode("utf-8"))
+    fsync_dir(models_dir)
+
+
+# --------------------------------------------------------------------------------------------- finding
+
+
+def latest_run_id(models_dir: str | os.PathLike[str]) -> str | None:
+    """The run id ``latest`` points at (symlink first, else the LATEST file); None when there is none."""
+    models_dir = Path(models_dir)
+    link = models_dir / LATEST_LINK
+    if link.is_symlink():
+        target = Path(os.readlink(link))
+        if (models_dir / target).is_dir():
+            return target.name
+    file = models_dir / LATEST_FILE
+    if file.is_file():
+        run_id = file.read_text(encoding="utf-8").strip()
+        if run_id:
+            _check_name(run_id, f"run id in {file}")
+            return run_id
+    return None
+
+
+def resolve_bundle(path: str | os.PathLike[str]) -> Path:
+    """Turn a bundle directory, ``<models_dir>/latest`` or a models directory into a bundle directory."""
+    path = Path(path)
+    if (path / MANIFEST_NAME).is_file() and not path.is_symlink():
+        return path
+    if path.name == LATEST_LINK:
+        models_dir = path.parent
+    elif path.is_dir() and ((path / LATEST_FILE).is_file() or (path / LATEST_LINK).is_symlink()):
+        models_dir = path
+    elif path.is_symlink() and (path.resolve() / MANIFEST_NAME).is_file():
+        return path.resolve()
+    else:
+        raise BundleError(f"{path}: not a bundle directory (no {MANIFEST_NAME}) and no latest bundle there")
+    run_id = latest_run_id(models_dir)
+    if run_id is None:
+        raise BundleError(f"{models_dir}: no latest bundle ({LATEST_LINK} symlink and {LATEST_FILE} missing)")
+    bundle = models_dir / run_id
+    if not bundle.is_dir():
+        raise BundleError(f"{models_dir}: latest points at {run_id}, which does not exist")
+    return bundle
+
+
+def list_bundles(models_dir: str | os.PathLike[str]) -> list[Path]:
+    """Complete bundle directories (having a manifest.json), oldest first (run ids sort by time)."""
+    models_dir = Path(models_dir)
+    if not models_dir.is_dir():
+        return []
+    return sorted(
+        p
+        for p in models_dir.iterdir()
+        if p.is_dir() and not p.is_symlink() and not p.name.startswith(".") and (p / MANIFEST_NAME).is_file()
+    )
+
+
+def prune_bundles(models_dir: str | os.PathLike[str], keep: int = 5) -> list[Path]:
+    """Delete all but the newest ``keep`` bundles, never the one ``latest`` points at.
+
+    Also removes temporary directories left by a killed writer once they are older than
+    STALE_TEMP_SECONDS. Returns the removed paths.
+    """
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1, got {keep}")
+    models_dir = Path(models_dir)
+    bundles = list_bundles(models_dir)
+    latest = latest_run_id(models_dir)
+    removed: list[Path] = []
+    for path in bundles[:-keep]:
+        if path.name == latest:
+            continue
+        shutil.rmtree(path)
+        removed.append(path)
+    if models_dir.is_dir():
+        now = time.time()
+        for path in models_dir.glob(f"{TEMP_PREFIX}*"):
+            if path.is_dir() and now - path.stat().st_mtime > STALE_TEMP_SECONDS:
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+    if removed:
+        logger.info("pruned %d bundle(s) from %s", len(removed), models_dir)
+    return removed
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+
+def _read_verified_manifest(bundle: Path) -> dict[str, Any]:
+    """Signature check (when a key is set), JSON parse and major-version check. No unpickling."""
+    mpath = bundle / MANIFEST_NAME
+    if not mpath.is_file():
+        raise BundleError(f"{mpath}: missing manifest")
+    data = mpath.read_bytes()
+    key = _bundle_key()
+    if key is not None:
+        spath = bundle / SIGNATURE_NAME
+        if not spath.is_file():
+            raise BundleError(f"{spath}: bad signature: bundle is unsigned but {KEY_ENV} is set")
+        given = spath.read_text(encoding="ascii", errors="replace").strip()
+        if not hmac.compare_digest(given, _sign(data, key)):
+            raise BundleError(
+                f"{mpath}: bad signature (HMAC-SHA256 with {KEY_ENV} does not match {SIGNATURE_NAME})"
+            )
+    try:
+        manifest = json.loads(data)
+    except ValueError as exc:
+        raise BundleError(f"{mpath}: malformed manifest ({exc})") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("artefacts"), dict):
+        raise BundleError(f"{mpath}: malformed manifest (no 'artefacts' table)")
+    written = manifest.get("rebuy_version")
+    try:
+        written_major, this_major = _major(written), _major(rebuy.__version__)
+    except ValueError:
+        raise BundleError(f"{mpath}: malformed manifest (rebuy_version {written!r})") from None
+    if written_major != this_major:
+        raise BundleError(f"{mpath}: written by rebuy {written_major}.x, this is {this_major}.x")
+    return manifest
+
+
+def read_manifest(path: str | os.PathLike[str], *, check: bool = True) -> dict[str, Any]:
+    """The manifest of a bundle (path as for :func:`load_bundle`). Never unpickles anything.
+
+    With ``check=True`` (default) the signature (when REBUY_BUNDLE_KEY is set) and the major version
+    are checked as :func:`load_bundle` does; ``check=False`` only parses the JSON (for listing old or
+    foreign bundles). Artefact checksums are checked by :func:`verify_bundle` / :func:`load_bundle`.
+    """
+    bundle = resolve_bundle(path)
+    if check:
+        return _read_verified_manifest(bundle)
+    mpath = bundle / MANIFEST_NAME
+    try:
+        manifest = json.loads(mpath.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"{mpath}: malformed manifest ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{mpath}: malformed manifest (not a JSON object)")
+    return manifest
+
+
+def verify_bundle(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Run every check :func:`load_bundle` runs, without unpickling anything; returns the manifest."""
+    bundle = resolve_bundle(path)
+    manifest = _read_verified_manifest(bundle)
+    _verify_files(bundle, manifest, keep=())
+    return manifest
+
+
+def _verify_files(bundle: Path, manifest: dict[str, Any], keep: Iterable[str]) -> dict[str, bytes]:
+    """Check the artefact files against the manifest; return the hashed bytes of the ``keep`` names."""
+    keep = set(keep)
+    listed: dict[str, dict[str, Any]] = manifest["artefacts"]
+    expected_files: dict[str, str] = {}
+    for name, entry in listed.items():
+        file = entry.get("file") if isinstance(entry, dict) else None
+        if not isinstance(file, str) or not _NAME_RE.match(file) or not isinstance(entry.get("sha256"), str):
+            raise BundleError(f"{bundle / MANIFEST_NAME}: malformed manifest entry for artefact {name!r}")
+        expected_files[file] = name
+    present = {
+        p.name
+        for p in bundle.iterdir()
+        if not p.name.startswith(".") and p.name not in (MANIFEST_NAME, SIGNATURE_NAME)
+    }
+    for file in sorted(set(expected_files) - present):
+        raise BundleError(f"{bundle / file}: missing artefact (listed in {MANIFEST_NAME})")
+    for file in sorted(present - set(expected_files)):
+        raise BundleError(f"{bundle / file}: unlisted artefact file (not in {MANIFEST_NAME})")
+    verified: dict[str, bytes] = {}
+    for file, name in sorted(expected_files.items()):
+        path = bundle / file
+        if not path.is_file() or path.is_symlink():
+            raise BundleError(f"{path}: missing artefact (not a regular file)")
+        sha, size, data = _sha256_file(path, keep=name in keep)
+        if not hmac.compare_digest(sha, listed[name]["sha256"]):
+            raise BundleError(
+                f"{path}: checksum mismatch (sha256 {sha[:12]}..., manifest says {listed[name]['sha256'][:12]}...)"
+            )
+        if "bytes" in listed[name] and size != listed[name]["bytes"]:
+            raise BundleError(f"{path}: size mismatch ({size} bytes, manifest says {listed[name]['bytes']})")
+        if data is not None:
+            verified[name] = data
+    return verified
+
+
+def load_bundle(
+    path_or_latest: str | os.PathLike[str], *, names: Iterable[str] | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Verify a bundle completely, then unpickle its artefacts. Returns ``(artefacts, manifest)``.
+
+    ``path_or_latest``: a bundle directory, ``<models_dir>/latest`` (symlink or, failing that, the
+    LATEST file beside it) or a models directory. ``names`` limits which artefacts are unpickled;
+    every artefact is verified regardless. Raises :class:`BundleError` (one line naming the file:
+    "bad signature", "written by rebuy X.x, this is Y.x", "missing artefact", "unlisted artefact
+    file", "checksum mismatch") before anything is unpickled.
+    """
+    bundle = resolve_bundle(path_or_latest)
+    manifest = _read_verified_manifest(bundle)
+    wanted = list(manifest["artefacts"]) if names is None else list(names)
+    unknown = sorted(set(wanted) - set(manifest["artefacts"]))
+    if unknown:
+        raise BundleError(
+            f"{bundle / MANIFEST_NAME}: no artefact named {unknown} (has {sorted(manifest['artefacts'])})"
+        )
+    verified = _verify_files(bundle, manifest, keep=wanted)
+    artefacts: dict[str, Any] = {}
+    for name in wanted:
+        data = verified.pop(name)  # free each buffer as soon as it is unpickled
+        artefacts[name] = joblib.load(io.BytesIO(data))
+    logger.info("loaded bundle %s (%d artefacts)", bundle, len(artefacts))
+    return artefacts, manifest
+
+
+# --------------------------------------------------------------------------------------------- scores pointer
+
+
+def record_latest_scores(
+    models_dir: str | os.PathLike[str],
+    scores_path: str | os.PathLike[str],
+    db_path: str | os.PathLike[str] | None = None,
+    table: str | None = None,
+) -> Path:
+    """Record (atomically) where the latest scores table was written, in ``models_dir/latest_scores.json``.
+
+    Paths are stored absolute. ``table`` defaults to ``customer_scores`` when ``db_path`` is given.
+    The run id of the current latest bundle is recorded too (null when there is none).
+    """
+    models_dir = Path(models_dir)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    if db_path is not None and table is None:
+        table = "customer_scores"
+    record = {
+        "scores_path": str(Path(scores_path).resolve()),
+        "db_path": str(Path(db_path).resolve()) if db_path is not None else None,
+        "table": table,
+        "model_run_id": latest_run_id(models_dir),
+        "recorded_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+    }
+    out = models_dir / LATEST_SCORES_FILE
+    atomic_write_bytes(out, _manifest_bytes(record))
+    return out
+
+
+def read_latest_scores(models_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The record written by :func:`record_latest_scores`, with Path values; None when none was written.
+
+    Accepts the models directory or a path inside it (``models/latest``, ``models/<run-id>``).
+    """
+    path = Path(models_dir)
+    candidates = [path / LATEST_SCORES_FILE, path.parent / LATEST_SCORES_FILE]
+    file = next((c for c in candidates if c.is_file()), None)
+    if file is None:
+        return None
+    try:
+        record = json.loads(file.read_text(encoding="utf-8"))
+        record["scores_path"] = Path(record["scores_path"])
+        record["db_path"] = Path(record["db_path"]) if record.get("db_path") else None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BundleError(f"{file}: malformed scores record ({exc})") from None
+    return record

@@ -1,0 +1,295 @@
+"""The ``rebuy`` command line: a thin layer over the library functions.
+
+    rebuy simulate --customers 20000 --seed 1 --out shop.parquet
+    rebuy train    --transactions shop.parquet [--customers shop_customers.parquet] --models-dir models
+    rebuy score    --transactions shop.parquet --models-dir models --out scores.parquet [--db scores.duckdb]
+    rebuy evaluate --transactions shop.parquet --calibration-end 2024-06-30 --out report.json
+    rebuy report   --models-dir models --scores scores.parquet --out report.html
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rebuy import __version__
+from rebuy.config import Config, ConfigError, load_config, parse_column_overrides
+
+app = typer.Typer(
+    help="rebuy: segments, repeat-purchase and lifetime-value models, recommendations and offers for retailers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+log = logging.getLogger("rebuy.cli")
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML config (see configs/default.yaml).")]
+AsOfOpt = Annotated[str | None, typer.Option("--as-of", help="Scoring date YYYY-MM-DD (default: last transaction day).")]
+TimeUnitOpt = Annotated[str | None, typer.Option("--time-unit", help="Model time unit: days or weeks.")]
+ColumnOpt = Annotated[
+    list[str] | None,
+    typer.Option("--column", help="Map a canonical column to a source column: CANONICAL=SOURCE (repeatable)."),
+]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")]
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+        force=True,
+    )
+    for noisy in ("matplotlib", "numba", "py4j"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _config(config: Path | None, as_of: str | None, time_unit: str | None, column: list[str] | None) -> Config:
+    return load_config(
+        config,
+        overrides={"as_of": as_of, "time_unit": time_unit},
+        columns=parse_column_overrides(column),
+    )
+
+
+def _fail(exc: BaseException) -> None:
+    """One clear line on stderr and exit code 2 for user errors."""
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(code=2)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from rebuy.bundle import BundleError
+    from rebuy.data import DataError
+    from rebuy.scoring import ScoringError
+
+    return (ConfigError, DataError, BundleError, ScoringError, FileNotFoundError, ValueError)
+
+
+def _table(title: str, rows: list[tuple[str, str]]) -> str:
+    width = max((len(k) for k, _ in rows), default=0)
+    lines = [title, "-" * len(title)]
+    lines += [f"{k:<{width}}  {v}" for k, v in rows]
+    return "\n".join(lines)
+
+
+@app.callback(invoke_without_command=True)
+def main(
+    version: Annotated[bool, typer.Option("--version", help="Show the version and exit.")] = False,
+) -> None:
+    if version:
+        typer.echo(f"rebuy {__version__}")
+        raise typer.Exit()
+
+
+@app.command()
+def simulate(
+    out: Annotated[Path, typer.Option("--out", help="Transactions file (.parquet, .csv or .csv.gz).")],
+    customers: Annotated[int, typer.Option("--customers", help="Number of customers.")] = 20_000,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    start: Annotated[str, typer.Option("--start", help="First day YYYY-MM-DD.")] = "2023-01-01",
+    end: Annotated[str, typer.Option("--end", help="Last day YYYY-MM-DD.")] = "2024-12-31",
+    products: Annotated[int, typer.Option("--products", help="Catalogue size.")] = 2_000,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Simulate a shop from the BG/NBD and Gamma-Gamma processes (with catalogue, customers and events)."""
+    _setup_logging(verbose)
+    from rebuy.simulate import simulate as run_simulation
+    from rebuy.simulate import write_simulation
+
+    t0 = time.perf_counter()
+    try:
+        sim = run_simulation(n_customers=customers, seed=seed, start=start, end=end, n_products=products)
+        paths = write_simulation(sim, out)
+    except _user_errors() as e:
+        _fail(e)
+    tx = sim.transactions
+    rows = [
+        ("customers", f"{customers:,}"),
+        ("transaction lines", f"{len(tx):,}"),
+        ("orders", f"{tx['order_id'].nunique():,}"),
+        ("revenue", f"{tx['amount'].sum():,.2f}"),
+        ("period", f"{tx['timestamp'].min():%Y-%m-%d} .. {tx['timestamp'].max():%Y-%m-%d}"),
+        *[(f"wrote {k}", str(v)) for k, v in paths.items()],
+        ("seconds", f"{time.perf_counter() - t0:.1f}"),
+    ]
+    typer.echo(_table("rebuy simulate", rows))
+
+
+@app.command()
+def train(
+    transactions: Annotated[str, typer.Option("--transactions", help="Transactions: CSV/Parquet path or duckdb:PATH::SQL.")],
+    customers: Annotated[str | None, typer.Option("--customers", help="Customers table (optional).")] = None,
+    models_dir: Annotated[Path, typer.Option("--models-dir", help="Where bundles are written.")] = Path("models"),
+    config: ConfigOpt = None,
+    as_of: AsOfOpt = None,
+    time_unit: TimeUnitOpt = None,
+    column: ColumnOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Fit segments, clusters, BG/NBD, Gamma-Gamma and the recommender; write a bundle."""
+    _setup_logging(verbose)
+    from rebuy.train import train as run_training
+
+    t0 = time.perf_counter()
+    try:
+        cfg = _config(config, as_of, time_unit, column)
+        result = run_training(transactions, cfg, models_dir=models_dir)
+    except _user_errors() as e:
+        _fail(e)
+    m = result.manifest
+    td = m["training_data"]
+    bg = m["params"]["bgnbd"]
+    gg = m["params"]["gamma_gamma"]
+    rows = [
+        ("bundle", str(result.bundle_dir)),
+        ("as of", m["as_of"]),
+        ("rows / customers / products", f"{td['rows']:,} / {td['customers']:,} / {td['products']:,}"),
+        ("BG/NBD", ", ".join(f"{k}={v:.4g}" for k, v in bg.items()) + f" (per {m['params']['time_unit'][:-1]})"),
+        ("Gamma-Gamma", ", ".join(f"{k}={v:.4g}" for k, v in gg.items())),
+        ("clusters", str(m["clustering"]["n_clusters"])),
+        ("recommender", "trained" if m["recommender"].get("trained") else f"skipped ({m['recommender'].get('reason')})"),
+        *[("warning", w) for w in m["model_diagnostics"]["warnings"]],
+        ("seconds", f"{time.perf_counter() - t0:.1f}"),
+    ]
+    typer.echo(_table("rebuy train", rows))
+
+
+@app.command()
+def score(
+    transactions: Annotated[str, typer.Option("--transactions", help="Transactions: CSV/Parquet path or duckdb:PATH::SQL.")],
+    out: Annotated[Path, typer.Option("--out", help="Scores file (.parquet, .csv or .csv.gz).")],
+    customers: Annotated[str | None, typer.Option("--customers", help="Customers table (optional).")] = None,
+    events: Annotated[str | None, typer.Option("--events", help="View/cart events (optional).")] = None,
+    models_dir: Annotated[Path, typer.Option("--models-dir", help="Models directory holding latest.")] = Path("models"),
+    db: Annotated[Path | None, typer.Option("--db", help="DuckDB file to upsert customer_scores into.")] = Path("scores.duckdb"),
+    no_db: Annotated[bool, typer.Option("--no-db", help="Do not write the DuckDB table.")] = False,
+    as_of: AsOfOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Score every customer with the latest bundle; write Parquet/CSV and the DuckDB table atomically."""
+    _setup_logging(verbose)
+    from rebuy.scoring import run_scoring, score_summary
+
+    try:
+        run = run_scoring(
+            transactions,
+            models_dir=models_dir,
+            out=out,
+            customers=customers,
+            events=events,
+            db=None if no_db else db,
+            as_of=as_of,
+        )
+    except _user_errors() as e:
+        _fail(e)
+    s = score_summary(run.scores)
+    rows = [("customers", f"{s['customers']:,}")]
+    rows += [(f"segment: {k}", f"{v:,}") for k, v in s["segments"].items()]
+    rows += [("mean P(alive)", f"{s['mean_p_alive']:.3f}"), ("total predicted 12-month CLV", f"{s['total_clv_12m']:,.2f}")]
+    rows += [(f"offer: {k}", f"{v:,}") for k, v in s["offers"].items()]
+    rows += [(f"channel: {k}", f"{v:,}") for k, v in s["channels"].items()]
+    rows += [("scores written to", str(run.out_path))]
+    if run.db_path:
+        rows += [("DuckDB table", f"{run.db_path} :: customer_scores")]
+    rows += [("seconds", f"{run.seconds:.1f}")]
+    typer.echo(_table("rebuy score", rows))
+
+
+@app.command()
+def evaluate(
+    transactions: Annotated[str, typer.Option("--transactions", help="Transactions: CSV/Parquet path or duckdb:PATH::SQL.")],
+    out: Annotated[Path, typer.Option("--out", help="Report JSON path.")],
+    calibration_end: Annotated[str | None, typer.Option("--calibration-end", help="End of the calibration period.")] = None,
+    holdout_end: Annotated[str | None, typer.Option("--holdout-end", help="End of the holdout (default: last day).")] = None,
+    recommender: Annotated[bool, typer.Option("--recommender", help="Also evaluate the recommender.")] = False,
+    cutoff: Annotated[str | None, typer.Option("--cutoff", help="Recommender train/test cutoff (default: calibration end).")] = None,
+    test_end: Annotated[str | None, typer.Option("--test-end", help="Recommender test end (default: holdout end).")] = None,
+    config: ConfigOpt = None,
+    time_unit: TimeUnitOpt = None,
+    column: ColumnOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Validate the value models on a calibration/holdout split (and the recommender with --recommender)."""
+    _setup_logging(verbose)
+    from rebuy.data import load_transactions
+    from rebuy.outputs import write_json
+
+    t0 = time.perf_counter()
+    report: dict = {}
+    try:
+        cfg = _config(config, None, time_unit, column)
+        tx = load_transactions(transactions, cfg)
+        holdout = holdout_end or str(tx["timestamp"].max().date())
+        if calibration_end is None and not recommender:
+            raise ValueError("--calibration-end is required (or --recommender with --cutoff)")
+        if calibration_end is not None:
+            from rebuy.evaluate import evaluate_value_models
+
+            report["value_models"] = evaluate_value_models(tx, calibration_end, holdout, cfg)
+        if recommender:
+            from rebuy.evaluate_recommender import evaluate_recommender
+
+            rc = cutoff or calibration_end
+            if rc is None:
+                raise ValueError("--recommender needs --cutoff or --calibration-end")
+            report["recommender"] = evaluate_recommender(tx, rc, test_end or holdout, cfg)
+        report["command"] = " ".join(["rebuy", *sys.argv[1:]])
+        write_json(report, out)
+    except _user_errors() as e:
+        _fail(e)
+    rows: list[tuple[str, str]] = []
+    vm = report.get("value_models")
+    if vm:
+        for k, v in vm.get("headline", {}).items():
+            rows.append((k, str(v)))
+        if vm.get("verdict"):
+            rows.append(("verdict", vm["verdict"]))
+    rm = report.get("recommender")
+    if rm:
+        for k, v in rm.get("headline", {}).items():
+            rows.append((f"recommender {k}", str(v)))
+    rows += [("report written to", str(out)), ("seconds", f"{time.perf_counter() - t0:.1f}")]
+    typer.echo(_table("rebuy evaluate", rows))
+
+
+@app.command()
+def report(
+    scores: Annotated[Path, typer.Option("--scores", help="Scores file written by rebuy score.")],
+    out: Annotated[Path, typer.Option("--out", help="HTML report path.")] = Path("report.html"),
+    models_dir: Annotated[Path, typer.Option("--models-dir", help="Models directory holding latest.")] = Path("models"),
+    transactions: Annotated[str | None, typer.Option("--transactions", help="Transactions for KPIs (optional).")] = None,
+    evaluation: Annotated[Path | None, typer.Option("--evaluation", help="evaluate report JSON (optional).")] = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Write the nightly HTML report (data summary, KPIs, segments, validation, offers)."""
+    _setup_logging(verbose)
+    from rebuy.report import build_report
+
+    t0 = time.perf_counter()
+    try:
+        path = build_report(models_dir=models_dir, scores=scores, out=out, transactions=transactions, evaluation=evaluation)
+    except _user_errors() as e:
+        _fail(e)
+    typer.echo(_table("rebuy report", [("report written to", str(path)), ("seconds", f"{time.perf_counter() - t0:.1f}")]))
+
+
+@app.command("config")
+def show_config(config: ConfigOpt = None) -> None:
+    """Validate a config file and print the effective configuration as JSON."""
+    try:
+        cfg = load_config(config)
+    except ConfigError as e:
+        _fail(e)
+    typer.echo(json.dumps(cfg.model_dump(mode="json"), indent=2))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

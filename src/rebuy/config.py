@@ -1,0 +1,469 @@
+"""The one validated configuration object, loaded from YAML.
+
+Everything a marketer or analyst would tune lives here (column mapping, cleaning, segment rules,
+model settings, offer rules, channels, budgets, horizons). Every field has a default, so data with
+the canonical column names needs no config file at all. Unknown keys and wrong types are errors
+that name the key.
+
+Each section is owned by the module that reads it; add fields to the section, never elsewhere.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+CANONICAL_COLUMNS = ("customer_id", "order_id", "timestamp", "product_id", "quantity", "price", "amount")
+"""Canonical transaction columns; ``description``, ``country`` and ``category`` are optional extras."""
+OPTIONAL_TRANSACTION_COLUMNS = ("description", "country", "category")
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid. The message names the file and the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """How to read and clean the transactions (``rebuy.data``)."""
+
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="canonical name -> source column name; unmapped canonical columns are looked up by name",
+    )
+    customer_columns: dict[str, str] = Field(default_factory=dict, description="mapping for the customers table")
+    event_columns: dict[str, str] = Field(default_factory=dict, description="mapping for the events table")
+    cancel_prefixes: list[str] = Field(default_factory=lambda: ["C"], description="order_id prefixes marking a cancellation")
+    timestamp_format: str | None = Field(None, description="strftime format of the timestamp column; None infers")
+    timezone: str | None = Field(None, description="tz-aware timestamps are converted to this zone, then made naive")
+    csv_separator: str = ","
+    drop_duplicates: bool = True
+
+    @field_validator("columns", "customer_columns", "event_columns")
+    @classmethod
+    def _no_empty_names(cls, v: dict[str, str]) -> dict[str, str]:
+        for k, s in v.items():
+            if not str(s).strip():
+                raise ValueError(f"column mapping for {k!r} is empty")
+        return v
+
+    @field_validator("customer_columns")
+    @classmethod
+    def _known_customer_columns(cls, v: dict[str, str]) -> dict[str, str]:
+        allowed = ("customer_id", "age", "birth_date", "country", "acquisition_channel", "signup_date",
+                   "consent_email", "consent_sms", "consent_messenger")
+        unknown = sorted(set(v) - set(allowed))
+        if unknown:
+            raise ValueError(f"unknown customer column(s) {unknown}; expected some of {list(allowed)}")
+        return v
+
+    @field_validator("event_columns")
+    @classmethod
+    def _known_event_columns(cls, v: dict[str, str]) -> dict[str, str]:
+        allowed = ("customer_id", "product_id", "timestamp", "event")
+        unknown = sorted(set(v) - set(allowed))
+        if unknown:
+            raise ValueError(f"unknown event column(s) {unknown}; expected some of {list(allowed)}")
+        return v
+
+    @field_validator("cancel_prefixes")
+    @classmethod
+    def _non_empty_prefixes(cls, v: list[str]) -> list[str]:
+        if any(not p for p in v):
+            raise ValueError("an empty prefix would mark every order as cancelled")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, v: str | None) -> str | None:
+        if v is not None:
+            import zoneinfo
+
+            try:
+                zoneinfo.ZoneInfo(v)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone {v!r} (use an IANA name such as 'Europe/London')") from None
+        return v
+
+    @field_validator("csv_separator")
+    @classmethod
+    def _non_empty_separator(cls, v: str) -> str:
+        if not v:
+            raise ValueError("must not be empty")
+        return v
+
+
+class SegmentRule(_Section):
+    """A named segment: customers whose R and F scores (1..n_bins) fall in the inclusive ranges."""
+
+    name: str = Field(min_length=1)
+    r: tuple[int, int]
+    f: tuple[int, int]
+
+    @field_validator("r", "f")
+    @classmethod
+    def _range(cls, v: tuple[int, int]) -> tuple[int, int]:
+        lo, hi = v
+        if not (1 <= lo <= hi <= 10):
+            raise ValueError(f"score range {list(v)} must satisfy 1 <= low <= high <= 10 (and <= segments.n_bins)")
+        return v
+
+
+def _default_segment_rules() -> list[SegmentRule]:
+    # The widely used R/F grid (e.g. the "RFM segmentation" map popularised by Putler); first match wins.
+    grid = [
+        ("Champions", (5, 5), (4, 5)),
+        ("Champions", (4, 4), (5, 5)),
+        ("Loyal Customers", (3, 4), (4, 5)),
+        ("Can't Lose Them", (1, 1), (5, 5)),
+        ("At Risk", (1, 2), (3, 5)),
+        ("Potential Loyalists", (4, 5), (2, 3)),
+        ("New Customers", (5, 5), (1, 1)),
+        ("Promising", (4, 4), (1, 1)),
+        ("Need Attention", (3, 3), (3, 3)),
+        ("About to Sleep", (3, 3), (1, 2)),
+        ("Hibernating", (2, 2), (1, 2)),
+        ("Lost", (1, 1), (1, 2)),
+    ]
+    return [SegmentRule(name=n, r=r, f=f) for n, r, f in grid]
+
+
+class SegmentConfig(_Section):
+    """RFM scores, named segments and clusters (``rebuy.segment``)."""
+
+    n_bins: int = Field(5, ge=2, le=10)
+    rules: list[SegmentRule] = Field(default_factory=_default_segment_rules)
+    fallback_segment: str = "Need Attention"
+    cluster_method: Literal["kmeans"] = "kmeans"
+    n_clusters: int | None = Field(None, ge=2, description="fixed k; None chooses k by silhouette over k_range")
+    k_range: tuple[int, int] = (3, 8)
+    silhouette_sample: int = Field(20_000, ge=100, description="customers sampled to compute the silhouette")
+    random_state: int = 0
+    scaler: Literal["robust", "standard", "none"] = Field("robust", description="scaling after log1p of the RFM features")
+    n_init: int = Field(4, ge=1, description="KMeans restarts (fixed, never 'auto')")
+
+    @model_validator(mode="after")
+    def _rules_fit_grid(self) -> SegmentConfig:
+        lo, hi = self.k_range
+        if not (2 <= lo <= hi):
+            raise ValueError(f"k_range {list(self.k_range)} must satisfy 2 <= low <= high")
+        if not self.rules:
+            raise ValueError("rules: give at least one segment rule")
+        n = self.n_bins
+        for rule in self.rules:
+            if rule.r[1] > n or rule.f[1] > n:
+                raise ValueError(f"rules: rule {rule.name!r} uses a score above n_bins={n}; give rules for a {n}-point grid")
+        if max(r.r[1] for r in self.rules) < n or max(r.f[1] for r in self.rules) < n:
+            raise ValueError(f"rules: no rule reaches score {n} (n_bins={n}); give rules for a {n}-point grid")
+        return self
+
+
+class BGNBDConfig(_Section):
+    penalizer: float = Field(0.0, ge=0)
+    retry_penalizer: float = Field(0.001, gt=0, description="used when the unpenalised fit does not converge")
+
+
+class GammaGammaConfig(_Section):
+    penalizer: float = Field(0.0, ge=0)
+    retry_penalizer: float = Field(0.001, gt=0)
+    independence_threshold: float = Field(0.3, gt=0, le=1, description="|corr(frequency, monetary)| above this warns")
+
+
+class CLVConfig(_Section):
+    """Lifetime value settings. Currency is the transactions' currency."""
+
+    horizon_months: int = Field(12, ge=1)
+    margin: float = Field(0.3, gt=0, le=1, description="gross margin as a share of revenue")
+    discount_rate: float = Field(0.01, ge=0, description="monthly discount rate")
+    acquisition_cost: float = Field(0.0, ge=0, description="per customer, currency")
+    retention_cost: float = Field(0.0, ge=0, description="per customer per year, currency")
+    horizons_days: list[int] = Field(default_factory=lambda: [30, 90, 365])
+    churn_risk_thresholds: tuple[float, float] = Field(
+        (0.5, 0.8), description="p_alive below the first is high risk, below the second medium, else low"
+    )
+    next_purchase_max_days: int = Field(
+        1825, ge=1, description="next_purchase_date is NaT when the expected purchases stay below 1 this long"
+    )
+
+    @field_validator("horizons_days")
+    @classmethod
+    def _positive_horizons(cls, v: list[int]) -> list[int]:
+        if not v or any(h <= 0 for h in v):
+            raise ValueError(f"horizons_days must be a non-empty list of positive day counts, got {v}")
+        return v
+
+    @field_validator("churn_risk_thresholds")
+    @classmethod
+    def _ordered_thresholds(cls, v: tuple[float, float]) -> tuple[float, float]:
+        lo, hi = v
+        if not (0 <= lo <= hi <= 1):
+            raise ValueError(f"churn_risk_thresholds must satisfy 0 <= high-risk <= medium-risk <= 1, got {list(v)}")
+        return v
+
+
+class RecommendConfig(_Section):
+    """Implicit-feedback recommender (``rebuy.recommend``)."""
+
+    enabled: bool = True
+    # defaults tuned by benchmarks/tune_recommender.py on Online Retail II, train < 2011-06-01,
+    # validation 2011-06-01..2011-08-31 (never on the 2011-09-01..2011-12-09 test period)
+    algorithm: Literal["als", "bpr"] = "als"
+    factors: int = Field(128, ge=1, description="capped below the number of products")
+    regularization: float = Field(10.0, ge=0)
+    iterations: int = Field(40, ge=1)
+    learning_rate: float = Field(0.01, gt=0, description="BPR only")
+    alpha: float = Field(0.1, gt=0, description="confidence scale applied to the weighted matrix")
+    confidence: Literal["count", "spend"] = "count"
+    weighting: Literal["none", "log", "bm25", "tfidf"] = "tfidf"
+    bm25_k1: float = 100.0
+    bm25_b: float = 0.8
+    recency_half_life_days: float | None = Field(None, gt=0)
+    n_items: int = Field(10, ge=1)
+    allow_repurchase: bool = False
+    repurchase_categories: list[str] = Field(default_factory=list, description="categories that may be bought again")
+    history_weight: float = Field(
+        0.7, ge=0, le=1, description="blend of own purchase history for re-purchasable products (0 = model only)"
+    )
+    excluded_products: list[str] = Field(
+        default_factory=lambda: [
+            "POST", "DOT", "M", "m", "D", "C2", "CRUK", "BANK CHARGES", "AMAZONFEE", "ADJUST", "ADJUST2",
+            "S", "B", "PADS",
+        ]
+    )
+    excluded_product_prefixes: list[str] = Field(default_factory=lambda: ["gift_", "TEST"])
+    min_history: int = Field(1, ge=0, description="customers with fewer distinct products get popularity")
+    batch_size: int = Field(10_000, ge=1)
+    random_state: int = 0
+
+
+class ChannelRule(_Section):
+    """Age group [min_age, max_age) -> preferred channel and its contact cadence. None = open-ended."""
+
+    channel: Literal["messenger", "email", "sms"]
+    min_age: int | None = None
+    max_age: int | None = None
+    max_contacts_per_month: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _age_range(self) -> ChannelRule:
+        if self.min_age is not None and self.max_age is not None and self.min_age >= self.max_age:
+            raise ValueError(f"channel {self.channel}: min_age {self.min_age} must be below max_age {self.max_age}")
+        return self
+
+
+def _default_channels() -> list[ChannelRule]:
+    return [
+        ChannelRule(channel="messenger", min_age=18, max_age=30, max_contacts_per_month=10),
+        ChannelRule(channel="email", min_age=30, max_age=45, max_contacts_per_month=4),
+        ChannelRule(channel="sms", min_age=45, max_age=None, max_contacts_per_month=2),
+    ]
+
+
+OFFER_TYPES = (
+    "birthday", "browse_abandonment", "cross_sell", "win_back", "vip", "spend_tier", "referral",
+    "loyalty_points",
+)
+"""The offer rules ``OffersConfig.priority`` may list (``reminder`` and ``none`` are outcomes, not rules)."""
+
+
+class OffersConfig(_Section):
+    """Offer rules, channels and budget (``rebuy.offers``). Money in the transactions' currency.
+
+    Discounts (``*_discount``, ``spend_tiers`` shares) are shares of the order value (0.15 = 15% off).
+    """
+
+    priority: list[str] = Field(
+        default_factory=lambda: list(OFFER_TYPES),
+        description="offer rules in priority order; the first rule a customer qualifies for wins; "
+        "a rule left out is switched off",
+    )
+    # channels and consent
+    channels: list[ChannelRule] = Field(default_factory=_default_channels)
+    default_channel_order: list[Literal["email", "sms", "messenger"]] = Field(
+        default_factory=lambda: ["email", "sms", "messenger"],
+        description="used when the age is unknown, and as the fallback order after the age group's channel",
+    )
+    fallback_to_consented_channel: bool = Field(
+        True, description="if the age group's channel lacks consent, use the next consented one in default_channel_order"
+    )
+    min_contact_age: int | None = Field(18, ge=0, description="customers known to be younger get no message")
+    assume_consent_without_customers: bool = Field(
+        False, description="with no customers table (or a customer missing from it) assume every channel is consented"
+    )
+    # who gets nothing / no discount
+    p_alive_floor: float = Field(0.05, ge=0, le=1, description="below this P(alive) an offer is wasted: no offer")
+    buy_anyway_purchases_30d: float = Field(
+        1.0, gt=0, description="expected purchases in 30 days at or above this: no discount, a reminder instead"
+    )
+    min_discount: float = Field(0.02, ge=0, lt=1, description="a discount capped below this becomes a reminder")
+    discount_step: float = Field(0.01, gt=0, le=1, description="capped discounts are rounded down to this step")
+    max_offer_products: int = Field(3, ge=1, description="products listed in an offer")
+    new_products: list[str] = Field(
+        default_factory=list, description="products to remind win-back customers of; empty = their recommendations"
+    )
+    # loyalty points
+    loyalty_min_repeat_purchases: float = Field(1.0, ge=0, description="frequency (repeat purchases) at least this")
+    loyalty_min_p_alive: float = Field(0.7, ge=0, le=1, description="active = P(alive) at least this")
+    points_per_currency_unit: float = Field(1.0, ge=0)
+    loyalty_points_multiplier: float = Field(2.0, gt=0, description="2 = double points on the next order")
+    # spend tiers
+    spend_tiers: list[tuple[float, float]] = Field(
+        default_factory=lambda: [(500.0, 0.05), (2000.0, 0.10), (5000.0, 0.15)],
+        description="(cumulative spend threshold, discount share), thresholds increasing",
+    )
+    spend_tier_max_orders_to_next: float = Field(
+        2.0, gt=0, description="nudge when the next tier is at most this many expected orders away"
+    )
+    # VIP and referral
+    vip_top_share: float = Field(0.05, gt=0, lt=1, description="share of customers by CLV who are VIP")
+    vip_discount: float = Field(0.0, ge=0, lt=1, description="0 = exclusive early access, no discount")
+    referral_segments: list[str] = Field(default_factory=lambda: ["Champions", "Loyal Customers"])
+    referral_bonus: float = Field(10.0, ge=0, description="currency, for the customer and the friend")
+    # birthday
+    birthday_discount: float = Field(0.10, ge=0, lt=1)
+    birthday_window_days: int = Field(14, ge=0, description="birthdays from as-of to as-of + this many days")
+    # win-back
+    winback_max_p_alive: float = Field(0.5, ge=0, le=1, description="P(alive) below this counts as falling")
+    winback_overdue_days: int = Field(7, ge=0, description="days past the expected next purchase that count as overdue")
+    winback_discount: float = Field(0.15, ge=0, lt=1)
+    # cross-sell and browse abandonment
+    cross_sell_window_days: int = Field(14, ge=0, description="last order at most this many days before as-of")
+    cross_sell_discount: float = Field(0.0, ge=0, lt=1)
+    browse_discount: float = Field(0.10, ge=0, lt=1)
+    browse_window_days: int = Field(14, ge=0, description="views/carts at most this many days before as-of")
+    # budget guard
+    max_discount_margin_multiple: float = Field(2.0, gt=0, description="discount <= this x margin of one expected order")
+    max_discount_clv_share: float = Field(0.5, gt=0, le=1, description="discount <= this share of clv_12m")
+    redemption_rate: float = Field(
+        1.0, gt=0, le=1, description="share of discounts expected to be redeemed; 1 = budget is a hard cap"
+    )
+    budget: float | None = Field(None, ge=0, description="total discount budget per run; None is unlimited")
+    budget_rank_by: Literal["clv_12m", "net_ltv", "expected_order_value"] = Field(
+        "clv_12m", description="the budget goes to the highest values of this column first"
+    )
+
+    @field_validator("priority")
+    @classmethod
+    def _known_rules(cls, v: list[str]) -> list[str]:
+        unknown = [r for r in v if r not in OFFER_TYPES]
+        if unknown:
+            raise ValueError(f"unknown offer rule(s) {unknown}; expected some of {list(OFFER_TYPES)}")
+        if len(set(v)) != len(v):
+            raise ValueError("an offer rule is listed twice")
+        return v
+
+    @field_validator("spend_tiers")
+    @classmethod
+    def _increasing_tiers(cls, v: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        thresholds = [t for t, _ in v]
+        if thresholds != sorted(set(thresholds)) or any(t < 0 for t in thresholds):
+            raise ValueError("spend tier thresholds must be non-negative and strictly increasing")
+        if any(not (0 <= s < 1) for _, s in v):
+            raise ValueError("spend tier discounts must be shares in [0, 1)")
+        return v
+
+
+class Config(BaseModel):
+    """The whole configuration. ``Config()`` gives the defaults."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    as_of: dt.date | None = Field(None, description="scoring date; None uses the last transaction date")
+    time_unit: Literal["days", "weeks"] = "weeks"
+    data: DataConfig = Field(default_factory=DataConfig)
+    segments: SegmentConfig = Field(default_factory=SegmentConfig)
+    bgnbd: BGNBDConfig = Field(default_factory=BGNBDConfig)
+    gamma_gamma: GammaGammaConfig = Field(default_factory=GammaGammaConfig)
+    clv: CLVConfig = Field(default_factory=CLVConfig)
+    recommend: RecommendConfig = Field(default_factory=RecommendConfig)
+    offers: OffersConfig = Field(default_factory=OffersConfig)
+
+    @model_validator(mode="after")
+    def _check_columns(self) -> Config:
+        allowed = set(CANONICAL_COLUMNS) | set(OPTIONAL_TRANSACTION_COLUMNS)
+        unknown = sorted(set(self.data.columns) - allowed)
+        if unknown:
+            raise ValueError(f"data.columns: unknown canonical column(s) {unknown}; expected some of {sorted(allowed)}")
+        return self
+
+    @property
+    def time_unit_days(self) -> float:
+        """Length of one model time unit in days (weeks are exactly 7 days)."""
+        return 7.0 if self.time_unit == "weeks" else 1.0
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    parts = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        parts.append(f"{key}: {msg}")
+    return f"{source}: invalid config: " + "; ".join(parts)
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    overrides: dict[str, Any] | None = None,
+    columns: dict[str, str] | None = None,
+) -> Config:
+    """Load and validate a config.
+
+    Parameters
+    ----------
+    path : YAML file, or None for the defaults.
+    overrides : dotted keys to set after loading, e.g. ``{"as_of": "2011-12-09", "time_unit": "days"}``.
+    columns : canonical -> source column mapping merged over ``data.columns`` (the CLI's ``--column``).
+    """
+    raw: dict[str, Any] = {}
+    source = str(path) if path is not None else "<defaults>"
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: config file not found")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML: {str(e).splitlines()[0]}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: top level must be a mapping of keys to values")
+        raw = loaded
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            *parents, leaf = dotted.split(".")
+            _mapping_at(raw, parents, source)[leaf] = value
+    if columns:
+        _mapping_at(raw, ["data", "columns"], source).update(columns)
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_format_error(e, source)) from None
+
+
+def _mapping_at(raw: dict[str, Any], keys: list[str], source: str) -> dict[str, Any]:
+    """The nested mapping at ``keys`` in ``raw``, created where missing or null."""
+    node = raw
+    for i, k in enumerate(keys):
+        if node.get(k) is None:
+            node[k] = {}
+        node = node[k]
+        if not isinstance(node, dict):
+            raise ConfigError(f"{source}: invalid config: {'.'.join(keys[: i + 1])}: must be a mapping")
+    return node
+
+
+def parse_column_overrides(items: list[str] | None) -> dict[str, str]:
+    """Parse repeated ``CANONICAL=SOURCE`` strings (the CLI's ``--column``)."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        canonical, sep, source = item.partition("=")
+        if not sep or not canonical.strip() or not source.strip():
+            raise ConfigError(f"--column {item!r}: expected CANONICAL=SOURCE, e.g. customer_id='Customer ID'")
+        out[canonical.strip()] = source.strip()
+    return out

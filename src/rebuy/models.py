@@ -1,0 +1,659 @@
+"""Repeat-purchase (BG/NBD) and spend (Gamma-Gamma) models, and customer lifetime value.
+
+Fitting uses lifetimes' ``BetaGeoFitter`` / ``GammaGammaFitter`` on the *distinct* input rows with
+their counts as weights (the same maximum-likelihood estimate as one row per customer, at a cost
+that grows with distinct rows, not customers). Predictions are re-implemented here with numpy/scipy,
+in log space where lifetimes can overflow, and agree with lifetimes' to ~1e-9 relative.
+
+Time is in the summary's time unit (``"weeks"`` = days / 7 exactly, or ``"days"``); money is in the
+transactions' currency.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import math
+import warnings
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from scipy.special import expit, gammaln, hyp2f1
+
+from rebuy.features import unit_days
+
+if TYPE_CHECKING:
+    from rebuy.config import Config
+
+logger = logging.getLogger(__name__)
+
+MONTH_IN_UNITS = {"weeks": 4.345, "days": 30.0}
+"""One CLV month in model time units, as lifetimes' ``customer_lifetime_value`` (freq "W" / "D")."""
+
+
+class ModelFitError(ValueError):
+    """A model cannot be fitted on the given data; the message says why."""
+
+
+# --------------------------------------------------------------------------------------- helpers
+def _as_float(x: Any, name: str) -> np.ndarray:
+    arr = np.asarray(x, dtype=np.float64)
+    if not np.isfinite(arr).all():
+        raise ModelFitError(f"{name}: contains missing or infinite values")
+    return arr
+
+
+def _summary_arrays(summary: pd.DataFrame, columns: tuple[str, ...], who: str) -> list[np.ndarray]:
+    if not isinstance(summary, pd.DataFrame):
+        raise ModelFitError(f"{who}: expected an RFM summary DataFrame, got {type(summary).__name__}")
+    missing = [c for c in columns if c not in summary.columns]
+    if missing:
+        raise ModelFitError(f"{who}: summary is missing column(s) {missing} (use rebuy.features.rfm_summary)")
+    if len(summary) == 0:
+        raise ModelFitError(f"{who}: summary has no customers")
+    return [
+        _as_float(summary[c].to_numpy(dtype=np.float64, na_value=np.nan), f"{who}: column {c!r}")
+        for c in columns
+    ]
+
+
+def _check_frt(frequency: np.ndarray, recency: np.ndarray, T: np.ndarray, who: str) -> None:
+    if (frequency < 0).any() or (np.abs(frequency - np.round(frequency)) > 1e-9).any():
+        raise ModelFitError(f"{who}: column 'frequency' must hold non-negative whole numbers")
+    if (recency < 0).any():
+        raise ModelFitError(f"{who}: column 'recency' has negative values")
+    if (recency > T + 1e-9).any():
+        raise ModelFitError(
+            f"{who}: column 'recency' exceeds 'T' for {int((recency > T + 1e-9).sum())} customer(s)"
+        )
+    if ((frequency == 0) & (recency > 0)).any():
+        raise ModelFitError(f"{who}: customers with frequency 0 must have recency 0")
+
+
+def _distinct_rows(*cols: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """Distinct rows of the given equal-length columns, sorted lexicographically:
+    (columns of the distinct rows, their counts, inverse index from each input row)."""
+    cols = tuple(np.asarray(c, dtype=np.float64).ravel() for c in cols)
+    n = len(cols[0])
+    if n == 0:
+        return [c[:0] for c in cols], np.array([], dtype=np.int64), np.array([], dtype=np.int64)
+    order = np.lexsort(cols[::-1])  # first column is the primary key
+    sorted_cols = [c[order] for c in cols]
+    new = np.zeros(n, dtype=bool)
+    new[0] = True
+    for c in sorted_cols:
+        new[1:] |= c[1:] != c[:-1]
+    starts = np.flatnonzero(new)
+    group = np.cumsum(new) - 1
+    inverse = np.empty(n, dtype=np.int64)
+    inverse[order] = group
+    counts = np.diff(np.r_[starts, n])
+    return [c[starts] for c in sorted_cols], counts, inverse
+
+
+def _summary_time_unit(summary: pd.DataFrame, default: str | None = None) -> str:
+    unit = summary.attrs.get("time_unit", default)
+    if unit is None:
+        unit = "weeks"
+    unit_days(unit)
+    return unit
+
+
+def _hyp2f1(A: Any, B: Any, C: Any, z: Any) -> np.ndarray:
+    """scipy's hyp2f1, with the Gauss series summed directly where scipy returns NaN or inf. scipy
+    fails e.g. at 2F1(-2.5, 2; 1002.5; 0.96) (NaN) and 2F1(-2.5, 2; 102.5; 0.98) (inf, true ~0.98):
+    the large-c regime of heavy buyers, where the series converges (0 <= z < 1)."""
+    A, B, C, z = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (A, B, C, z)))
+    with np.errstate(all="ignore"):
+        h = np.array(hyp2f1(A, B, C, z), dtype=np.float64, ndmin=1)
+    bad = ~np.isfinite(h).ravel()
+    if bad.any():
+        a_, b_, c_, z_ = (v.ravel()[bad] for v in (A, B, C, z))
+        total = np.ones_like(a_)
+        term = np.ones_like(a_)
+        active = np.ones(a_.shape, dtype=bool)
+        with np.errstate(all="ignore"):
+            for k in range(50_000):
+                term = np.where(active, term * (a_ + k) * (b_ + k) / ((c_ + k) * (k + 1)) * z_, 0.0)
+                total = total + term
+                active &= np.isfinite(total) & (np.abs(term) > 1e-17 * np.abs(total))
+                if not active.any():
+                    break
+        active |= ~np.isfinite(total)
+        flat = h.ravel().copy()
+        flat[bad] = np.where(active, np.nan, total)
+        h = flat.reshape(h.shape)
+    return h
+
+
+def _run_fitter(
+    make_fitter,
+    fit_args: tuple,
+    fit_kwargs: dict,
+    penalizer: float,
+    retry_penalizer: float,
+    name: str,
+    params_ok,
+) -> tuple[Any, float, list[str], bool]:
+    """Fit a lifetimes fitter; on non-convergence retry once with ``retry_penalizer``.
+
+    Returns (fitter, penalizer used, warnings, converged without retry)."""
+    from lifetimes.utils import ConvergenceError
+
+    notes: list[str] = []
+    attempts = [penalizer]
+    if retry_penalizer > penalizer:
+        attempts.append(retry_penalizer)
+    for i, pen in enumerate(attempts):
+        fitter = make_fitter(pen)
+        captured = io.StringIO()
+        reason = None
+        try:
+            # lifetimes prints the scipy result on failure and emits numerical RuntimeWarnings.
+            with contextlib.redirect_stdout(captured), warnings.catch_warnings(), np.errstate(all="ignore"):
+                warnings.simplefilter("ignore")
+                fitter.fit(*fit_args, **fit_kwargs)
+        except ConvergenceError:
+            reason = "the optimiser did not converge"
+        except (FloatingPointError, ValueError, np.linalg.LinAlgError, OverflowError) as e:
+            reason = f"the optimiser failed ({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''})"
+        else:
+            params = {k: float(v) for k, v in fitter.params_.items()}
+            if not params_ok(params) or not np.isfinite(fitter._negative_log_likelihood_):
+                reason = f"the fit gave non-finite or out-of-range parameters {params}"
+        if reason is None:
+            return fitter, pen, notes, i == 0
+        msg = f"{name} fit with penalizer={pen}: {reason}"
+        if i + 1 < len(attempts):
+            msg += f"; retrying with penalizer={attempts[i + 1]}"
+        logger.warning(msg)
+        notes.append(msg)
+    raise ModelFitError(
+        f"{name}: the fit did not converge ({notes[-1]}); try a larger retry_penalizer in the config"
+    )
+
+
+# --------------------------------------------------------------------------------------- BG/NBD
+def bgnbd_log_likelihood(params: dict[str, float], frequency: Any, recency: Any, T: Any) -> np.ndarray:
+    """Per-customer BG/NBD log-likelihood (Fader, Hardie & Lee 2005, eq. 6, in log space)."""
+    r, alpha, a, b = (params[k] for k in ("r", "alpha", "a", "b"))
+    x, tx, T = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (frequency, recency, T)))
+    a1 = gammaln(r + x) - gammaln(r) + r * np.log(alpha)
+    a2 = gammaln(a + b) + gammaln(b + x) - gammaln(b) - gammaln(a + b + x)
+    a3 = -(r + x) * np.log(alpha + T)
+    a4 = np.log(a) - np.log(b + np.maximum(x, 1) - 1) - (r + x) * np.log(tx + alpha)
+    a4 = np.where(x > 0, a4, -np.inf)
+    return a1 + a2 + np.logaddexp(a3, a4)
+
+
+class BGNBDModel:
+    """BG/NBD repeat-purchase model (Fader, Hardie & Lee 2005) fitted with lifetimes.
+
+    Parameters
+    ----------
+    penalizer : L2 penalty on the parameters for the first fit (lifetimes' ``penalizer_coef``).
+    retry_penalizer : penalty for the one retry when the first fit does not converge or gives
+        non-finite parameters (a warning is logged and kept in ``warnings_``).
+
+    Attributes (after ``fit``)
+    ----------
+    params_ : {"r", "alpha", "a", "b"} (alpha in time units).
+    log_likelihood_ : total log-likelihood of the fitted data (unpenalised).
+    time_unit_ : "weeks" or "days".
+    penalizer_ : the penalizer actually used.  converged_ : True when the first attempt converged.
+    n_customers_, n_distinct_rows_ : fit sizes.  warnings_ : list of warning strings.
+    """
+
+    PARAM_NAMES = ("r", "alpha", "a", "b")
+
+    def __init__(self, penalizer: float = 0.0, retry_penalizer: float = 0.001):
+        self.penalizer = penalizer
+        self.retry_penalizer = retry_penalizer
+
+    # ---------------------------------------------------------------- fitting
+    def fit(self, summary: pd.DataFrame, time_unit: str | None = None) -> BGNBDModel:
+        """Fit on an RFM summary (columns ``frequency``, ``recency``, ``T``).
+
+        ``time_unit`` defaults to ``summary.attrs["time_unit"]`` (set by ``rfm_summary``), else weeks.
+        """
+        from lifetimes import BetaGeoFitter
+
+        who = "BGNBDModel.fit"
+        if self.penalizer < 0 or self.retry_penalizer < 0:
+            raise ModelFitError(f"{who}: penalizer and retry_penalizer must be >= 0")
+        x, tx, T = _summary_arrays(summary, ("frequency", "recency", "T"), who)
+        _check_frt(x, tx, T, who)
+        if not (x > 0).any():
+            raise ModelFitError(
+                f"{who}: every customer is a one-time buyer (frequency 0): there are no repeat purchases to fit"
+            )
+        if T.max() <= 0:
+            raise ModelFitError(f"{who}: every customer's T is 0 (all data on the as_of day): nothing to fit")
+        (ux, utx, uT), counts, _ = _distinct_rows(x, tx, T)
+        fitter, pen, notes, converged = _run_fitter(
+            lambda p: BetaGeoFitter(penalizer_coef=p),
+            (ux, utx, uT),
+            {"weights": counts},
+            self.penalizer,
+            self.retry_penalizer,
+            "BG/NBD",
+            lambda p: all(np.isfinite(v) and v > 0 for v in p.values()),
+        )
+        self.params_ = {k: float(fitter.params_[k]) for k in self.PARAM_NAMES}
+        self.log_likelihood_ = float((counts * bgnbd_log_likelihood(self.params_, ux, utx, uT)).sum())
+        self.time_unit_ = time_unit or _summary_time_unit(summary)
+        self.penalizer_ = float(pen)
+        self.converged_ = bool(converged)
+        self.n_customers_ = int(len(x))
+        self.n_distinct_rows_ = int(len(ux))
+        self.warnings_ = list(notes)
+        if self.params_["a"] > 0 and abs(self.params_["a"] - 1.0) < 1e-6:
+            self.warnings_.append("BG/NBD a is ~1: expected purchases use a = 1 +/- 1e-6")
+        return self
+
+    @classmethod
+    def from_params(cls, params: dict[str, float], time_unit: str = "weeks") -> BGNBDModel:
+        """A model with given parameters (e.g. published ones, or read from a bundle manifest)."""
+        m = cls()
+        m.params_ = {k: float(params[k]) for k in cls.PARAM_NAMES}
+        if not all(np.isfinite(v) and v > 0 for v in m.params_.values()):
+            raise ModelFitError(f"BGNBDModel.from_params: parameters must be finite and > 0, got {m.params_}")
+        unit_days(time_unit)
+        m.time_unit_ = time_unit
+        m.penalizer_ = 0.0
+        m.converged_ = True
+        m.warnings_ = []
+        return m
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "params_"):
+            raise ModelFitError("BGNBDModel: not fitted; call fit(summary) first")
+
+    # ---------------------------------------------------------------- predictions
+    def _log_div(self, x: np.ndarray, tx: np.ndarray, T: np.ndarray) -> np.ndarray:
+        r, alpha, a, b = (self.params_[k] for k in self.PARAM_NAMES)
+        return (
+            (r + x) * (np.log(alpha + T) - np.log(alpha + tx)) + np.log(a) - np.log(b + np.maximum(x, 1) - 1)
+        )
+
+    def p_alive(self, frequency: Any, recency: Any, T: Any) -> np.ndarray:
+        """P(customer still alive | frequency, recency, T); 1 for customers with no repeat purchase."""
+        self._check_fitted()
+        x, tx, T = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (frequency, recency, T)))
+        with np.errstate(over="ignore"):
+            p = np.where(x > 0, expit(-self._log_div(x, tx, T)), 1.0)
+        return np.atleast_1d(p)
+
+    def expected_purchases(self, t: Any, frequency: Any, recency: Any, T: Any) -> np.ndarray:
+        """Conditional expected number of repeat purchases in the next ``t`` time units (FHL 2005 eq. 10).
+
+        Computed as ``(a+b+x-1)/(a-1) * [1 - (1-z)^(a-1) 2F1(a+b-1-r, a-1; a+b+x-1; z)] * P(alive)``
+        with ``z = t / (alpha+T+t)`` (Euler's transformation of the paper's hypergeometric term, whose
+        parameters then no longer grow with x), falling back to lifetimes' form where scipy's
+        ``hyp2f1`` is not finite. Finite for heavy buyers, T = 0 and t = 0.
+        """
+        self._check_fitted()
+        r, alpha, a, b = (self.params_[k] for k in self.PARAM_NAMES)
+        if abs(a - 1.0) < 1e-6:
+            a = 1.0 + math.copysign(1e-6, a - 1.0) if a != 1.0 else 1.0 + 1e-6
+        t, x, tx, T = np.broadcast_arrays(
+            *(np.asarray(v, dtype=np.float64) for v in (t, frequency, recency, T))
+        )
+        if (t < 0).any():
+            raise ValueError("expected_purchases: t must be >= 0")
+        with np.errstate(all="ignore"):
+            c = a + b + x - 1
+            z = t / (alpha + T + t)
+            log1mz = np.log(alpha + T) - np.log(alpha + T + t)
+            h = _hyp2f1(a + b - 1 - r, a - 1, c, z)
+            log_term = np.log(np.abs(h)) + (a - 1) * log1mz
+            bad = ~np.isfinite(h) | np.isnan(log_term) | np.isposinf(log_term)
+            if bad.any():
+                h_alt = _hyp2f1(r + x, b + x, c, z)
+                log_term = np.where(bad, np.log(np.abs(h_alt)) + (r + x) * log1mz, log_term)
+                h = np.where(bad, h_alt, h)
+            # 2F1 can be negative when a + b + x - 1 < 0 (lifetimes returns NaN there)
+            second = np.where(h > 0, -np.expm1(log_term), 1.0 - np.sign(h) * np.exp(log_term))
+            first = c / (a - 1)
+            palive = np.where(x > 0, expit(-self._log_div(x, tx, T)), 1.0)
+            out = first * second * palive
+        out = np.where(t == 0, 0.0, out)
+        if not np.isfinite(out).all():
+            n_bad = int((~np.isfinite(out)).sum())
+            raise FloatingPointError(
+                f"expected_purchases: {n_bad} non-finite value(s) for params {self.params_}"
+            )
+        return np.atleast_1d(np.maximum(out, 0.0))
+
+    def probability_of_purchase(self, t: Any, frequency: Any, recency: Any, T: Any) -> np.ndarray:
+        """P(at least one repeat purchase in the next ``t`` time units | frequency, recency, T).
+
+        A BG/NBD customer alive at T cannot drop out before the next purchase, and given alive the
+        purchase rate is Gamma(r + x, alpha + T) a posteriori, so this is
+        ``P(alive) * (1 - ((alpha + T) / (alpha + T + t)) ** (r + x))``."""
+        self._check_fitted()
+        r, alpha, _, _ = (self.params_[k] for k in self.PARAM_NAMES)
+        t, x, tx, T = np.broadcast_arrays(
+            *(np.asarray(v, dtype=np.float64) for v in (t, frequency, recency, T))
+        )
+        with np.errstate(all="ignore"):
+            none_if_alive = np.exp((r + x) * (np.log(alpha + T) - np.log(alpha + T + t)))
+        return np.atleast_1d(self.p_alive(x, tx, T) * -np.expm1(np.log(none_if_alive)))
+
+    def expected_purchases_population(self, t: Any) -> np.ndarray:
+        """Unconditional expected repeat purchases of a new customer within ``t`` time units of the
+        first purchase (FHL 2005 eq. 9); used for the cohort tracking curve."""
+        self._check_fitted()
+        r, alpha, a, b = (self.params_[k] for k in self.PARAM_NAMES)
+        if abs(a - 1.0) < 1e-6:
+            a = 1.0 + math.copysign(1e-6, a - 1.0) if a != 1.0 else 1.0 + 1e-6
+        t = np.atleast_1d(np.asarray(t, dtype=np.float64))
+        if (t < 0).any():
+            raise ValueError("expected_purchases_population: t must be >= 0")
+        with np.errstate(all="ignore"):
+            z = t / (alpha + t)
+            log1mz = np.log(alpha) - np.log(alpha + t)
+            h = _hyp2f1(r, b, a + b - 1, z)
+            log_term = np.log(np.abs(h)) + r * log1mz
+            bad = ~np.isfinite(h) | np.isnan(log_term) | np.isposinf(log_term)
+            if bad.any():  # Euler: 2F1(r,b;c;z) = (1-z)^(c-r-b) 2F1(c-r, c-b; c; z)
+                h_alt = _hyp2f1(a + b - 1 - r, a - 1, a + b - 1, z)
+                log_term = np.where(bad, np.log(np.abs(h_alt)) + (a - 1) * log1mz, log_term)
+                h = np.where(bad, h_alt, h)
+            second = np.where(h > 0, -np.expm1(log_term), 1.0 - np.sign(h) * np.exp(log_term))
+            out = (a + b - 1) / (a - 1) * second
+        out = np.where(t == 0, 0.0, out)
+        if not np.isfinite(out).all():
+            raise FloatingPointError(
+                f"expected_purchases_population: non-finite values for params {self.params_}"
+            )
+        return out
+
+    def expected_time_to_next_purchase(
+        self, frequency: Any, recency: Any, T: Any, max_time: float
+    ) -> np.ndarray:
+        """Time (time units) until the expected number of purchases reaches 1, or ``np.inf`` when it
+        does not within ``max_time``. Vectorised bisection (40 halvings) on the monotone
+        ``expected_purchases``."""
+        self._check_fitted()
+        x, tx, T = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (frequency, recency, T)))
+        x, tx, T = x.ravel(), tx.ravel(), T.ravel()
+        out = np.full(x.shape, np.inf)
+        if x.size == 0:
+            return out
+        (ux, utx, uT), _, inv = _distinct_rows(x, tx, T)
+        reach = self.expected_purchases(max_time, ux, utx, uT) >= 1.0
+        lo = np.zeros(int(reach.sum()))
+        hi = np.full(lo.shape, float(max_time))
+        rx, rtx, rT = ux[reach], utx[reach], uT[reach]
+        for _ in range(40):
+            mid = 0.5 * (lo + hi)
+            above = self.expected_purchases(mid, rx, rtx, rT) >= 1.0
+            hi = np.where(above, mid, hi)
+            lo = np.where(above, lo, mid)
+        res = np.full(ux.shape, np.inf)
+        res[reach] = hi
+        out = res[inv]
+        return out
+
+    def expected_next_purchase_date(
+        self, frequency: Any, recency: Any, T: Any, as_of: Any, max_days: int = 1825
+    ) -> np.ndarray:
+        """Expected date of the next purchase: ``as_of`` plus the first whole number of days ``d``
+        (1 <= d <= ``max_days``) by which the expected number of purchases reaches 1, i.e.
+        ``expected_purchases(d days) >= 1 > expected_purchases(d - 1 days)``. ``NaT`` when the
+        expected count stays below 1 for ``max_days`` days (not expected to buy again within that
+        cap; typically customers who have probably churned). Exact integer bisection on the distinct
+        (frequency, recency, T) rows: about log2(max_days) evaluations."""
+        self._check_fitted()
+        u = unit_days(self.time_unit_)
+        x, tx, T = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (frequency, recency, T)))
+        shape = x.shape
+        x, tx, T = x.ravel(), tx.ravel(), T.ravel()
+        out = np.full(x.shape, np.datetime64("NaT"), dtype="datetime64[ns]")
+        if x.size == 0:
+            return out.reshape(shape)
+        (ux, utx, uT), _, inv = _distinct_rows(x, tx, T)
+        reach = self.expected_purchases(max_days / u, ux, utx, uT) >= 1.0
+        rx, rtx, rT = ux[reach], utx[reach], uT[reach]
+        lo = np.zeros(rx.shape, dtype=np.int64)  # E(lo) < 1 (E(0) = 0)
+        hi = np.full(rx.shape, int(max_days), dtype=np.int64)  # E(hi) >= 1
+        while rx.size and (hi - lo > 1).any():
+            mid = (lo + hi) // 2
+            above = self.expected_purchases(mid / u, rx, rtx, rT) >= 1.0
+            hi = np.where(above, mid, hi)
+            lo = np.where(above, lo, mid)
+        days = np.full(ux.shape, -1, dtype=np.int64)
+        days[reach] = hi
+        days = days[inv]
+        ok = days >= 0
+        base = np.datetime64(pd.Timestamp(as_of).normalize().to_datetime64(), "ns")
+        out[ok] = base + days[ok].astype("timedelta64[D]")
+        return out.reshape(shape)
+
+
+# --------------------------------------------------------------------------------------- Gamma-Gamma
+class GammaGammaModel:
+    """Gamma-Gamma spend model (Fader, Hardie & Lee 2005b) fitted with lifetimes on repeat customers.
+
+    Parameters
+    ----------
+    penalizer, retry_penalizer : as for :class:`BGNBDModel`.
+    independence_threshold : warn when |Pearson corr(frequency, monetary_value)| of the repeat
+        customers exceeds this (the model assumes spend per purchase is independent of frequency).
+
+    Attributes (after ``fit``)
+    ----------
+    params_ : {"p", "q", "v"}.  independence_corr_ : the Pearson correlation (0 when undefined).
+    independence_ok_ : |corr| <= threshold.  q_warning_ : message when q <= 1 (the population mean
+    spend v*p/(q-1) is then undefined), else None.  population_mean_ : currency, or the weighted
+    mean of the repeat customers' monetary_value when q <= 1.  penalizer_, converged_,
+    n_customers_, n_distinct_rows_, warnings_ : as for BG/NBD.
+    """
+
+    PARAM_NAMES = ("p", "q", "v")
+
+    def __init__(
+        self, penalizer: float = 0.0, retry_penalizer: float = 0.001, independence_threshold: float = 0.3
+    ):
+        self.penalizer = penalizer
+        self.retry_penalizer = retry_penalizer
+        self.independence_threshold = independence_threshold
+
+    def fit(self, summary: pd.DataFrame) -> GammaGammaModel:
+        """Fit on the repeat customers (frequency > 0 and monetary_value > 0) of an RFM summary."""
+        from lifetimes import GammaGammaFitter
+
+        who = "GammaGammaModel.fit"
+        x, m = _summary_arrays(summary, ("frequency", "monetary_value"), who)
+        if (x < 0).any():
+            raise ModelFitError(f"{who}: column 'frequency' has negative values")
+        if (m < 0).any():
+            raise ModelFitError(f"{who}: column 'monetary_value' has negative values")
+        keep = (x > 0) & (m > 0)
+        if keep.sum() < 2:
+            raise ModelFitError(
+                f"{who}: needs at least 2 repeat customers with positive monetary_value, found {int(keep.sum())}"
+            )
+        x, m = x[keep], m[keep]
+        notes: list[str] = []
+        if np.std(x) > 0 and np.std(m) > 0:
+            corr = float(np.corrcoef(x, m)[0, 1])
+        else:
+            corr = 0.0
+            notes.append("independence check: frequency or monetary_value is constant; correlation set to 0")
+        self.independence_corr_ = corr
+        self.independence_ok_ = bool(abs(corr) <= self.independence_threshold)
+        if not self.independence_ok_:
+            msg = (
+                f"Gamma-Gamma independence assumption fails: corr(frequency, monetary_value) = {corr:.3f} "
+                f"exceeds {self.independence_threshold} in absolute value; expected order values are biased"
+            )
+            logger.warning(msg)
+            notes.append(msg)
+        (ux, um), counts, _ = _distinct_rows(x, m)
+        fitter, pen, fit_notes, converged = _run_fitter(
+            lambda p: GammaGammaFitter(penalizer_coef=p),
+            (ux, um),
+            {"weights": counts},
+            self.penalizer,
+            self.retry_penalizer,
+            "Gamma-Gamma",
+            lambda p: all(np.isfinite(v) and v > 0 for v in p.values()),
+        )
+        self.params_ = {k: float(fitter.params_[k]) for k in self.PARAM_NAMES}
+        self.log_likelihood_ = float(-fitter._negative_log_likelihood_ * counts.sum())
+        self.penalizer_ = float(pen)
+        self.converged_ = bool(converged)
+        self.n_customers_ = int(len(x))
+        self.n_distinct_rows_ = int(len(ux))
+        self.empirical_mean_ = float(np.mean(m))
+        self.warnings_ = notes + fit_notes
+        self._set_population_mean()
+        return self
+
+    def _set_population_mean(self) -> None:
+        p, q, v = (self.params_[k] for k in self.PARAM_NAMES)
+        if q <= 1.0:
+            self.q_warning_ = (
+                f"Gamma-Gamma q = {q:.3f} <= 1: the population mean spend v*p/(q-1) is undefined (heavy-tailed "
+                "spend); expected order values fall back to each customer's observed mean (and the repeat "
+                "customers' mean for one-time buyers)"
+            )
+            logger.warning(self.q_warning_)
+            self.warnings_.append(self.q_warning_)
+            self.population_mean_ = float(getattr(self, "empirical_mean_", np.nan))
+        else:
+            self.q_warning_ = None
+            self.population_mean_ = float(v * p / (q - 1))
+
+    @classmethod
+    def from_params(cls, params: dict[str, float], empirical_mean: float | None = None) -> GammaGammaModel:
+        """A model with given parameters (e.g. published ones, or read from a bundle manifest)."""
+        m = cls()
+        m.params_ = {k: float(params[k]) for k in cls.PARAM_NAMES}
+        if not all(np.isfinite(v) and v > 0 for v in m.params_.values()):
+            raise ModelFitError(
+                f"GammaGammaModel.from_params: parameters must be finite and > 0, got {m.params_}"
+            )
+        if m.params_["q"] <= 1 and empirical_mean is None:
+            raise ModelFitError(
+                "GammaGammaModel.from_params: q <= 1 needs empirical_mean (population mean undefined)"
+            )
+        m.empirical_mean_ = float(empirical_mean) if empirical_mean is not None else float("nan")
+        m.warnings_ = []
+        m.penalizer_ = 0.0
+        m.converged_ = True
+        m.independence_corr_ = 0.0
+        m._set_population_mean()
+        return m
+
+    def expected_order_value(self, frequency: Any, monetary_value: Any) -> np.ndarray:
+        """E[spend per purchase day | x, m] (FHL 2005b eq. 5), currency.
+
+        One-time buyers (x = 0) get the population mean. When q <= 1 (``q_warning_``) the population
+        mean is undefined: repeat customers get their observed mean and one-time buyers the repeat
+        customers' mean.
+        """
+        if not hasattr(self, "params_"):
+            raise ModelFitError("GammaGammaModel: not fitted; call fit(summary) first")
+        x, m = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (frequency, monetary_value)))
+        p, q, _ = (self.params_[k] for k in self.PARAM_NAMES)
+        if q <= 1.0:
+            out = np.where(x > 0, m, self.population_mean_)
+        else:
+            w = p * x / (p * x + q - 1)
+            out = (1 - w) * self.population_mean_ + w * m
+        return np.atleast_1d(out)
+
+
+# --------------------------------------------------------------------------------------- CLV
+def customer_lifetime_value(
+    bgnbd: BGNBDModel,
+    gg: GammaGammaModel,
+    summary: pd.DataFrame,
+    horizon_months: int = 12,
+    margin: float = 1.0,
+    discount_rate: float = 0.01,
+    time_unit: str | None = None,
+) -> pd.Series:
+    """Discounted expected gross margin over ``horizon_months`` (currency), per customer.
+
+    ``margin * sum_{i=1..H} E[order value] * (E[N(i months)] - E[N(i-1 months)]) / (1+d)^i`` with
+    ``d`` the *monthly* ``discount_rate``; a month is 4.345 weeks or 30 days (lifetimes' convention),
+    so with ``margin=1`` this equals lifetimes' ``GammaGammaFitter.customer_lifetime_value``.
+    """
+    unit = time_unit or bgnbd.time_unit_
+    if unit not in MONTH_IN_UNITS:
+        raise ValueError(f"customer_lifetime_value: time_unit must be 'weeks' or 'days', got {unit!r}")
+    if horizon_months < 1:
+        raise ValueError("customer_lifetime_value: horizon_months must be >= 1")
+    x, tx, T, m = _summary_arrays(
+        summary, ("frequency", "recency", "T", "monetary_value"), "customer_lifetime_value"
+    )
+    clv = _clv_arrays(bgnbd, gg, x, tx, T, m, horizon_months, margin, discount_rate, unit)
+    return pd.Series(clv, index=summary.index, name=f"clv_{horizon_months}m")
+
+
+def _clv_arrays(bgnbd, gg, x, tx, T, m, horizon_months, margin, discount_rate, unit) -> np.ndarray:
+    factor = MONTH_IN_UNITS[unit]
+    (ux, utx, uT), _, inv = _distinct_rows(x, tx, T)
+    months = np.arange(0, horizon_months + 1, dtype=np.float64)
+    cum = np.column_stack([bgnbd.expected_purchases(k * factor, ux, utx, uT) for k in months])
+    disc = (1.0 + discount_rate) ** -months[1:]
+    per_purchase = (np.diff(cum, axis=1) * disc).sum(axis=1)[inv]
+    return margin * gg.expected_order_value(x, m) * per_purchase
+
+
+def _churn_risk(p_alive: np.ndarray, thresholds: tuple[float, float]) -> np.ndarray:
+    lo, hi = thresholds
+    return np.where(p_alive < lo, "high", np.where(p_alive < hi, "medium", "low"))
+
+
+def score_value(
+    summary: pd.DataFrame, bgnbd: BGNBDModel, gg: GammaGammaModel, config: Config, as_of: Any = None
+) -> pd.DataFrame:
+    """Per-customer value scores, indexed like ``summary``.
+
+    Columns: ``p_alive``; ``expected_purchases_{h}d`` for each ``config.clv.horizons_days``;
+    ``expected_order_value`` (currency); ``clv_{H}m`` (discounted margin over
+    ``config.clv.horizon_months``); ``net_ltv`` (= clv - acquisition_cost - retention_cost * years);
+    ``next_purchase_date`` (NaT when not expected within ``config.clv.next_purchase_max_days``);
+    ``churn_risk`` (high / medium / low from ``config.clv.churn_risk_thresholds`` on p_alive).
+    No NaN or inf in the numeric columns. ``as_of`` defaults to ``summary.attrs["as_of"]``, else
+    first_purchase + T.
+    """
+    unit = bgnbd.time_unit_
+    s_unit = summary.attrs.get("time_unit")
+    if s_unit is not None and s_unit != unit:
+        raise ValueError(f"score_value: summary is in {s_unit} but the BG/NBD model was fitted in {unit}")
+    u = unit_days(unit)
+    x, tx, T, m = _summary_arrays(summary, ("frequency", "recency", "T", "monetary_value"), "score_value")
+    _check_frt(x, tx, T, "score_value")
+    if as_of is None:
+        as_of = summary.attrs.get("as_of")
+    if as_of is None and "first_purchase" in summary.columns:
+        as_of = (summary["first_purchase"] + pd.to_timedelta(summary["T"] * u, unit="D")).max()
+    if as_of is None:
+        raise ValueError("score_value: as_of is needed (summary has no first_purchase column)")
+    cc = config.clv
+    (ux, utx, uT), _, inv = _distinct_rows(x, tx, T)
+    out = pd.DataFrame(index=summary.index)
+    out["p_alive"] = bgnbd.p_alive(ux, utx, uT)[inv]
+    for h in cc.horizons_days:
+        out[f"expected_purchases_{h}d"] = bgnbd.expected_purchases(h / u, ux, utx, uT)[inv]
+    out["expected_order_value"] = gg.expected_order_value(x, m)
+    clv = _clv_arrays(bgnbd, gg, x, tx, T, m, cc.horizon_months, cc.margin, cc.discount_rate, unit)
+    out[f"clv_{cc.horizon_months}m"] = clv
+    out["net_ltv"] = clv - cc.acquisition_cost - cc.retention_cost * cc.horizon_months / 12.0
+    max_days = int(cc.next_purchase_max_days)
+    out["next_purchase_date"] = bgnbd.expected_next_purchase_date(ux, utx, uT, as_of, max_days=max_days)[inv]
+    out["churn_risk"] = pd.Series(
+        _churn_risk(out["p_alive"].to_numpy(), cc.churn_risk_thresholds), index=out.index, dtype="string"
+    )
+    num = out.select_dtypes("number").to_numpy()
+    if not np.isfinite(num).all():
+        raise FloatingPointError("score_value: non-finite value scores (please report with the summary)")
+    return out

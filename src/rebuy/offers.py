@@ -1,0 +1,786 @@
+"""Personalised offers: the retention playbook as a vectorised rules engine (``rebuy.offers``).
+
+``assign_offers`` turns the score table (one row per customer) into ONE offer per customer, the
+channel to send it through, how often that channel may be used, a human-readable reason quoting the
+customer's own numbers and the expected currency cost of any discount. Every threshold and amount
+lives in ``config.offers`` (``rebuy.config.OffersConfig``).
+
+The rules (``config.offers.priority`` orders them; the first one a customer qualifies for wins):
+
+- ``birthday``: the birthday falls within ``birthday_window_days`` from as-of (needs ``birth_date``).
+- ``browse_abandonment``: products viewed or carted in the last ``browse_window_days`` and not
+  bought after the view (needs an events table): ``browse_discount`` on them.
+- ``cross_sell``: last order at most ``cross_sell_window_days`` ago: the recommender's complementary
+  products to that order (``cross_sell``), else the customer's recommendations.
+- ``win_back``: P(alive) below ``winback_max_p_alive`` (falling) or more than ``winback_overdue_days``
+  past the expected next purchase: "we miss you" with ``winback_discount``.
+- ``vip``: the top ``vip_top_share`` of customers by 12-month CLV: exclusive early access
+  (or ``vip_discount``).
+- ``spend_tier``: the next cumulative-spend tier is at most ``spend_tier_max_orders_to_next``
+  expected orders away: the offer says how much more to spend to unlock the tier's discount.
+- ``referral``: segment in ``referral_segments``: a refer-a-friend bonus of ``referral_bonus``.
+- ``loyalty_points``: active repeat buyers (frequency >= ``loyalty_min_repeat_purchases`` and
+  P(alive) >= ``loyalty_min_p_alive``): ``loyalty_points_multiplier`` x points on the next order.
+
+Then, in this order:
+
+1. P(alive) below ``p_alive_floor``: offer ``none`` (an offer would be wasted), whatever qualified.
+2. Will buy anyway: discretionary discounts (win-back, browse, cross-sell, VIP) for customers with
+   ``expected_purchases_30d >= buy_anyway_purchases_30d`` become a ``reminder`` (no discount).
+   Birthday and spend-tier discounts are entitlements and are not withdrawn here.
+3. Per-customer guard: a discount (share x expected order value) may not exceed
+   ``max_discount_margin_multiple`` x margin of one expected order (``clv.margin`` x
+   ``expected_order_value``) nor ``max_discount_clv_share`` x ``clv_12m``. It is reduced to the cap
+   (rounded down to ``discount_step``); below ``min_discount`` it becomes a ``reminder``.
+4. No consented channel (or younger than ``min_contact_age``): offer ``none`` - no message offer.
+5. Run budget (``budget``): discounts are kept in descending ``budget_rank_by`` (12-month CLV by
+   default) while the running total of ``discount_cost`` fits; the rest become ``reminder``.
+
+Channel: the age group's channel (``channels``: ``[min_age, max_age)``, first match wins) when that
+channel is consented; otherwise (``fallback_to_consented_channel``) the first consented channel in
+``default_channel_order``; unknown age uses ``default_channel_order`` among consented channels.
+No consent on any channel -> ``"none"``. Without a customers table (or for a customer missing from
+it) consent is unknown and treated as absent unless ``assume_consent_without_customers`` is set.
+
+``offer_value`` units depend on ``offer_type``: a discount share (0.15 = 15% off) for birthday,
+browse_abandonment, cross_sell, win_back, vip and spend_tier; bonus points for loyalty_points;
+currency for referral; 0 for reminder and none. ``discount_cost`` (currency) is the expected cost of
+a percentage discount: share x ``expected_order_value`` x ``redemption_rate`` (1 = every discount
+redeemed, so the run budget is a hard cap); points and referral bonuses are not discounts and cost 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from rebuy.config import Config, OffersConfig
+
+log = logging.getLogger(__name__)
+
+OFFER_COLUMNS = [
+    "offer_type", "offer_value", "offer_products", "channel", "max_contacts_per_month", "offer_reason",
+    "discount_cost",
+]
+"""Columns returned by :func:`assign_offers`, in order."""
+
+CHANNELS = ("messenger", "email", "sms")
+DISCOUNT_RULES = ("birthday", "browse_abandonment", "cross_sell", "win_back", "vip", "spend_tier")
+"""Rules whose ``offer_value`` is a discount share (a discount only when the share is > 0)."""
+BUY_ANYWAY_RULES = ("browse_abandonment", "cross_sell", "win_back", "vip")
+"""Discretionary discounts withdrawn (-> reminder) for customers who will buy anyway."""
+
+REQUIRED_SCORE_COLUMNS = (
+    "customer_id", "segment", "r_score", "f_score", "frequency", "total_spend", "last_purchase", "p_alive",
+    "expected_purchases_30d", "expected_order_value", "clv_12m", "next_purchase_date", "recommended_products",
+)
+_NUMERIC_COLUMNS = ("r_score", "f_score", "frequency", "total_spend", "p_alive", "expected_purchases_30d",
+                    "expected_order_value", "clv_12m")
+
+
+_RANK_LABEL = {"clv_12m": "12-month CLV", "net_ltv": "net lifetime value",
+               "expected_order_value": "expected order value"}
+
+
+class OffersInputError(ValueError):
+    """An input to the offers engine is missing a column or holds invalid values."""
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def _s(n: int, value: str = "") -> np.ndarray:
+    """An object array of ``n`` copies of a string."""
+    out = np.empty(n, dtype=object)
+    out[:] = value
+    return out
+
+
+def _in(arr: np.ndarray, values: Sequence[str]) -> np.ndarray:
+    """Elementwise membership of an object array of str in a few values (np.isin hashes every object)."""
+    out = np.zeros(len(arr), dtype=bool)
+    for v in values:
+        out |= arr == v
+    return out
+
+
+def _tmpl(template: str, *cols: Any) -> np.ndarray:
+    """Fill a printf ``template`` row by row from equal-length columns: one pass, object array of str."""
+    lists = [c.tolist() if isinstance(c, np.ndarray) else list(c) for c in cols]
+    n = len(lists[0]) if lists else 0
+    return np.fromiter((template % row for row in zip(*lists, strict=True)), dtype=object, count=n)
+
+
+def _day(ts: Any) -> np.ndarray:
+    """Datetimes -> 'YYYY-MM-DD' strings (NaT -> 'unknown')."""
+    arr = np.asarray(ts, dtype="datetime64[ns]")
+    out = np.datetime_as_string(arr, unit="D").astype(object)
+    out[np.isnat(arr)] = "unknown"
+    return out
+
+
+def _prefixed(texts: np.ndarray, prefix: str) -> np.ndarray:
+    """prefix + text where the text is not empty, else ''."""
+    return np.fromiter(((prefix + t) if t else "" for t in texts), dtype=object, count=len(texts))
+
+
+def _as_list(x: Any) -> list:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return []
+    if isinstance(x, str):
+        return [x]
+    return list(x)
+
+
+def _obj(items: Sequence) -> np.ndarray:
+    """A 1-D object array holding ``items`` (lists stay lists; ``np.array`` would make a 2-D array)."""
+    return np.fromiter(items, dtype=object, count=len(items))
+
+
+def _empty_lists(n: int) -> np.ndarray:
+    """``n`` empty product lists (one shared immutable empty tuple; lists are made on output)."""
+    out = np.empty(n, dtype=object)
+    out.fill(())
+    return out
+
+
+def _take(lists: np.ndarray, k: int) -> np.ndarray:
+    """First ``k`` items of each list-like (None/NaN -> empty), as an object array."""
+    return _obj([x[:k] if type(x) is list or type(x) is tuple else _as_list(x)[:k] for x in lists])
+
+
+def _ids(values: Any) -> np.ndarray:
+    """Customer ids as a numpy object array of str (fast hashing, no Arrow round trips)."""
+    arr = pd.Series(values).to_numpy(dtype=object)
+    if len(arr) and not all(type(x) is str for x in arr[:1000]):
+        arr = pd.Series(arr).astype(str).to_numpy(dtype=object)
+    return arr
+
+
+def _join(lists: np.ndarray, k: int) -> np.ndarray:
+    """Lists of product ids -> 'A, B, C' strings (first ``k`` of each)."""
+    try:
+        return np.fromiter((", ".join(p[:k]) for p in lists), dtype=object, count=len(lists))
+    except TypeError:  # non-str ids
+        return np.fromiter((", ".join(map(str, p[:k])) for p in lists), dtype=object, count=len(lists))
+
+
+def vip_clv_threshold(clv_12m: pd.Series | np.ndarray, top_share: float) -> float:
+    """The 12-month CLV a customer needs to be among the top ``top_share`` (pass it to ``assign_offers``
+    as ``vip_min_clv`` when scoring a single customer on the request path)."""
+    clv = np.asarray(clv_12m, dtype=float)
+    clv = clv[np.isfinite(clv) & (clv > 0)]
+    n_all = len(np.asarray(clv_12m))
+    k = max(1, math.ceil(top_share * n_all)) if n_all else 0
+    if k == 0 or len(clv) == 0:
+        return math.inf
+    return float(np.sort(clv)[::-1][min(k, len(clv)) - 1])
+
+
+def _validate_scores(scores: pd.DataFrame, oc: OffersConfig) -> None:
+    if not isinstance(scores, pd.DataFrame):
+        raise OffersInputError(f"scores: expected a pandas DataFrame, got {type(scores).__name__}")
+    required = list(REQUIRED_SCORE_COLUMNS)
+    if oc.budget is not None:
+        required.append(oc.budget_rank_by)
+    missing = [c for c in required if c not in scores.columns]
+    if missing:
+        raise OffersInputError(f"scores: missing column(s) {missing} needed by the offer rules")
+    for c in list(_NUMERIC_COLUMNS) + ([oc.budget_rank_by] if oc.budget is not None else []):
+        try:
+            v = pd.to_numeric(scores[c], errors="raise").to_numpy(dtype=float)
+        except (TypeError, ValueError):
+            raise OffersInputError(f"scores: column {c!r} must be numeric") from None
+        bad = ~np.isfinite(v)
+        if bad.any():
+            raise OffersInputError(f"scores: column {c!r} has {int(bad.sum())} NaN/inf value(s)")
+    if scores["last_purchase"].isna().any():
+        raise OffersInputError(f"scores: column 'last_purchase' has {int(scores['last_purchase'].isna().sum())} missing date(s)")
+    if scores["customer_id"].isna().any():
+        raise OffersInputError("scores: column 'customer_id' has missing values")
+
+
+# ---------------------------------------------------------------------------------------------- channels
+def _customer_side(
+    ids: np.ndarray, customers: pd.DataFrame | None, as_of: pd.Timestamp, oc: OffersConfig
+) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+    """Aligned (age in years or NaN, consent per channel, birth_date) for the score table's customers."""
+    n = len(ids)
+    nat = np.full(n, np.datetime64("NaT"), dtype="datetime64[ns]")
+    if customers is None:
+        consent = {ch: np.full(n, oc.assume_consent_without_customers) for ch in CHANNELS}
+        return np.full(n, np.nan), consent, nat
+    if "customer_id" not in customers.columns:
+        raise OffersInputError("customers: missing column 'customer_id'")
+    cust_ids = pd.Index(_ids(customers["customer_id"]), dtype=object)
+    dup = cust_ids.duplicated(keep="last")
+    if dup.any():
+        log.warning("customers: %d duplicated customer_id row(s); the last one is used", int(dup.sum()))
+    wanted = [c for c in ("age", "birth_date", *(f"consent_{ch}" for ch in CHANNELS)) if c in customers.columns]
+    cust = customers.loc[~dup, wanted]
+    cust.index = cust_ids[~dup]
+    pos = cust.index.get_indexer(ids)
+    known = pos >= 0
+    aligned = cust.iloc[np.where(known, pos, 0)] if len(cust) else cust.reindex(range(len(ids)))
+    consent: dict[str, np.ndarray] = {}
+    for ch in CHANNELS:
+        col = f"consent_{ch}"
+        if col not in aligned.columns:
+            log.warning("customers: no %r column: %s is treated as not consented", col, ch)
+            c = np.zeros(n, dtype=bool)
+        else:
+            raw = aligned[col]
+            try:
+                c = raw.astype("boolean").fillna(False).to_numpy(dtype=bool)
+                c = c if len(c) == n else np.zeros(n, dtype=bool)
+            except (TypeError, ValueError):
+                raise OffersInputError(f"customers: column {col!r} must be boolean (True/False)") from None
+        # customers missing from the table: consent unknown
+        c = np.where(known, c, oc.assume_consent_without_customers)
+        consent[ch] = c
+    birth = nat
+    if "birth_date" in aligned.columns:
+        birth = pd.to_datetime(aligned["birth_date"], errors="coerce").to_numpy(dtype="datetime64[ns]").copy()
+        birth[~known] = np.datetime64("NaT")
+    if "age" in aligned.columns:
+        age = pd.to_numeric(aligned["age"], errors="coerce").to_numpy(dtype=float).copy()
+        age[~known] = np.nan
+    else:
+        age = np.full(n, np.nan)
+    # age from the birth date where the age is missing
+    from_birth = (as_of.to_datetime64() - birth) / np.timedelta64(1, "D") / 365.2425
+    age = np.where(np.isnan(age), from_birth, age)
+    age = np.where(np.isfinite(age), age, np.nan)
+    return age, consent, birth
+
+
+def _assign_channels(
+    age: np.ndarray, consent: dict[str, np.ndarray], oc: OffersConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(channel, max_contacts_per_month, too_young) per customer."""
+    n = len(age)
+    known_age = ~np.isnan(age)
+    pref = _s(n, "")
+    pref_contacts = np.zeros(n, dtype=np.int64)
+    unmatched = known_age.copy()
+    for rule in oc.channels:
+        m = unmatched.copy()
+        if rule.min_age is not None:
+            m &= age >= rule.min_age
+        if rule.max_age is not None:
+            m &= age < rule.max_age
+        pref[m] = rule.channel
+        pref_contacts[m] = rule.max_contacts_per_month
+        unmatched &= ~m
+    cadence = {}
+    for ch in CHANNELS:
+        rules = [r.max_contacts_per_month for r in oc.channels if r.channel == ch]
+        cadence[ch] = min(rules) if rules else min((r.max_contacts_per_month for r in oc.channels), default=0)
+
+    channel = _s(n, "none")
+    contacts = np.zeros(n, dtype=np.int64)
+    for ch in CHANNELS:
+        m = (pref == ch) & consent[ch]
+        channel[m] = ch
+        contacts[m] = pref_contacts[m]
+    has_pref = pref != ""
+    may_fall_back = ~has_pref | oc.fallback_to_consented_channel
+    for ch in oc.default_channel_order:
+        m = (channel == "none") & may_fall_back & consent[ch]
+        channel[m] = ch
+        contacts[m] = cadence[ch]
+    too_young = known_age & (age < oc.min_contact_age) if oc.min_contact_age is not None else np.zeros(n, bool)
+    channel[too_young] = "none"
+    contacts[channel == "none"] = 0
+    return channel, contacts, too_young
+
+
+# ---------------------------------------------------------------------------------------------- rule masks
+def _days_to_birthday(birth: np.ndarray, as_of: pd.Timestamp) -> np.ndarray:
+    """Days from as-of to the next birthday (0 = today; NaN when unknown). 29 Feb -> 28 Feb in common years."""
+    b = pd.Series(birth)
+    ok = b.notna().to_numpy()
+    out = np.full(len(b), np.nan)
+    if not ok.any():
+        return out
+    month = b[ok].dt.month.to_numpy()
+    day = b[ok].dt.day.to_numpy()
+
+    def on_year(year: int) -> np.ndarray:
+        leap = (year % 4 == 0 and year % 100 != 0) or year % 400 == 0
+        d = np.where((month == 2) & (day == 29) & (not leap), 28, day)
+        return pd.to_datetime(pd.DataFrame({"year": year, "month": month, "day": d})).to_numpy()
+
+    this_year = on_year(as_of.year)
+    next_year = on_year(as_of.year + 1)
+    base = as_of.to_datetime64()
+    nxt = np.where(this_year >= base, this_year, next_year)
+    out[ok] = (nxt - base) / np.timedelta64(1, "D")
+    return out
+
+
+def _browse_products(
+    id_index: pd.Index,
+    events: pd.DataFrame,
+    as_of: pd.Timestamp,
+    oc: OffersConfig,
+    *,
+    last_purchase: np.ndarray,
+    last_order_products: pd.Series | None,
+    transactions: pd.DataFrame | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(abandoned products per customer, latest abandoned event time) aligned to ``id_index``.
+
+    A view/cart in the window counts as abandoned when the product was not bought at or after the
+    event time. With ``transactions`` that is checked exactly; otherwise from the last order: bought
+    when the event is not after the last purchase day and the product is in the last order.
+    Works on integer codes (customer position x product code), no string joins.
+    """
+    n = len(id_index)
+    latest = np.full(n, np.datetime64("NaT"), dtype="datetime64[ns]")
+    missing = [c for c in ("customer_id", "product_id", "timestamp", "event") if c not in events.columns]
+    if missing:
+        raise OffersInputError(f"events: missing column(s) {missing}")
+    start = (as_of - pd.Timedelta(days=oc.browse_window_days)).to_datetime64()
+    end = (as_of + pd.Timedelta(days=1)).to_datetime64()
+    ts = pd.to_datetime(events["timestamp"], errors="coerce").to_numpy(dtype="datetime64[ns]")
+    keep = events["event"].isin(["view", "cart"]).to_numpy(dtype=bool) & (ts >= start) & (ts < end)
+    if not keep.any():
+        return _empty_lists(n), latest
+    pos = id_index.get_indexer(_ids(events["customer_id"].to_numpy()[keep]))
+    ev_ts = ts[keep]
+    codes, products = pd.factorize(events["product_id"].to_numpy(dtype=object)[keep])
+    ok = pos >= 0
+    pos, ev_ts, codes = pos[ok], ev_ts[ok], codes[ok]
+    width = np.int64(len(products) + 1)
+    key = pos.astype(np.int64) * width + codes
+    prod_index = pd.Index(products, dtype=object)
+    if transactions is not None:
+        for c in ("customer_id", "product_id", "timestamp"):
+            if c not in transactions.columns:
+                raise OffersInputError(f"transactions: missing column {c!r} needed for browse abandonment")
+        t_pos = id_index.get_indexer(_ids(transactions["customer_id"]))
+        t_code = prod_index.get_indexer(transactions["product_id"].to_numpy(dtype=object))
+        t_ok = (t_pos >= 0) & (t_code >= 0)
+        t_key = t_pos[t_ok].astype(np.int64) * width + t_code[t_ok]
+        t_ts = pd.to_datetime(transactions["timestamp"]).to_numpy(dtype="datetime64[ns]")[t_ok]
+        last_buy = pd.Series(t_ts).groupby(t_key).max()
+        at = last_buy.index.get_indexer(key)
+        bought_at = np.where(at >= 0, last_buy.to_numpy()[np.maximum(at, 0)], np.datetime64("NaT"))
+        abandoned = ~(bought_at >= ev_ts)  # NaT compares False -> abandoned
+    else:
+        lp_day = last_purchase[pos].astype("datetime64[D]")
+        abandoned = ev_ts.astype("datetime64[D]") > lp_day
+        in_last = np.zeros(len(key), dtype=bool)
+        if last_order_products is not None and len(last_order_products):
+            pairs = last_order_products.explode().dropna()
+            p_pos = id_index.get_indexer(_ids(pairs.index))
+            p_code = prod_index.get_indexer(pairs.to_numpy(dtype=object))
+            p_ok = (p_pos >= 0) & (p_code >= 0)
+            in_last = pd.Series(key).isin(p_pos[p_ok].astype(np.int64) * width + p_code[p_ok]).to_numpy()
+        abandoned |= ~in_last
+    pos, ev_ts, codes, key = pos[abandoned], ev_ts[abandoned], codes[abandoned], key[abandoned]
+    if len(pos) == 0:
+        return _empty_lists(n), latest
+    # most recent first within customer; one row per (customer, product); at most k per customer
+    order = np.lexsort((-ev_ts.astype(np.int64), pos))
+    pos, ev_ts, codes, key = pos[order], ev_ts[order], codes[order], key[order]
+    first = ~pd.Series(key).duplicated().to_numpy()
+    pos, ev_ts, codes = pos[first], ev_ts[first], codes[first]
+    pos_u, start_i, counts = np.unique(pos, return_index=True, return_counts=True)
+    counts = np.minimum(counts, oc.max_offer_products)
+    cols = [products[codes[np.minimum(start_i + j, len(codes) - 1)]] for j in range(oc.max_offer_products)]
+    out = _empty_lists(n)
+    out[pos_u] = _obj([list(t[:c]) for t, c in zip(zip(*cols, strict=True), counts.tolist(), strict=True)])
+    latest[pos_u] = ev_ts[start_i]
+    return out, latest
+
+
+# ---------------------------------------------------------------------------------------------- engine
+def assign_offers(
+    scores: pd.DataFrame,
+    config: Config,
+    *,
+    as_of: pd.Timestamp | str,
+    customers: pd.DataFrame | None = None,
+    events: pd.DataFrame | None = None,
+    last_order_products: pd.Series | None = None,
+    cross_sell: Callable[[list, int], Sequence] | None = None,
+    transactions: pd.DataFrame | None = None,
+    vip_min_clv: float | None = None,
+) -> pd.DataFrame:
+    """One offer per customer, vectorised over the score table (see the module docstring for the rules).
+
+    Parameters
+    ----------
+    scores : the per-customer score table (see ``REQUIRED_SCORE_COLUMNS``); money in currency,
+        ``expected_purchases_30d`` a count, dates as datetime64.
+    config : the validated config (``config.offers`` holds the rules, ``config.clv.margin`` the margin).
+    as_of : the scoring date (midnight); windows are counted in days from it.
+    customers : customer_id, age, birth_date, consent_email, consent_sms, consent_messenger.
+    events : customer_id, product_id, timestamp, event in {"view", "cart"} (browse abandonment).
+    last_order_products : customer_id -> list of products in the customer's last order.
+    cross_sell : ``(product_ids, n) -> product_ids`` (the recommender's ``bought_together``).
+    transactions : optional canonical transactions; makes "bought after the view" exact.
+    vip_min_clv : CLV threshold for VIP; None ranks within ``scores`` (use :func:`vip_clv_threshold`
+        from the nightly table when scoring a single customer).
+
+    Returns
+    -------
+    DataFrame with :data:`OFFER_COLUMNS`, same index and order as ``scores``.
+    """
+    oc = config.offers
+    _validate_scores(scores, oc)
+    as_of = pd.Timestamp(as_of).normalize()
+    n = len(scores)
+    ids = _ids(scores["customer_id"])
+    id_index = pd.Index(ids, dtype=object)
+    if not id_index.is_unique:
+        raise OffersInputError("scores: column 'customer_id' has duplicated ids")
+
+    def num(c: str) -> np.ndarray:
+        return pd.to_numeric(scores[c]).to_numpy(dtype=float)
+
+    p_alive = num("p_alive")
+    e30 = num("expected_purchases_30d")
+    eov = np.maximum(num("expected_order_value"), 0.0)
+    clv = num("clv_12m")
+    spend = num("total_spend")
+    freq = num("frequency")
+    segment = _ids(scores["segment"])
+    last_purchase = pd.to_datetime(scores["last_purchase"]).to_numpy(dtype="datetime64[ns]")
+    next_purchase = pd.to_datetime(scores["next_purchase_date"]).to_numpy(dtype="datetime64[ns]")
+    recs = scores["recommended_products"].to_numpy(dtype=object).copy()
+    not_list = np.fromiter((not isinstance(x, list | tuple | np.ndarray) for x in recs), dtype=bool, count=n)
+    if not_list.any():  # None/NaN -> no products; a single id -> [id]
+        recs[not_list] = _obj([tuple(_as_list(x)) for x in recs[not_list]])
+    k = oc.max_offer_products
+    base = as_of.to_datetime64()
+
+    age, consent, birth = _customer_side(ids, customers, as_of, oc)
+    channel, contacts, too_young = _assign_channels(age, consent, oc)
+
+    # --- who qualifies for which rule
+    masks: dict[str, np.ndarray] = {}
+    extra: dict[str, Any] = {}
+    enabled = set(oc.priority)
+    if "birthday" in enabled:
+        days_bd = _days_to_birthday(birth, as_of)
+        masks["birthday"] = np.nan_to_num(days_bd, nan=-1) >= 0
+        masks["birthday"] &= np.nan_to_num(days_bd, nan=np.inf) <= oc.birthday_window_days
+        extra["days_bd"] = days_bd
+    if "browse_abandonment" in enabled and events is not None:
+        bp, latest = _browse_products(
+            id_index, events, as_of, oc, last_purchase=last_purchase,
+            last_order_products=last_order_products, transactions=transactions,
+        )
+        masks["browse_abandonment"] = np.fromiter((len(x) > 0 for x in bp), dtype=bool, count=n)
+        extra["browse"] = (bp, latest)
+    days_since = (base - last_purchase) / np.timedelta64(1, "D")
+    if "cross_sell" in enabled:
+        masks["cross_sell"] = (days_since >= 0) & (days_since <= oc.cross_sell_window_days)
+    falling = p_alive < oc.winback_max_p_alive
+    overdue_days = (base - next_purchase) / np.timedelta64(1, "D")
+    overdue = np.nan_to_num(overdue_days, nan=-np.inf) > oc.winback_overdue_days
+    if "win_back" in enabled:
+        masks["win_back"] = falling | overdue
+    if "vip" in enabled:
+        if vip_min_clv is None:
+            # exact top-k by rank (ties broken by table order)
+            kk = max(1, math.ceil(oc.vip_top_share * n))
+            order = np.argsort(-clv, kind="stable")
+            vip = np.zeros(n, dtype=bool)
+            vip[order[:kk]] = True
+            masks["vip"] = vip & (clv > 0)
+        else:
+            masks["vip"] = (clv >= vip_min_clv) & (clv > 0)
+    tiers = np.array([t for t, _ in oc.spend_tiers], dtype=float)
+    shares = np.array([s for _, s in oc.spend_tiers], dtype=float)
+    if "spend_tier" in enabled and len(tiers):
+        cur = np.searchsorted(tiers, spend, side="right")
+        has_next = cur < len(tiers)
+        nxt_i = np.minimum(cur, len(tiers) - 1)
+        gap = np.where(has_next, tiers[nxt_i] - spend, np.inf)
+        masks["spend_tier"] = has_next & (eov > 0) & (gap <= oc.spend_tier_max_orders_to_next * eov)
+        extra["tier"] = (cur, nxt_i, gap)
+    if "referral" in enabled:
+        masks["referral"] = _in(segment, oc.referral_segments)
+    if "loyalty_points" in enabled:
+        masks["loyalty_points"] = (
+            (freq >= oc.loyalty_min_repeat_purchases) & (p_alive >= oc.loyalty_min_p_alive) & (eov > 0)
+        )
+
+    # cross-sell products, only where cross-sell would win; no products -> does not qualify
+    if "cross_sell" in masks and masks["cross_sell"].any():
+        higher = np.zeros(n, dtype=bool)
+        for rule in oc.priority[: oc.priority.index("cross_sell")]:
+            if rule in masks:
+                higher |= masks[rule]
+        idx = np.flatnonzero(masks["cross_sell"] & ~higher)
+        cs = _cross_sell_products(ids[idx], recs[idx], last_order_products, cross_sell, k)
+        has = np.fromiter((len(x) > 0 for x in cs), dtype=bool, count=len(idx))
+        masks["cross_sell"][idx[~has]] = False
+        full = np.empty(n, dtype=object)
+        full[idx] = cs
+        extra["cross_sell"] = full
+
+    # --- pick one rule per customer (the first in priority order)
+    offer_type = _s(n, "none")
+    for rule in reversed(oc.priority):
+        if rule in masks:
+            offer_type[masks[rule]] = rule
+
+    value = np.zeros(n)
+    products = _empty_lists(n)  # references to product lists; sliced to k on output
+    trigger = _s(n)
+    detail = _s(n)
+    days_since_i = np.nan_to_num(days_since, nan=0).astype(np.int64)
+    for rule in oc.priority:
+        idx = np.flatnonzero(offer_type == rule)
+        if len(idx) == 0:
+            continue
+        if rule == "birthday":
+            value[idx] = oc.birthday_discount
+            products[idx] = recs[idx]
+            d = extra["days_bd"][idx].astype(np.int64)
+            trigger[idx] = _tmpl("Birthday on %s (in %d days)", _day(base + d * np.timedelta64(1, "D")), d)
+        elif rule == "browse_abandonment":
+            bp, latest = extra["browse"]
+            value[idx] = oc.browse_discount
+            products[idx] = bp[idx]
+            trigger[idx] = _tmpl("Viewed or carted %s (latest on %s) without buying",
+                                 _join(products[idx], k), _day(latest[idx]))
+        elif rule == "cross_sell":
+            value[idx] = oc.cross_sell_discount
+            products[idx] = extra["cross_sell"][idx]
+            trigger[idx] = _tmpl("Ordered %d days ago (%s)", days_since_i[idx], _day(last_purchase[idx]))
+        elif rule == "win_back":
+            value[idx] = oc.winback_discount
+            products[idx] = _obj([oc.new_products] * len(idx)) if oc.new_products else recs[idx]
+            f, o = falling[idx], overdue[idx]
+            trig = _s(len(idx))
+            sub = idx[f & o]
+            trig[f & o] = _tmpl("P(alive) fell to %.2f and the expected next purchase was %s",
+                                p_alive[sub], _day(next_purchase[sub]))
+            sub = idx[f & ~o]
+            trig[f & ~o] = _tmpl("P(alive) fell to %.2f", p_alive[sub])
+            sub = idx[~f]
+            trig[~f] = _tmpl("The expected next purchase was %s (%d days ago) and P(alive) is %.2f",
+                             _day(next_purchase[sub]), np.nan_to_num(overdue_days[sub]).astype(np.int64),
+                             p_alive[sub])
+            trigger[idx] = trig
+        elif rule == "vip":
+            value[idx] = oc.vip_discount
+            products[idx] = recs[idx]
+            trigger[idx] = _tmpl(f"Among the top {oc.vip_top_share * 100:g}%% of customers by 12-month CLV (%.2f)",
+                                 clv[idx])
+        elif rule == "spend_tier":
+            cur, nxt_i, gap = extra["tier"]
+            value[idx] = shares[nxt_i[idx]]
+            products[idx] = recs[idx]
+            c = cur[idx]
+            prev = np.maximum(c - 1, 0)
+            trig = _tmpl("Cumulative spend is %.2f (now at the %.2f tier with %g%% off)",
+                         spend[idx], tiers[prev], np.round(shares[prev] * 100, 2))
+            trig[c == 0] = _tmpl("Cumulative spend is %.2f", spend[idx[c == 0]])
+            trigger[idx] = trig
+            detail[idx] = _tmpl("spend %.2f more to reach the %.2f tier and unlock ", gap[idx], tiers[nxt_i[idx]])
+        elif rule == "referral":
+            value[idx] = oc.referral_bonus
+            trigger[idx] = _tmpl("%s (R%d F%d)", segment[idx], num("r_score")[idx], num("f_score")[idx])
+        elif rule == "loyalty_points":
+            value[idx] = np.round(oc.points_per_currency_unit * eov[idx] * oc.loyalty_points_multiplier)
+            products[idx] = recs[idx]
+            trigger[idx] = _tmpl("Active repeat buyer with %g repeat purchases and P(alive) %.2f",
+                                 freq[idx], p_alive[idx])
+
+    # --- downgrades; `note` explains a withdrawn or capped discount
+    note = _s(n)
+    is_discount = _in(offer_type, DISCOUNT_RULES) & (value > 0)
+    reminder = np.zeros(n, dtype=bool)
+
+    floor = p_alive < oc.p_alive_floor
+    anyway = is_discount & _in(offer_type, BUY_ANYWAY_RULES) & (e30 >= oc.buy_anyway_purchases_30d) & ~floor
+    if anyway.any():
+        note[anyway] = _tmpl("expected %.2f purchases in the next 30 days anyway, so no discount", e30[anyway])
+        reminder |= anyway
+
+    margin_cap = oc.max_discount_margin_multiple * config.clv.margin * eov
+    clv_cap = oc.max_discount_clv_share * np.maximum(clv, 0.0)
+    cap_amount = np.minimum(margin_cap, clv_cap)
+    cap_share = np.where(eov > 0, cap_amount / np.where(eov > 0, eov, 1.0), 0.0)
+    over = is_discount & ~reminder & ~floor & (value > cap_share + 1e-12)
+    if over.any():
+        sub = np.flatnonzero(over)
+        capped = np.floor(cap_share[sub] / oc.discount_step + 1e-9) * oc.discount_step
+        by_clv = clv_cap[sub] < margin_cap[sub]
+        why = _tmpl(f"at most {oc.max_discount_margin_multiple:g}x the margin of an expected order of %.2f", eov[sub])
+        why[by_clv] = _tmpl(f"at most {oc.max_discount_clv_share * 100:g}%% of the 12-month CLV of %.2f",
+                            clv[sub[by_clv]])
+        too_small = capped < max(oc.min_discount, 1e-12)
+        down, keep = sub[too_small], sub[~too_small]
+        note[down] = _tmpl("a %g%% discount would exceed the budget guard (%s), so no discount",
+                           np.round(value[down] * 100, 2), why[too_small])
+        reminder[down] = True
+        note[keep] = _tmpl(" (capped from %g%% by the budget guard: %s)", np.round(value[keep] * 100, 2),
+                           why[~too_small])
+        value[keep] = capped[~too_small]
+
+    no_channel = channel == "none"
+
+    # run budget: highest expected value first
+    discount_cost = np.zeros(n)
+    live_discount = is_discount & ~reminder & ~floor & ~no_channel
+    discount_cost[live_discount] = value[live_discount] * eov[live_discount] * oc.redemption_rate
+    if oc.budget is not None and live_discount.any():
+        rank_value = num(oc.budget_rank_by)
+        cand = np.flatnonzero(live_discount)
+        order = cand[np.argsort(-rank_value[cand], kind="stable")]
+        fits = np.cumsum(discount_cost[order]) <= oc.budget + 1e-9
+        over_budget = order[~fits]
+        if len(over_budget):
+            note[over_budget] = (f"the run's discount budget of {oc.budget:.2f} went to customers with a higher "
+                                 f"{_RANK_LABEL[oc.budget_rank_by]} first, so no discount")
+            reminder[over_budget] = True
+            discount_cost[over_budget] = 0.0
+            log.info("offers: discount budget %.2f reached; %d discount(s) downgraded to reminders",
+                     oc.budget, len(over_budget))
+
+    # --- reminders keep the trigger and the products (recommendations if none)
+    r_idx = np.flatnonzero(reminder)
+    if len(r_idx):
+        offer_type[r_idx] = "reminder"
+        value[r_idx] = 0.0
+        empty_p = np.fromiter((len(p) == 0 for p in products[r_idx]), dtype=bool, count=len(r_idx))
+        products[r_idx[empty_p]] = recs[r_idx[empty_p]]
+
+    # --- offers nobody will receive
+    reason = _s(n)
+    has_offer = offer_type != "none"
+    idle = np.flatnonzero(~has_offer & ~floor)
+    reason[idle] = _tmpl("No offer rule applies (P(alive) %.2f, last order %s, %g repeat purchases).",
+                         p_alive[idle], _day(last_purchase[idle]), freq[idle])
+    fl = np.flatnonzero(floor)
+    reason[fl] = _tmpl(f"P(alive) is %.3f, below the floor of {oc.p_alive_floor:g}: an offer would be wasted.",
+                       p_alive[fl])
+    silent = has_offer & ~floor & no_channel
+    for young, why in ((True, "the customer is younger than the minimum contact age"),
+                       (False, "there is no consented channel")):
+        sub = np.flatnonzero(silent & (too_young == young))
+        reason[sub] = _tmpl(f"%s, but {why}: no message offer.", trigger[sub])
+    dropped = floor | silent
+    offer_type[dropped] = "none"
+    is_none = offer_type == "none"
+    value[is_none] = 0.0
+    discount_cost[is_none] = 0.0
+    products[is_none] = _empty_lists(int(is_none.sum()))
+
+    # --- reasons for the offers sent
+    for t in np.unique(offer_type):
+        if t != "none":
+            idx = np.flatnonzero(offer_type == t)
+            reason[idx] = _offer_reason(t, trigger[idx], value[idx], _join(products[idx], k), note[idx],
+                                        detail[idx], oc)
+
+    products_out = _obj([p[:k] if type(p) is list else list(p[:k]) for p in products])
+    out = pd.DataFrame(
+        {
+            "offer_type": pd.array(offer_type, dtype="string"),
+            "offer_value": np.round(value, 4),
+            "offer_products": products_out,
+            "channel": pd.array(channel, dtype="string"),
+            "max_contacts_per_month": contacts.astype(np.int64),
+            "offer_reason": pd.array(reason, dtype="string"),
+            "discount_cost": np.round(discount_cost, 2),
+        },
+        index=scores.index,
+    )
+    log.info("offers: %s", out["offer_type"].value_counts().to_dict())
+    return out
+
+
+def _cross_sell_products(
+    ids: np.ndarray,
+    recs: np.ndarray,
+    last_order_products: pd.Series | None,
+    cross_sell: Callable[[list, int], Sequence] | None,
+    k: int,
+) -> np.ndarray:
+    """Complementary products to the last order (cached per basket); recommendations when unknown."""
+    out = _take(recs, k)
+    if cross_sell is None or last_order_products is None or not len(last_order_products):
+        return out
+    lop = pd.Series(last_order_products.to_numpy(dtype=object),
+                    index=pd.Index(_ids(last_order_products.index), dtype=object))
+    lop = lop[~lop.index.duplicated(keep="last")]
+    at = lop.index.get_indexer(ids)
+    baskets = np.where(at >= 0, lop.to_numpy(dtype=object)[np.maximum(at, 0)], None)
+    cache: dict[tuple, list] = {}
+    for i, b in enumerate(baskets):
+        basket = _as_list(b)
+        if not basket:
+            continue
+        key = tuple(sorted(map(str, basket)))
+        if key not in cache:
+            bought = set(basket)
+            got = [p for p in cross_sell(list(basket), k + len(basket)) if p not in bought]
+            cache[key] = got[:k]
+        out[i] = cache[key]
+    return out
+
+
+def _offer_reason(t: str, trigger: np.ndarray, v: np.ndarray, prods: np.ndarray, note: np.ndarray,
+                  detail: np.ndarray, oc: OffersConfig) -> np.ndarray:
+    """The full reason sentence for rows of offer type ``t`` (trigger; offer text)."""
+    pct = np.round(v * 100, 2)
+    on = _prefixed(prods, " on ")
+    if t == "reminder":
+        return _tmpl("%s; %s: a reminder%s instead.", trigger, note, _prefixed(prods, " of "))
+    if t == "birthday":
+        return _tmpl("%s; a %g%% birthday discount%s%s.", trigger, pct, on, note)
+    if t == "browse_abandonment":
+        return _tmpl("%s; a %g%% discount on them%s.", trigger, pct, note)
+    if t == "cross_sell":
+        disc = _tmpl(" with %g%% off", pct)
+        disc[v <= 0] = ""
+        return _tmpl("%s; complementary products to that order%s%s%s.", trigger, _prefixed(prods, ": "), disc, note)
+    if t == "win_back":
+        return _tmpl("%s; we miss you: a %g%% win-back discount%s%s.", trigger, pct, on, note)
+    if t == "vip":
+        perk = _tmpl("an exclusive %g%% discount", pct)
+        perk[v <= 0] = "exclusive early access"
+        return _tmpl("%s; VIP status with %s%s%s.", trigger, perk, _prefixed(prods, " to "), note)
+    if t == "spend_tier":
+        return _tmpl("%s; %s%g%% off every order%s.", trigger, detail, pct, note)
+    if t == "referral":
+        return _tmpl("%s; an invitation to refer a friend: both get %.2f off when the friend orders.", trigger, v)
+    if t == "loyalty_points":
+        return _tmpl(f"%s; {oc.loyalty_points_multiplier:g}x points on the next order: about %d points%s.",
+                     trigger, v, on)
+    raise AssertionError(f"unknown offer type {t!r}")
+
+
+def offer_summary(offers: pd.DataFrame) -> pd.DataFrame:
+    """Customers, total discount cost (currency) and mean offer value by offer_type and channel.
+
+    Sorted by customers, descending; a final ``total`` row adds everything up.
+    """
+    missing = [c for c in ("offer_type", "channel", "discount_cost") if c not in offers.columns]
+    if missing:
+        raise OffersInputError(f"offers: missing column(s) {missing}")
+    g = offers.groupby(["offer_type", "channel"], observed=True, sort=True)
+    out = g.agg(customers=("discount_cost", "size"), discount_cost=("discount_cost", "sum")).reset_index()
+    out = out.sort_values(["customers", "offer_type", "channel"], ascending=[False, True, True], kind="stable")
+    total = pd.DataFrame({
+        "offer_type": ["total"], "channel": ["all"], "customers": [len(offers)],
+        "discount_cost": [float(offers["discount_cost"].sum())],
+    })
+    out = pd.concat([out, total], ignore_index=True)
+    out["offer_type"] = out["offer_type"].astype("string")
+    out["channel"] = out["channel"].astype("string")
+    out["customers"] = out["customers"].astype("int64")
+    out["discount_cost"] = out["discount_cost"].astype(float).round(2)
+    return out

@@ -1,0 +1,983 @@
+"""The nightly HTML report behind ``rebuy report``: one self-contained page for marketers.
+
+    from rebuy.report import build_report
+    build_report(models_dir="models", scores="scores.parquet", out="report.html",
+                 transactions="shop.parquet", evaluation="evaluate.json")
+
+The page has no external resources (inline CSS, plots embedded as base64 PNG, no JavaScript), so it
+can be mailed or opened from disk. Sections, each an ``<section id=...>``:
+
+``overview`` (run id, as-of, customers scored), ``data`` (training rows, customers, products and the
+cleaning counts of the manifest), ``model`` (BG/NBD and Gamma-Gamma parameters, diagnostics and
+warnings, clustering, recommender), ``kpis`` (:func:`rebuy.kpis.kpi_summary` and the cohort
+retention heatmap, when ``transactions`` is given), ``segments`` (sizes and 12-month CLV per
+segment), ``movement`` (segment changes since the previous report), ``clv`` (CLV distribution),
+``clusters`` (cluster profiles from the bundle), ``validation`` (tracking curve, P(alive)
+calibration, CLV ranking and recommender metrics vs baselines, when an evaluate JSON is given) and
+``offers`` (offer counts and discount cost by offer type and channel, against the run budget).
+
+Which bundle: the one that produced the scores (their ``model_run_id``) when it is still in
+``models_dir``, else ``models_dir/latest`` (the page says so). It is loaded with
+:func:`rebuy.bundle.load_bundle`, so every checksum is verified first.
+
+Segment movement: each report keeps a snapshot of the scores' segment column in
+``models_dir/segment_history/segments_<scored-at>_<model-run-id>.parquet`` (columns
+``customer_id``, ``segment``; ``scored-at`` is the scores' ``scored_at`` as ``YYYYmmddTHHMMSSffffff``,
+falling back to the scores file's modification time). The previous run is the newest snapshot
+scored strictly before the current scores, so re-running the report on the same scores gives the
+same page. The newest :data:`HISTORY_KEEP` snapshots are kept. The first report says
+"no previous run".
+
+Money is in the transactions' currency; time units are the bundle config's (``weeks`` or ``days``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+import logging
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+import rebuy
+from rebuy.outputs import atomic_write_bytes, write_table
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from rebuy.config import Config
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ReportError", "build_report", "SECTIONS", "HISTORY_DIR", "HISTORY_KEEP"]
+
+SECTIONS = (
+    ("overview", "Overview"),
+    ("data", "Data summary and cleaning"),
+    ("model", "Model parameters and warnings"),
+    ("kpis", "Retention KPIs"),
+    ("segments", "Segments"),
+    ("movement", "Segment movement since the previous run"),
+    ("clv", "Customer lifetime value"),
+    ("clusters", "Cluster profiles"),
+    ("validation", "Model validation"),
+    ("offers", "Offers and budget"),
+)
+"""(id, heading) of every section, in page order."""
+
+HISTORY_DIR = "segment_history"
+"""Sub-directory of ``models_dir`` holding one segment snapshot per reported scores table."""
+HISTORY_KEEP = 30
+"""Segment snapshots kept (newest first); older ones are deleted when a report is written."""
+
+SCORES_COLUMNS = (
+    "customer_id", "segment", "cluster", "cluster_label", "p_alive", "clv_12m", "net_ltv", "churn_risk",
+    "offer_type", "offer_value", "channel", "discount_cost", "model_run_id", "scored_at",
+)
+"""Score-table columns the report reads (``customer_id`` and ``segment`` are required)."""
+
+_NEW = "(new customer)"
+_GONE = "(not in these scores)"
+_STAMP_RE = re.compile(r"^segments_(\d{8}T\d{12})_(.*)\.parquet$")
+
+
+class ReportError(ValueError):
+    """The report cannot be built (missing scores file, unusable column, ...). One line naming the file."""
+
+
+# --------------------------------------------------------------------------------------------------
+# HTML building blocks (every piece of text goes through html.escape)
+# --------------------------------------------------------------------------------------------------
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _fmt(value: Any, kind: str = "auto") -> str:
+    """Human formatting: thousands separators, 2 decimals for money, per cent for shares; '-' for None."""
+    if value is None:
+        return "-"
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (int, np.integer)):
+        return f"{int(value):,}"
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        if not np.isfinite(v):
+            return "-"
+        if kind == "pct":
+            return f"{100 * v:.1f}%"
+        if kind == "money":
+            return f"{v:,.2f}"
+        if kind == "int":
+            return f"{round(v):,}"
+        if v == 0:
+            return "0"
+        if abs(v) >= 1000:
+            return f"{v:,.0f}"
+        if abs(v) >= 1:
+            return f"{v:,.2f}"
+        return f"{v:.4g}"
+    return str(value)
+
+
+def _table(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    table_id: str | None = None,
+    numeric: Sequence[int] = (),
+    cell_attrs: Callable[[int, int], str] | None = None,
+) -> str:
+    """An HTML table; values are formatted with :func:`_fmt` unless already strings."""
+    tid = f' id="{_e(table_id)}"' if table_id else ""
+    out = [f"<table{tid}><thead><tr>"]
+    out += [f"<th>{_e(h)}</th>" for h in headers]
+    out.append("</tr></thead><tbody>")
+    for i, row in enumerate(rows):
+        out.append("<tr>")
+        for j, v in enumerate(row):
+            cls = ' class="num"' if j in numeric else ""
+            extra = cell_attrs(i, j) if cell_attrs else ""
+            out.append(f"<td{cls}{extra}>{_e(v if isinstance(v, str) else _fmt(v))}</td>")
+        out.append("</tr>")
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
+def _kv(rows: Sequence[tuple[str, Any]], table_id: str | None = None) -> str:
+    return _table(["", "value"], [(k, v) for k, v in rows], table_id=table_id, numeric=(1,))
+
+
+def _p(text: str, cls: str | None = None) -> str:
+    c = f' class="{_e(cls)}"' if cls else ""
+    return f"<p{c}>{_e(text)}</p>"
+
+
+def _note(text: str) -> str:
+    return _p(text, "note")
+
+
+def _img(fig: Figure, alt: str, dpi: int = 90) -> str:
+    from rebuy.plots import figure_to_png_base64
+
+    data = figure_to_png_base64(fig, dpi=dpi)
+    return f'<figure><img alt="{_e(alt)}" src="data:image/png;base64,{data}"><figcaption>{_e(alt)}</figcaption></figure>'
+
+
+def _h3(text: str) -> str:
+    return f"<h3>{_e(text)}</h3>"
+
+
+_CSS = """
+body{font-family:-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:0;color:#1f2328;background:#f6f8fa}
+main{max-width:1100px;margin:0 auto;padding:16px 24px 48px}
+header{background:#0b3d91;color:#fff;padding:18px 24px}
+header h1{margin:0 0 4px;font-size:1.6em}
+header p{margin:0;opacity:.9}
+nav{background:#fff;border-bottom:1px solid #d0d7de;padding:8px 24px;font-size:.9em}
+nav a{margin-right:14px;color:#0b3d91;text-decoration:none}
+section{background:#fff;border:1px solid #d0d7de;border-radius:6px;padding:12px 20px;margin:18px 0}
+h2{margin-top:6px;border-bottom:1px solid #eaeef2;padding-bottom:4px}
+h3{margin-bottom:6px}
+table{border-collapse:collapse;margin:8px 0;font-size:.9em}
+th,td{border:1px solid #d0d7de;padding:3px 8px;text-align:left;vertical-align:top}
+th{background:#f0f3f6}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+figure{margin:10px 0}
+figure img{max-width:100%;height:auto;border:1px solid #eaeef2}
+figcaption{font-size:.85em;color:#57606a}
+.note{color:#57606a;font-style:italic}
+.warn{color:#9a6700;background:#fff8c5;padding:4px 8px;border-radius:4px}
+.section-error{color:#a40e26;background:#ffebe9;padding:4px 8px;border-radius:4px}
+.kpi-grid{display:flex;flex-wrap:wrap;gap:10px;margin:8px 0}
+.kpi{border:1px solid #d0d7de;border-radius:6px;padding:8px 12px;min-width:150px}
+.kpi b{display:block;font-size:1.3em}
+.kpi span{font-size:.8em;color:#57606a}
+footer{color:#57606a;font-size:.8em;text-align:center;padding:12px}
+"""
+
+
+def _page(title: str, subtitle: str, sections: list[tuple[str, str, str]]) -> str:
+    nav = "".join(f'<a href="#{_e(sid)}">{_e(head)}</a>' for sid, head, _ in sections)
+    body = "".join(
+        f'<section id="{_e(sid)}"><h2>{_e(head)}</h2>{content}</section>' for sid, head, content in sections
+    )
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>"
+        f"<header><h1>{_e(title)}</h1><p>{_e(subtitle)}</p></header>"
+        f"<nav>{nav}</nav><main>{body}</main>"
+        f"<footer>Generated {_e(now)} by rebuy {_e(rebuy.__version__)}. "
+        "Money in the transactions' currency.</footer></body></html>\n"
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# inputs
+# --------------------------------------------------------------------------------------------------
+
+
+def _read_scores(path: Path) -> pd.DataFrame:
+    """The score columns the report uses, as a plain frame (customer_id a string column)."""
+    from rebuy.outputs import read_table_for_lookup, table_format
+
+    if not path.is_file():
+        raise ReportError(f"{path}: scores file not found")
+    try:
+        is_parquet = table_format(path) == "parquet"
+    except ValueError:
+        is_parquet = False
+    try:
+        if is_parquet:
+            import pyarrow.parquet as pq
+
+            have = set(pq.read_schema(path).names)
+            df = pd.read_parquet(path, columns=[c for c in SCORES_COLUMNS if c in have])
+        else:
+            df = read_table_for_lookup(path).reset_index()
+    except ReportError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise ReportError(f"{path}: cannot read the scores table ({str(exc).splitlines()[0]})") from None
+    missing = [c for c in ("customer_id", "segment") if c not in df.columns]
+    if missing:
+        raise ReportError(f"{path}: scores table lacks column(s) {missing}")
+    if len(df) == 0:
+        raise ReportError(f"{path}: scores table has no rows")
+    df = df[[c for c in SCORES_COLUMNS if c in df.columns]].copy()
+    df["customer_id"] = df["customer_id"].astype("string")
+    df["segment"] = df["segment"].astype("string").fillna("(none)")
+    for col in ("p_alive", "clv_12m", "net_ltv", "offer_value", "discount_cost"):
+        if col in df.columns:
+            v = pd.to_numeric(df[col], errors="coerce").astype("float64")
+            if not np.isfinite(v.to_numpy()).all():
+                raise ReportError(f"{path}: column {col!r} has missing or non-numeric values")
+            df[col] = v
+    return df
+
+
+def _scored_at(scores: pd.DataFrame, path: Path) -> pd.Timestamp:
+    """When the scores were computed (UTC, naive): their ``scored_at``, else the file's mtime."""
+    if "scored_at" in scores.columns:
+        ts = pd.to_datetime(scores["scored_at"], errors="coerce")
+        if ts.notna().any():
+            value = pd.Timestamp(ts.max())
+            return value.tz_convert(None) if value.tzinfo is not None else value
+    return pd.Timestamp(dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC).replace(tzinfo=None))
+
+
+def _scores_run_id(scores: pd.DataFrame) -> str | None:
+    if "model_run_id" not in scores.columns:
+        return None
+    ids = scores["model_run_id"].dropna().astype(str)
+    return str(ids.mode().iloc[0]) if len(ids) else None
+
+
+def _load_bundle_for(models_dir: Path, run_id: str | None) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """(artefacts, manifest, note): the bundle that made the scores when present, else latest."""
+    from rebuy.bundle import MANIFEST_NAME, load_bundle, read_manifest, resolve_bundle
+
+    note = ""
+    if run_id and re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", run_id) and (models_dir / run_id / MANIFEST_NAME).is_file():
+        bundle = models_dir / run_id
+    else:
+        bundle = resolve_bundle(models_dir)
+        if run_id and bundle.name != run_id:
+            note = (
+                f"The scores were made by model run {run_id}, which is no longer in {models_dir}; "
+                f"model details below are from the latest bundle {bundle.name}."
+            )
+    names = [n for n in ("cluster_profiles",) if n in read_manifest(bundle).get("artefacts", {})]
+    artefacts, manifest = load_bundle(bundle, names=names)
+    return artefacts, manifest, note
+
+
+def _config(manifest: Mapping[str, Any]) -> tuple[Config, str]:
+    from rebuy.config import Config
+
+    try:
+        return Config.model_validate(manifest.get("config", {})), ""
+    except ValueError as exc:
+        first = str(exc).splitlines()[0]
+        return Config(), f"The bundle's config does not validate with this rebuy ({first}); defaults are used."
+
+
+def _read_evaluation(evaluation: str | os.PathLike[str] | Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(evaluation, Mapping):
+        data: Any = dict(evaluation)
+    else:
+        path = Path(evaluation)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ReportError(f"{path}: evaluation JSON not found") from None
+        except (OSError, ValueError) as exc:
+            raise ReportError(f"{path}: cannot read the evaluation JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ReportError(f"{evaluation}: evaluation JSON must be an object")
+    # accept the bare outputs of evaluate_value_models / evaluate_recommender too
+    if "tracking" in data and "value_models" not in data:
+        data = {"value_models": data}
+    elif "modes" in data and "recommender" not in data:
+        data = {"recommender": data}
+    return data
+
+
+# --------------------------------------------------------------------------------------------------
+# sections
+# --------------------------------------------------------------------------------------------------
+
+_CLEANING_LABELS = {
+    "rows_in": "Lines read",
+    "missing_customer": "Dropped: no customer id",
+    "duplicates": "Dropped: exact duplicates",
+    "after_as_of": "Dropped: after the as-of date",
+    "zero_quantity": "Dropped: zero quantity",
+    "non_positive_price": "Dropped: price <= 0",
+    "returns": "Return / cancellation lines",
+    "returns_cancel_prefix": "  of which cancel-prefixed invoices",
+    "returns_matched": "  of which netted against a purchase",
+    "returns_unmatched": "  of which with no matching purchase",
+    "return_value": "Value of returns (currency)",
+    "return_value_netted": "  netted from purchases (currency)",
+    "return_value_unmatched": "  unmatched (currency)",
+    "lines_fully_refunded": "Purchase lines fully refunded",
+    "rows_out": "Clean purchase lines",
+    "customers": "Customers",
+    "orders": "Orders",
+    "products": "Products",
+    "first_timestamp": "First purchase",
+    "last_timestamp": "Last purchase",
+    "as_of": "As-of cut",
+    "seconds": "Cleaning time (s)",
+}
+
+
+def _section_overview(ctx: _Context) -> str:
+    m = ctx.manifest
+    s = ctx.scores
+    rows: list[tuple[str, Any]] = [
+        ("Model run id", str(m.get("run_id", "-"))),
+        ("Model trained at", str(m.get("created_at", "-"))),
+        ("Model as-of date", str(m.get("as_of", "-"))),
+        ("Scores file", str(ctx.scores_path)),
+        ("Scored at (UTC)", ctx.scored_at.strftime("%Y-%m-%d %H:%M:%S")),
+        ("Customers scored", int(len(s))),
+    ]
+    if "p_alive" in s.columns:
+        rows.append(("Mean P(alive)", float(s["p_alive"].mean())))
+    if "clv_12m" in s.columns:
+        rows.append(("Total predicted 12-month CLV (currency)", _fmt(float(s["clv_12m"].sum()), "money")))
+    if "offer_type" in s.columns:
+        n_offer = int((s["offer_type"].astype(str) != "none").sum())
+        rows.append(("Customers with an offer or reminder", n_offer))
+    if "discount_cost" in s.columns:
+        rows.append(("Expected discount cost (currency)", _fmt(float(s["discount_cost"].sum()), "money")))
+    out = ""
+    if ctx.bundle_note:
+        out += _p(ctx.bundle_note, "warn")
+    if ctx.config_note:
+        out += _p(ctx.config_note, "warn")
+    return out + _kv(rows, "overview-table")
+
+
+def _section_data(ctx: _Context) -> str:
+    td = ctx.manifest.get("training_data", {}) or {}
+    rows = [
+        ("Source", str(ctx.manifest.get("source", "-"))),
+        ("Purchase lines (after cleaning)", td.get("rows")),
+        ("Customers", td.get("customers")),
+        ("Products", td.get("products")),
+        ("First transaction", str(td.get("first_timestamp", "-"))),
+        ("Last transaction", str(td.get("last_timestamp", "-"))),
+    ]
+    out = _h3("Training data") + _kv(rows, "training-data")
+    cleaning = td.get("cleaning")
+    if isinstance(cleaning, Mapping) and cleaning:
+        crow = []
+        keys = [k for k in _CLEANING_LABELS if k in cleaning] + [k for k in cleaning if k not in _CLEANING_LABELS]
+        for key in keys:
+            value = cleaning[key]
+            if key == "source":
+                continue
+            kind = "money" if key.startswith("return_value") else "auto"
+            crow.append((_CLEANING_LABELS.get(key, key.replace("_", " ")), _fmt(value, kind) if value is not None else "-"))
+        out += _h3("Cleaning counts") + _kv(crow, "cleaning")
+    else:
+        out += _note("The manifest has no cleaning report.")
+    return out
+
+
+def _section_model(ctx: _Context) -> str:
+    m = ctx.manifest
+    params = m.get("params", {}) or {}
+    unit = str(params.get("time_unit", ctx.config.time_unit))
+    out = ""
+    bg = params.get("bgnbd") or {}
+    gg = params.get("gamma_gamma") or {}
+    prow: list[tuple[str, Any]] = []
+    for k, v in bg.items():
+        suffix = f" (per {unit[:-1]})" if k == "alpha" else ""
+        prow.append((f"BG/NBD {k}{suffix}", v))
+    for k, v in gg.items():
+        prow.append((f"Gamma-Gamma {k}", v))
+    out += _h3("Parameters") + (_kv(prow, "model-params") if prow else _note("The manifest has no parameters."))
+    diag = dict(m.get("model_diagnostics", {}) or {})
+    warnings = list(diag.pop("warnings", []) or [])
+    if diag:
+        out += _h3("Diagnostics") + _kv([(k.replace("_", " "), v) for k, v in diag.items()], "model-diagnostics")
+    out += _h3("Warnings")
+    if warnings:
+        out += "<ul id=\"model-warnings\">" + "".join(f'<li class="warn">{_e(w)}</li>' for w in warnings) + "</ul>"
+    else:
+        out += _p("No model warnings.")
+    extra: list[tuple[str, Any]] = []
+    cl = m.get("clustering") or {}
+    if cl:
+        extra += [("Clustering", f"{cl.get('method', '?')}, {cl.get('n_clusters', '?')} clusters")]
+    rec = m.get("recommender") or {}
+    if rec:
+        if rec.get("trained"):
+            extra += [("Recommender", f"trained ({rec.get('algorithm', '?')}, {rec.get('n_products', '?')} products)")]
+        else:
+            extra += [("Recommender", f"not trained ({rec.get('reason', 'unknown reason')})")]
+    clv = (m.get("config") or {}).get("clv") or {}
+    if clv:
+        extra += [(f"CLV {k.replace('_', ' ')}", v) for k, v in clv.items() if not isinstance(v, (dict, list))]
+    if extra:
+        out += _h3("Other settings") + _kv(extra, "model-other")
+    return out
+
+
+_KPI_ROWS = (
+    ("customers_total", "Customers ever (up to as-of)", "int"),
+    ("customers_start", "Active customers at period start", "int"),
+    ("customers_end", "Active customers at period end", "int"),
+    ("new_customers", "New customers in the period", "int"),
+    ("buyers", "Buyers in the period", "int"),
+    ("orders", "Orders in the period", "int"),
+    ("revenue", "Revenue (currency)", "money"),
+    ("average_order_value", "Average order value (currency)", "money"),
+    ("revenue_per_customer", "Revenue per buyer (currency)", "money"),
+    ("purchase_frequency", "Orders per buyer", "auto"),
+    ("customer_retention_rate", "Customer retention rate", "pct"),
+    ("repeat_purchase_rate", "Repeat-purchase rate", "pct"),
+    ("churn_rate", "Churn rate", "pct"),
+    ("repeat_revenue_share", "Revenue share from repeat customers", "pct"),
+    ("monthly_retention_last", "Monthly retention (last full month)", "pct"),
+)
+_KPI_TILES = ("buyers", "revenue", "customer_retention_rate", "repeat_purchase_rate", "churn_rate",
+              "average_order_value")
+
+
+def _section_kpis(ctx: _Context) -> str:
+    if ctx.transactions is None:
+        return _note("No transactions given (rebuy report --transactions PATH), so no KPIs in this report.")
+    from rebuy import kpis, plots
+
+    tx = ctx.transactions
+    summary = kpis.kpi_summary(tx)
+    out = _p(
+        f"Period {summary['period_start']} to {summary['period_end']} (end exclusive, {summary['period_days']} days "
+        f"up to as-of {summary['as_of']}); a customer is active with a purchase in the previous "
+        f"{summary['active_window_days']:.0f} days."
+    )
+    labels = {k: (lab, kind) for k, lab, kind in _KPI_ROWS}
+    tiles = "".join(
+        f'<div class="kpi"><b>{_e(_fmt(summary.get(k), labels[k][1]))}</b><span>{_e(labels[k][0])}</span></div>'
+        for k in _KPI_TILES
+    )
+    out += f'<div class="kpi-grid">{tiles}</div>'
+    rows = []
+    for key, label, kind in _KPI_ROWS:
+        if key == "monthly_retention_last":
+            label = f"{label} ({summary.get('monthly_retention_month', '?')})"
+        rows.append((label, _fmt(summary.get(key), kind)))
+    out += _kv(rows, "kpi-table")
+    _, pct = kpis.cohort_retention(tx)
+    if len(pct) > 36:  # the last three years of cohorts keep the heatmap readable
+        pct = pct.iloc[-36:]
+    out += _img(plots.plot_cohort_retention(pct), "Cohort retention: per cent of each first-purchase month buying again")
+    return out
+
+
+def _section_segments(ctx: _Context) -> str:
+    from rebuy import plots
+
+    s = ctx.scores
+    value_col = "clv_12m" if "clv_12m" in s.columns else None
+    shown = s[["segment", value_col]].rename(columns={value_col: "12-month CLV"}) if value_col else s[["segment"]]
+    out = _img(
+        plots.plot_segments(shown, value_col="12-month CLV" if value_col else None),
+        "Customers and predicted 12-month CLV per segment" if value_col else "Customers per segment",
+    )
+    g = s.groupby("segment", observed=True, sort=False)
+    table = pd.DataFrame({"customers": g.size()})
+    table["share"] = table["customers"] / len(s)
+    headers = ["Segment", "Customers", "Share"]
+    if "p_alive" in s.columns:
+        table["p_alive"] = g["p_alive"].mean()
+        headers.append("Mean P(alive)")
+    if value_col:
+        table["clv"] = g[value_col].sum()
+        table["mean_clv"] = g[value_col].mean()
+        headers += ["Total 12-month CLV", "Mean 12-month CLV"]
+    table = table.sort_values("customers", ascending=False)
+    rows = []
+    for seg, r in table.iterrows():
+        row: list[Any] = [str(seg), int(r["customers"]), _fmt(float(r["share"]), "pct")]
+        if "p_alive" in table.columns:
+            row.append(float(r["p_alive"]))
+        if value_col:
+            row += [_fmt(float(r["clv"]), "money"), _fmt(float(r["mean_clv"]), "money")]
+        rows.append(row)
+    return out + _table(headers, rows, table_id="segment-table", numeric=range(1, len(headers)))
+
+
+def _section_clv(ctx: _Context) -> str:
+    from rebuy import plots
+
+    s = ctx.scores
+    if "clv_12m" not in s.columns:
+        return _note("The scores have no clv_12m column.")
+    v = s["clv_12m"].to_numpy(dtype="float64")
+    out = _img(plots.plot_clv_distribution(v), "Distribution of predicted 12-month CLV")
+    q = np.quantile(v, [0.0, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0])
+    rows = [(name, _fmt(float(x), "money")) for name, x in
+            zip(["Minimum", "25th percentile", "Median", "75th percentile", "90th percentile", "99th percentile",
+                 "Maximum"], q, strict=True)]
+    top = np.sort(v)[::-1]
+    total = float(v.sum())
+    n10 = max(1, len(v) // 10)
+    rows += [
+        ("Mean", _fmt(float(v.mean()), "money")),
+        ("Total", _fmt(total, "money")),
+        ("Share of total CLV in the top 10% of customers", _fmt(float(top[:n10].sum() / total), "pct") if total > 0 else "-"),
+    ]
+    if "net_ltv" in s.columns:
+        rows.append(("Total net lifetime value", _fmt(float(s["net_ltv"].sum()), "money")))
+    return out + _kv(rows, "clv-table")
+
+
+def _section_clusters(ctx: _Context) -> str:
+    from rebuy import plots
+
+    prof = ctx.artefacts.get("cluster_profiles")
+    if not isinstance(prof, pd.DataFrame) or prof.empty:
+        return _note("The bundle has no cluster profiles.")
+    out = _img(plots.plot_cluster_profiles(prof), "Cluster profiles at training time (colour: relative to other clusters)")
+    cols = [c for c in ("label", "size", "share", "dominant_segment", "mean_days_since_last", "mean_orders",
+                        "mean_total_spend", "mean_clv", "one_time_share") if c in prof.columns]
+    names = {"label": "Label", "size": "Customers", "share": "Share", "dominant_segment": "Mostly",
+             "mean_days_since_last": "Days since last purchase", "mean_orders": "Orders",
+             "mean_total_spend": "Total spend", "mean_clv": "12-month CLV", "one_time_share": "One-time buyers"}
+    rows = []
+    for idx, r in prof.iterrows():
+        row: list[Any] = [str(idx)]
+        for c in cols:
+            val = r[c]
+            if c in ("share", "one_time_share"):
+                row.append(_fmt(float(val), "pct"))
+            elif c in ("mean_total_spend", "mean_clv"):
+                row.append(_fmt(float(val), "money"))
+            elif c == "size":
+                row.append(int(val))
+            else:
+                row.append(val if isinstance(val, str) else float(val))
+        rows.append(row)
+    out += _table(["Cluster"] + [names[c] for c in cols], rows, table_id="cluster-table",
+                  numeric=[i + 1 for i, c in enumerate(cols) if c not in ("label", "dominant_segment")])
+    if "cluster_label" in ctx.scores.columns:
+        now = ctx.scores["cluster_label"].astype(str).value_counts()
+        out += _h3("Customers per cluster in these scores")
+        out += _table(["Cluster", "Customers"], [(str(k), int(v)) for k, v in now.items()],
+                      table_id="cluster-now", numeric=(1,))
+    return out
+
+
+# ---- segment movement ----------------------------------------------------------------------------
+
+
+def _history_files(history: Path) -> list[tuple[str, Path]]:
+    if not history.is_dir():
+        return []
+    found = []
+    for p in history.iterdir():
+        match = _STAMP_RE.match(p.name)
+        if match and p.is_file():
+            found.append((match.group(1), p))
+    return sorted(found)
+
+
+def _snapshot_segments(ctx: _Context) -> tuple[pd.DataFrame | None, str | None]:
+    """Read the previous snapshot, then save this one (atomically) and prune old ones.
+
+    Returns (previous frame or None, description of the previous run or None).
+    """
+    history = ctx.models_dir / HISTORY_DIR
+    stamp = ctx.scored_at.strftime("%Y%m%dT%H%M%S%f")
+    run = re.sub(r"[^A-Za-z0-9.-]", "-", ctx.scores_run_id or "unknown")
+    files = _history_files(history)
+    earlier = [(st, p) for st, p in files if st < stamp]
+    previous = None
+    described = None
+    if earlier:
+        st, path = earlier[-1]
+        previous = pd.read_parquet(path, columns=["customer_id", "segment"])
+        when = dt.datetime.strptime(st, "%Y%m%dT%H%M%S%f").strftime("%Y-%m-%d %H:%M:%S")
+        match = _STAMP_RE.match(path.name)
+        described = f"scores of {when} UTC (model run {match.group(2) if match else '?'})"
+    snapshot = pd.DataFrame({"customer_id": ctx.scores["customer_id"].astype("string"),
+                             "segment": ctx.scores["segment"].astype("string")})
+    try:
+        write_table(snapshot, history / f"segments_{stamp}_{run}.parquet")
+        for _, old in _history_files(history)[:-HISTORY_KEEP]:
+            old.unlink(missing_ok=True)
+    except OSError as exc:
+        ctx.movement_note = f"Could not save this run's segment snapshot in {history} ({exc}); the next report cannot compare."
+        logger.warning("%s", ctx.movement_note)
+    return previous, described
+
+
+def _section_movement(ctx: _Context) -> str:
+    previous, described = _snapshot_segments(ctx)
+    note = _p(ctx.movement_note, "warn") if ctx.movement_note else ""
+    if previous is None:
+        return note + _p(
+            "No previous run: this is the first report for this models directory. This run's segments "
+            "were saved, so the next report shows how customers moved."
+        )
+    cur = ctx.scores[["customer_id", "segment"]]
+    both = previous.astype("string").merge(cur, on="customer_id", how="outer", suffixes=("_prev", "_now"))
+    prev = both["segment_prev"].fillna(_NEW).astype(str)
+    now = both["segment_now"].fillna(_GONE).astype(str)
+    matrix = pd.crosstab(prev, now)
+    # current segments by size, "(gone)" last; previous the same order, "(new)" last
+    order = list(cur["segment"].astype(str).value_counts().index)
+    cols = [c for c in order if c in matrix.columns] + sorted(c for c in matrix.columns if c not in order and c != _GONE)
+    cols += [_GONE] if _GONE in matrix.columns else []
+    rows_order = [r for r in order if r in matrix.index] + sorted(r for r in matrix.index if r not in order and r != _NEW)
+    rows_order += [_NEW] if _NEW in matrix.index else []
+    matrix = matrix.reindex(index=rows_order, columns=cols, fill_value=0)
+    n_new = int((prev == _NEW).sum())
+    n_gone = int((now == _GONE).sum())
+    known = (prev != _NEW) & (now != _GONE)
+    n_same = int((known & (prev == now)).sum())
+    n_moved = int((known & (prev != now)).sum())
+    out = note + _p(f"Compared with the {described}.")
+    out += _kv([
+        ("Customers in both runs", int(known.sum())),
+        ("Same segment", n_same),
+        ("Changed segment", n_moved),
+        ("New customers (not in the previous run)", n_new),
+        ("Customers no longer in the scores", n_gone),
+    ], "movement-summary")
+    flows = [
+        (a, b, int(matrix.loc[a, b]))
+        for a in matrix.index for b in matrix.columns
+        if a != b and a != _NEW and b != _GONE and matrix.loc[a, b] > 0
+    ]
+    flows.sort(key=lambda t: -t[2])
+    if flows:
+        out += _h3("Largest moves")
+        out += _table(["From", "To", "Customers"], flows[:10], table_id="movement-top", numeric=(2,))
+    values = matrix.to_numpy()
+    row_tot = values.sum(axis=1)
+
+    def shade(i: int, j: int) -> str:
+        if j == 0:
+            return f' data-from="{_e(matrix.index[i])}"'
+        v = values[i, j - 1]
+        share = v / row_tot[i] if row_tot[i] else 0.0
+        style = f"background:rgba(11,61,145,{0.08 + 0.6 * share:.2f})" if v else ""
+        weight = ";font-weight:bold" if matrix.index[i] == matrix.columns[j - 1] else ""
+        return (f' data-from="{_e(matrix.index[i])}" data-to="{_e(matrix.columns[j - 1])}"'
+                f' data-count="{int(v)}" style="{style}{weight}"')
+
+    out += _h3("Previous segment (rows) to current segment (columns), customers")
+    out += _table(
+        ["Previous \\ current", *map(str, matrix.columns)],
+        [[str(a), *[int(x) for x in values[i]]] for i, a in enumerate(matrix.index)],
+        table_id="movement-matrix",
+        numeric=range(1, len(matrix.columns) + 1),
+        cell_attrs=shade,
+    )
+    return out
+
+
+# ---- validation ----------------------------------------------------------------------------------
+
+
+def _calibration_figure(rows: list[Mapping[str, Any]]) -> Figure:
+    from matplotlib.figure import Figure
+
+    labels = [str(r.get("decile")).replace("one_time_buyers", "one-time") for r in rows]
+    x = np.arange(len(rows))
+    pred = np.array([r.get("mean_predicted_purchases") or 0.0 for r in rows], dtype=float)
+    act = np.array([r.get("mean_actual_purchases") or 0.0 for r in rows], dtype=float)
+    pa = np.array([r.get("mean_p_alive") or 0.0 for r in rows], dtype=float)
+    bought = np.array([r.get("observed_share_bought") or 0.0 for r in rows], dtype=float)
+    fig = Figure(figsize=(11.0, 4.2), layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2)
+    ax1.bar(x - 0.2, act, 0.4, label="Actual", color="tab:blue")
+    ax1.bar(x + 0.2, pred, 0.4, label="Predicted (BG/NBD)", color="tab:orange")
+    ax1.set_xticks(x, labels)
+    ax1.set_xlabel("P(alive) decile at calibration end (10 = most likely alive)")
+    ax1.set_ylabel("Mean purchases in the holdout")
+    ax1.set_title("Holdout purchases by P(alive) decile")
+    ax1.legend()
+    ax2.plot(x, pa, marker="o", label="Mean P(alive) (model)")
+    ax2.plot(x, bought, marker="s", linestyle="--", label="Share who bought in the holdout")
+    ax2.set_xticks(x, labels)
+    ax2.set_ylim(0, 1.05)
+    ax2.set_xlabel("P(alive) decile at calibration end")
+    ax2.set_ylabel("Share of customers")
+    ax2.set_title("P(alive) vs observed buying (P(alive) is an upper bound)")
+    ax2.legend()
+    return fig
+
+
+def _section_validation(ctx: _Context) -> str:
+    if ctx.evaluation is None:
+        return _note(
+            "No evaluation given (rebuy evaluate ... --out evaluate.json, then rebuy report --evaluation "
+            "evaluate.json), so no validation figures in this report."
+        )
+    from rebuy import plots
+
+    ev = ctx.evaluation
+    out = ""
+    vm = ev.get("value_models")
+    if isinstance(vm, Mapping):
+        out += _h3("Value models (calibration / holdout)")
+        win = vm.get("windows") or {}
+        if win:
+            out += _p(f"Calibration ends {win.get('calibration_end', '?')}; holdout ends {win.get('holdout_end', '?')}.")
+        if vm.get("verdict"):
+            trust = (vm.get("headline") or {}).get("trust")
+            out += _p(str(vm["verdict"]), "warn" if trust and trust != "good" else None)
+        head = vm.get("headline") or {}
+        if head:
+            out += _kv([(k.replace("_", " "), v) for k, v in head.items()], "validation-headline")
+        tracking = vm.get("tracking")
+        if isinstance(tracking, Mapping) and tracking.get("weeks"):
+            out += _img(plots.plot_cumulative_transactions(tracking),
+                        "Tracking: cumulative repeat purchases, actual vs predicted")
+        cal = (vm.get("p_alive_calibration") or {}).get("by_decile")
+        if cal:
+            out += _img(_calibration_figure(list(cal)), "Calibration: holdout purchases and buying by P(alive) decile")
+        rank = vm.get("clv_ranking") or {}
+        rrows = []
+        for key in ("top_10pct", "top_20pct"):
+            r = rank.get(key)
+            if isinstance(r, Mapping):
+                rrows.append((key.replace("top_", "Top ").replace("pct", "%"),
+                              _fmt(r.get("clv_share_of_holdout_revenue"), "pct"),
+                              _fmt(r.get("past_spend_share_of_holdout_revenue"), "pct"),
+                              _fmt(r.get("best_possible_share"), "pct"), _fmt(r.get("random_share"), "pct")))
+        if rrows:
+            out += _h3("Holdout revenue captured by the top customers")
+            out += _table(["Customers", "By predicted CLV", "By past spend", "Best possible", "Random"], rrows,
+                          table_id="clv-ranking", numeric=(1, 2, 3, 4))
+        for w in vm.get("warnings") or []:
+            out += _p(str(w), "warn")
+    rec = ev.get("recommender")
+    if isinstance(rec, Mapping) and isinstance(rec.get("modes"), Mapping):
+        out += _h3("Recommender vs baselines")
+        out += _p(f"Trained before {rec.get('cutoff', '?')}, tested up to {rec.get('test_end', '?')}, "
+                  f"lists of {rec.get('k', '?')} products.")
+        for mode, res in rec["modes"].items():
+            if not isinstance(res, Mapping):
+                continue
+            fig = plots.plot_recommender_metrics(res)
+            fig.axes[0].set_title(f"Recommender vs baselines ({str(mode).replace('_', ' ')}, "
+                                  f"{res.get('n_test_customers', '?')} test customers)")
+            out += _img(fig, f"Recommender metrics vs baselines: {str(mode).replace('_', ' ')}")
+            names = [k for k, v in res.items() if isinstance(v, Mapping)]
+            metrics = [m for m in (res[names[0]] if names else {})]
+            out += _table(["Model", *metrics], [[n.replace("_", " "), *[res[n].get(m) for m in metrics]] for n in names],
+                          table_id=f"recommender-{mode}", numeric=range(1, len(metrics) + 1))
+    if not out:
+        out = _note("The evaluation JSON has neither value_models nor recommender results.")
+    return out
+
+
+# ---- offers --------------------------------------------------------------------------------------
+
+
+def _offers_figure(summary: pd.DataFrame) -> Figure:
+    from matplotlib.figure import Figure
+
+    pivot = summary.pivot_table(index="offer_type", columns="channel", values="customers", aggfunc="sum", fill_value=0)
+    pivot = pivot.loc[pivot.sum(axis=1).sort_values().index]
+    cost = summary.groupby("offer_type")["discount_cost"].sum().reindex(pivot.index)
+    fig = Figure(figsize=(11.0, max(3.0, 0.4 * len(pivot) + 1.5)), layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2)
+    left = np.zeros(len(pivot))
+    y = np.arange(len(pivot))
+    for ch in pivot.columns:
+        ax1.barh(y, pivot[ch].to_numpy(), left=left, label=str(ch))
+        left += pivot[ch].to_numpy()
+    ax1.set_yticks(y, [str(i) for i in pivot.index])
+    ax1.set_xlabel("Customers")
+    ax1.set_title("Offers by type and channel")
+    ax1.legend(title="Channel", fontsize=8)
+    ax2.barh(y, cost.to_numpy(), color="tab:red")
+    ax2.set_yticks(y, [str(i) for i in pivot.index])
+    for yi, v in zip(y, cost.to_numpy(), strict=True):
+        ax2.text(v, yi, f" {v:,.0f}", va="center", fontsize=8)
+    ax2.set_xlabel("Expected discount cost (currency)")
+    ax2.set_title("Expected discount cost by offer type")
+    ax2.margins(x=0.25)
+    return fig
+
+
+def _section_offers(ctx: _Context) -> str:
+    s = ctx.scores
+    missing = [c for c in ("offer_type", "channel", "discount_cost") if c not in s.columns]
+    if missing:
+        return _note(f"The scores have no offer columns ({', '.join(missing)} missing).")
+    offers = s[["offer_type", "channel", "discount_cost"]].astype({"offer_type": str, "channel": str})
+    g = offers.groupby(["offer_type", "channel"], sort=True)
+    summary = g.agg(customers=("discount_cost", "size"), discount_cost=("discount_cost", "sum")).reset_index()
+    summary = summary.sort_values(["customers", "offer_type", "channel"], ascending=[False, True, True], kind="stable")
+    total_cost = float(offers["discount_cost"].sum())
+    oc = ctx.config.offers
+    budget = oc.budget
+    rows: list[tuple[str, Any]] = [
+        ("Customers scored", int(len(offers))),
+        ("Customers with an offer or reminder", int((offers["offer_type"] != "none").sum())),
+        ("Customers with a discount", int((offers["discount_cost"] > 0).sum())),
+        ("Expected discount cost (currency)", _fmt(total_cost, "money")),
+        ("Run budget (currency)", _fmt(float(budget), "money") if budget is not None else "no cap configured"),
+    ]
+    if budget:
+        rows.append(("Budget used", _fmt(total_cost / float(budget), "pct")))
+    rows.append(("Expected redemption rate in the cost", _fmt(float(oc.redemption_rate), "pct")))
+    out = _kv(rows, "offer-budget")
+    out += _img(_offers_figure(summary), "Offers by type and channel, and their expected discount cost")
+    by_type = offers.groupby("offer_type").agg(customers=("discount_cost", "size"), cost=("discount_cost", "sum"))
+    by_type = by_type.sort_values("customers", ascending=False)
+    out += _h3("By offer type")
+    out += _table(["Offer type", "Customers", "Share", "Expected discount cost"],
+                  [(str(t), int(r["customers"]), _fmt(r["customers"] / len(offers), "pct"), _fmt(float(r["cost"]), "money"))
+                   for t, r in by_type.iterrows()],
+                  table_id="offers-by-type", numeric=(1, 2, 3))
+    out += _h3("By offer type and channel")
+    out += _table(["Offer type", "Channel", "Customers", "Expected discount cost"],
+                  [(str(r.offer_type), str(r.channel), int(r.customers), _fmt(float(r.discount_cost), "money"))
+                   for r in summary.itertuples()] + [("total", "all", int(len(offers)), _fmt(total_cost, "money"))],
+                  table_id="offers-by-channel", numeric=(2, 3))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# entry point
+# --------------------------------------------------------------------------------------------------
+
+
+class _Context:
+    """Everything the sections read."""
+
+    def __init__(self, **kw: Any) -> None:
+        self.models_dir: Path = kw["models_dir"]
+        self.scores_path: Path = kw["scores_path"]
+        self.scores: pd.DataFrame = kw["scores"]
+        self.scored_at: pd.Timestamp = kw["scored_at"]
+        self.scores_run_id: str | None = kw["scores_run_id"]
+        self.artefacts: dict[str, Any] = kw["artefacts"]
+        self.manifest: dict[str, Any] = kw["manifest"]
+        self.config: Config = kw["config"]
+        self.config_note: str = kw["config_note"]
+        self.bundle_note: str = kw["bundle_note"]
+        self.transactions: pd.DataFrame | None = kw["transactions"]
+        self.evaluation: dict[str, Any] | None = kw["evaluation"]
+        self.movement_note: str = ""
+
+
+_BUILDERS: dict[str, Callable[[_Context], str]] = {
+    "overview": _section_overview,
+    "data": _section_data,
+    "model": _section_model,
+    "kpis": _section_kpis,
+    "segments": _section_segments,
+    "movement": _section_movement,
+    "clv": _section_clv,
+    "clusters": _section_clusters,
+    "validation": _section_validation,
+    "offers": _section_offers,
+}
+
+
+def build_report(
+    *,
+    models_dir: str | os.PathLike[str],
+    scores: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    transactions: str | os.PathLike[str] | pd.DataFrame | None = None,
+    evaluation: str | os.PathLike[str] | Mapping[str, Any] | None = None,
+) -> Path:
+    """Write the nightly report to ``out`` (one self-contained HTML file, replaced atomically).
+
+    Parameters
+    ----------
+    models_dir : the models directory (bundles, ``latest``); also where the segment snapshots for
+        "movement since the previous run" live (``models_dir/segment_history/``, see the module doc).
+    scores : the score table ``rebuy score`` wrote (``.parquet``, ``.csv``, ``.csv.gz`` or DuckDB).
+    out : the HTML file to write.
+    transactions : raw transactions source (or a DataFrame) for the KPI section, cleaned with the
+        bundle's config; None leaves the KPIs out (the page says so).
+    evaluation : the JSON ``rebuy evaluate`` wrote (or its dict) for the validation section.
+
+    A section that fails is shown with its error (and logged) instead of failing the whole report;
+    unreadable inputs (scores, bundle, transactions, evaluation) raise :class:`ReportError`,
+    ``BundleError`` or ``DataError`` before anything is written. Returns ``out``.
+    """
+    from rebuy.plots import _pyplot
+
+    _pyplot()  # selects Agg on a headless machine before any figure is made
+    models_dir = Path(models_dir)
+    scores_path = Path(scores)
+    out = Path(out)
+    score_df = _read_scores(scores_path)
+    run_id = _scores_run_id(score_df)
+    artefacts, manifest, bundle_note = _load_bundle_for(models_dir, run_id)
+    config, config_note = _config(manifest)
+    tx = None
+    if transactions is not None:
+        from rebuy.data import load_transactions
+
+        tx = load_transactions(transactions, config, as_of=config.as_of)
+    ev = _read_evaluation(evaluation) if evaluation is not None else None
+    ctx = _Context(
+        models_dir=models_dir, scores_path=scores_path, scores=score_df, scored_at=_scored_at(score_df, scores_path),
+        scores_run_id=run_id or manifest.get("run_id"), artefacts=artefacts, manifest=manifest, config=config,
+        config_note=config_note, bundle_note=bundle_note, transactions=tx, evaluation=ev,
+    )
+    sections = []
+    for sid, head in SECTIONS:
+        try:
+            content = _BUILDERS[sid](ctx)
+        except Exception as exc:  # one broken section must not cost the marketers the whole report
+            logger.exception("report section %r failed", sid)
+            content = _p(f"This section could not be built: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                         "section-error")
+        sections.append((sid, head, content))
+    subtitle = (f"Model run {manifest.get('run_id', '?')} · as of {manifest.get('as_of', '?')} · "
+                f"{len(score_df):,} customers scored {ctx.scored_at:%Y-%m-%d %H:%M} UTC")
+    page = _page("rebuy nightly report", subtitle, sections)
+    atomic_write_bytes(out, page.encode("utf-8"))
+    logger.info("wrote report %s (%.0f kB)", out, out.stat().st_size / 1024)
+    return out

@@ -1,0 +1,305 @@
+"""Scoring: one row per customer from a trained bundle (the nightly batch and the offers-service API).
+
+    from rebuy import Scorer
+    scorer = Scorer.load("models/latest")
+    table = scorer.score(transactions, customers=customers)   # batch
+    row = scorer.lookup("13085")                              # request path, from the latest nightly table
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from rebuy.config import Config
+from rebuy.progress import step
+
+log = logging.getLogger(__name__)
+
+SCORE_COLUMNS = [
+    "customer_id", "segment", "r_score", "f_score", "m_score", "cluster", "cluster_label",
+    "frequency", "recency", "T", "monetary_value", "orders", "total_spend", "first_purchase", "last_purchase",
+    "p_alive", "expected_purchases_30d", "expected_purchases_90d", "expected_purchases_365d",
+    "expected_order_value", "clv_12m", "net_ltv", "churn_risk", "next_purchase_date",
+    "recommended_products", "offer_type", "offer_value", "offer_products", "channel",
+    "max_contacts_per_month", "offer_reason", "discount_cost", "model_run_id", "scored_at",
+]
+"""Columns of the score table, in order (see README "The score table")."""
+
+
+class ScoringError(ValueError):
+    """Scoring cannot proceed (no scores recorded, unknown customer, ...)."""
+
+
+@dataclass
+class ScoreRun:
+    """What ``run_scoring`` wrote."""
+
+    scores: pd.DataFrame
+    out_path: Path
+    db_path: Path | None
+    seconds: float
+
+
+class Scorer:
+    """A loaded, checksum-verified bundle that scores customers.
+
+    Use :meth:`load`; the constructor takes the already verified artefacts.
+    """
+
+    def __init__(self, artefacts: dict[str, Any], manifest: dict[str, Any], bundle_dir: Path | None = None):
+        self.artefacts = artefacts
+        self.manifest = manifest
+        self.bundle_dir = bundle_dir
+        self.config = Config.model_validate(manifest["config"])
+        self.run_id: str = manifest["run_id"]
+        self._lookup_index: dict[str, int] | None = None
+        self._lookup_columns: dict[str, np.ndarray] | None = None
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, path: str | Path = "models/latest") -> Scorer:
+        """Load a bundle (``models/latest`` or ``models/<run-id>``), verifying every checksum first."""
+        from rebuy.bundle import load_bundle, resolve_bundle
+
+        bundle_dir = resolve_bundle(path)
+        artefacts, manifest = load_bundle(bundle_dir)
+        return cls(artefacts, manifest, bundle_dir)
+
+    @property
+    def recommender(self) -> Any | None:
+        return self.artefacts.get("recommender")
+
+    # ------------------------------------------------------------------ batch
+    def score(
+        self,
+        transactions: str | Path | pd.DataFrame,
+        customers: str | Path | pd.DataFrame | None = None,
+        events: str | Path | pd.DataFrame | None = None,
+        *,
+        as_of: dt.date | str | None = None,
+        scored_at: pd.Timestamp | None = None,
+    ) -> pd.DataFrame:
+        """Score every customer in ``transactions`` (raw source or DataFrame; cleaned with the bundle's config).
+
+        ``as_of`` defaults to the config's as-of date, else the last transaction's day.
+        Returns one row per customer with :data:`SCORE_COLUMNS`.
+        """
+        from rebuy.data import load_customers, load_events, load_transactions
+        from rebuy.train import resolve_as_of
+
+        cfg = self.config
+        as_of_in = as_of if as_of is not None else cfg.as_of
+        with step("load and clean transactions", log):
+            tx = load_transactions(transactions, cfg, as_of=as_of_in)
+        as_of_ts = resolve_as_of(tx, as_of_in)
+        cust = load_customers(customers, cfg, as_of=as_of_ts) if customers is not None else None
+        ev = load_events(events, cfg) if events is not None else None
+        return self.score_frame(tx, as_of_ts, customers=cust, events=ev, scored_at=scored_at)
+
+    def score_frame(
+        self,
+        tx: pd.DataFrame,
+        as_of: pd.Timestamp,
+        *,
+        customers: pd.DataFrame | None = None,
+        events: pd.DataFrame | None = None,
+        scored_at: pd.Timestamp | None = None,
+    ) -> pd.DataFrame:
+        """Score already-cleaned canonical transactions as of ``as_of``."""
+        from rebuy.features import rfm_summary
+        from rebuy.models import score_value
+        from rebuy.offers import assign_offers
+        from rebuy.segment import assign_segments
+
+        cfg = self.config
+        a = self.artefacts
+        with step("RFM summary", log):
+            summary = rfm_summary(tx, as_of=as_of, time_unit=cfg.time_unit)
+        with step("value models", log):
+            value = score_value(summary, a["bgnbd"], a["gamma_gamma"], cfg)
+        with step("segments and clusters", log):
+            rfm = a["rfm_scorer"].transform(summary)
+            segment = assign_segments(rfm, cfg.segments.rules, cfg.segments.fallback_segment)
+            cluster = pd.Series(a["clusterer"].predict(summary), index=summary.index)
+            labels = a["cluster_profiles"]["label"]
+            cluster_label = cluster.map(labels).fillna("unprofiled").astype(str)
+
+        table = pd.DataFrame(index=summary.index)
+        table["segment"] = segment
+        table[["r_score", "f_score", "m_score"]] = rfm[["r_score", "f_score", "m_score"]]
+        table["cluster"] = cluster.astype("int64")
+        table["cluster_label"] = cluster_label
+        for c in ["frequency", "recency", "T", "monetary_value", "orders", "total_spend", "first_purchase", "last_purchase"]:
+            table[c] = summary[c]
+        for c in value.columns:
+            table[c] = value[c]
+        table = table.reset_index()
+
+        n_items = cfg.recommend.n_items
+        rec = self.recommender
+        if rec is not None:
+            with step("recommendations", log):
+                country = None
+                if "country" in tx.columns:
+                    country = tx.groupby("customer_id", observed=True)["country"].last()
+                recs = rec.recommend(table["customer_id"].tolist(), n=n_items, segments=country)
+            table["recommended_products"] = [list(recs.get(c, [])) for c in table["customer_id"]]
+            last_products = _last_order_products(tx)
+            cross_sell = rec.bought_together
+        else:
+            table["recommended_products"] = [[] for _ in range(len(table))]
+            last_products = None
+            cross_sell = None
+
+        with step("offers", log):
+            offers = assign_offers(
+                table,
+                cfg,
+                as_of=as_of,
+                customers=customers,
+                events=events,
+                last_order_products=last_products,
+                cross_sell=cross_sell,
+            )
+        for c in offers.columns:
+            table[c] = offers[c].to_numpy()
+        table["model_run_id"] = self.run_id
+        table["scored_at"] = pd.Timestamp(scored_at) if scored_at is not None else pd.Timestamp.now(tz="UTC").tz_localize(None)
+        missing = [c for c in SCORE_COLUMNS if c not in table.columns]
+        if missing:
+            raise ScoringError(f"internal: score table lacks columns {missing}")
+        extra = [c for c in table.columns if c not in SCORE_COLUMNS]
+        return table[SCORE_COLUMNS + extra]
+
+    # ------------------------------------------------------------------ request path
+    def score_customer(
+        self,
+        history: pd.DataFrame,
+        customer: dict[str, Any] | pd.DataFrame | None = None,
+        *,
+        as_of: dt.date | str | None = None,
+    ) -> dict[str, Any]:
+        """Score one customer from their transaction history (canonical or configured columns).
+
+        Uses the training-time RFM score boundaries, so the result equals that customer's row in a batch.
+        """
+        from rebuy.data import load_customers, load_transactions
+        from rebuy.train import resolve_as_of
+
+        cfg = self.config
+        as_of_in = as_of if as_of is not None else cfg.as_of
+        tx = load_transactions(history, cfg, as_of=as_of_in, min_customers=1)
+        if tx["customer_id"].nunique() != 1:
+            raise ScoringError(f"score_customer expects one customer's history, got {tx['customer_id'].nunique()}")
+        as_of_ts = resolve_as_of(tx, as_of_in)
+        cust = None
+        if customer is not None:
+            frame = pd.DataFrame([customer]) if isinstance(customer, dict) else customer
+            cust = load_customers(frame, cfg, as_of=as_of_ts)
+        return self.score_frame(tx, as_of_ts, customers=cust).iloc[0].to_dict()
+
+    def _load_lookup(self) -> None:
+        from rebuy.bundle import read_latest_scores
+        from rebuy.outputs import read_table_for_lookup
+
+        if self.bundle_dir is None:
+            raise ScoringError("lookup needs a Scorer loaded from a models directory")
+        info = read_latest_scores(self.bundle_dir.parent)
+        if info is None:
+            raise ScoringError(f"{self.bundle_dir.parent}: no scores recorded yet; run `rebuy score` first")
+        frame = read_table_for_lookup(info["scores_path"])
+        # One array per column and a dict from id to row: a look-up is ~40 array reads, no pandas.
+        self._lookup_index = {str(cid): i for i, cid in enumerate(frame.index)}
+        self._lookup_columns = {str(frame.index.name or "customer_id"): np.asarray(frame.index, dtype=object)}
+        self._lookup_columns.update({c: frame[c].to_numpy() for c in frame.columns})
+
+    def lookup(self, customer_id: str | int) -> dict[str, Any]:
+        """The latest nightly score row of one customer (the table is loaded once, then a dict look-up).
+
+        Raises KeyError when the customer is not in the latest scores.
+        """
+        if self._lookup_index is None:
+            self._load_lookup()
+        assert self._lookup_index is not None and self._lookup_columns is not None
+        i = self._lookup_index.get(str(customer_id))
+        if i is None:
+            raise KeyError(f"customer {customer_id!r} is not in the latest scores")
+        return {c: _plain(col[i]) for c, col in self._lookup_columns.items()}
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars to Python scalars (lists and strings pass through)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _last_order_products(tx: pd.DataFrame) -> pd.Series:
+    """customer_id -> list of product ids in their last purchase day."""
+    day = tx["timestamp"].dt.normalize()
+    last_day = day.groupby(tx["customer_id"], observed=True).transform("max")
+    last = tx.loc[day == last_day, ["customer_id", "product_id"]]
+    return last.groupby("customer_id", observed=True)["product_id"].agg(lambda s: list(dict.fromkeys(s)))
+
+
+def run_scoring(
+    transactions: str | Path | pd.DataFrame,
+    *,
+    models_dir: str | Path = "models",
+    out: str | Path,
+    customers: str | Path | pd.DataFrame | None = None,
+    events: str | Path | pd.DataFrame | None = None,
+    db: str | Path | None = None,
+    table: str = "customer_scores",
+    as_of: dt.date | str | None = None,
+) -> ScoreRun:
+    """The nightly batch behind ``rebuy score``: score, write atomically, record where.
+
+    Output (Parquet or CSV by extension) and the DuckDB table are replaced atomically, so a failed run
+    leaves yesterday's results intact. ``models_dir/latest_scores.json`` records the paths for
+    ``Scorer.lookup``.
+    """
+    from rebuy.bundle import record_latest_scores
+    from rebuy.outputs import upsert_duckdb, write_table
+
+    t0 = time.perf_counter()
+    scorer = Scorer.load(Path(models_dir) / "latest")
+    scores = scorer.score(transactions, customers, events, as_of=as_of)
+    _check_scores(scores)
+    out = Path(out)
+    with step(f"write {out}", log):
+        write_table(scores, out)
+    db_path = Path(db) if db is not None else None
+    if db_path is not None:
+        with step(f"upsert {db_path}:{table}", log):
+            upsert_duckdb(scores, db_path, table=table)
+    record_latest_scores(models_dir, out, db_path=db_path, table=table if db_path else None)
+    return ScoreRun(scores=scores, out_path=out, db_path=db_path, seconds=time.perf_counter() - t0)
+
+
+def _check_scores(scores: pd.DataFrame) -> None:
+    """Refuse to publish a table with a missing segment or a non-finite number."""
+    if scores["segment"].isna().any():
+        raise ScoringError("score table has customers without a segment")
+    num = scores.select_dtypes(include=[np.number])
+    bad = [c for c in num.columns if not np.isfinite(num[c].to_numpy(dtype=float)).all()]
+    if bad:
+        raise ScoringError(f"score table has NaN or infinite values in {bad}")
+
+
+def score_summary(scores: pd.DataFrame) -> dict[str, Any]:
+    """The end-of-command summary: customers per segment, mean P(alive), total 12-month CLV, offers by type."""
+    return {
+        "customers": int(len(scores)),
+        "segments": scores["segment"].value_counts().to_dict(),
+        "mean_p_alive": float(scores["p_alive"].mean()),
+        "total_clv_12m": float(scores["clv_12m"].sum()),
+        "offers": scores["offer_type"].value_counts().to_dict(),
+        "channels": scores["channel"].value_counts().to_dict(),
+    }

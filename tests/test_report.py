@@ -1,0 +1,339 @@
+"""The nightly HTML report: built from a real bundle and score table of a small simulated shop, it
+has every section, embedded PNGs that decode, numbers that match the inputs, segment movement
+between runs, escaped text, and it renders in a real headless browser (Debian's chromium)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+import struct
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from rebuy.config import Config  # noqa: E402
+from rebuy.outputs import write_table  # noqa: E402
+from rebuy.report import HISTORY_DIR, SECTIONS, ReportError, build_report  # noqa: E402
+
+CHROMIUM = Path("/usr/bin/chromium")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+class _Page(HTMLParser):
+    """Collects section ids, images, tables (by id) and every tag name of a report."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.sections: list[str] = []
+        self.images: list[dict[str, str]] = []
+        self.tags: set[str] = set()
+        self.attrs_seen: list[tuple[str, str, str]] = []
+        self.tables: dict[str, list[list[str]]] = {}
+        self.cells: list[dict[str, str]] = []
+        self.classes: list[str] = []
+        self._table: str | None = None
+        self._row: list[str] | None = None
+        self._cell: list[str] | None = None
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        self.tags.add(tag)
+        for k, v in attrs:
+            self.attrs_seen.append((tag, k, v or ""))
+        if a.get("class"):
+            self.classes.append(a["class"])
+        if tag == "section":
+            self.sections.append(a.get("id", ""))
+        elif tag == "img":
+            self.images.append(a)
+        elif tag == "table" and a.get("id"):
+            self._table = a["id"]
+            self.tables[self._table] = []
+        elif tag == "tr" and self._table:
+            self._row = []
+        elif tag in ("td", "th") and self._row is not None:
+            self._cell = []
+            if "data-to" in a:
+                self.cells.append(a)
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None and self._row is not None:
+            self._row.append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "tr" and self._row is not None and self._table:
+            self.tables[self._table].append(self._row)
+            self._row = None
+        elif tag == "table":
+            self._table = None
+
+    def handle_data(self, data):
+        self.text.append(data)
+        if self._cell is not None:
+            self._cell.append(data)
+
+    def kv(self, table_id: str) -> dict[str, str]:
+        return {row[0]: row[1] for row in self.tables[table_id][1:]}
+
+    def rows(self, table_id: str) -> list[list[str]]:
+        return self.tables[table_id][1:]
+
+
+def parse(path: Path) -> _Page:
+    page = _Page()
+    page.feed(path.read_text(encoding="utf-8"))
+    return page
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == PNG_SIGNATURE
+    assert data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def num(text: str) -> float:
+    return float(text.replace(",", "").rstrip("%"))
+
+
+# --------------------------------------------------------------------------------------------------
+# one small shop, trained, scored and evaluated once for the module
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from rebuy.evaluate import evaluate_value_models
+    from rebuy.evaluate_recommender import evaluate_recommender
+    from rebuy.outputs import write_json
+    from rebuy.scoring import run_scoring
+    from rebuy.simulate import simulate
+    from rebuy.train import train
+
+    root = tmp_path_factory.mktemp("report")
+    sim = simulate(n_customers=3000, seed=3, n_products=300)
+    tx_path = root / "shop.parquet"
+    sim.transactions.to_parquet(tx_path)
+    cfg = Config()
+    models = root / "models"
+    result = train(tx_path, cfg, models_dir=models)
+    scores_path = root / "scores.parquet"
+    scored = run_scoring(tx_path, models_dir=models, out=scores_path, customers=sim.customers, events=sim.events)
+    evaluation = {
+        "value_models": evaluate_value_models(sim.transactions, "2024-06-30", None, cfg),
+        "recommender": evaluate_recommender(sim.transactions, "2024-10-01", "2024-12-31", cfg),
+    }
+    eval_path = write_json(evaluation, root / "evaluate.json")
+    out = build_report(models_dir=models, scores=scores_path, out=root / "report.html", transactions=tx_path,
+                       evaluation=eval_path)
+    return {
+        "root": root, "sim": sim, "tx_path": tx_path, "models": models, "manifest": result.manifest,
+        "scores_path": scores_path, "scores": scored.scores, "evaluation": evaluation, "out": out,
+        "page": parse(out),
+    }
+
+
+def test_report_has_every_section_in_order_and_no_failed_section(run):
+    page = run["page"]
+    assert run["out"].is_file()
+    assert page.sections == [sid for sid, _ in SECTIONS]
+    assert "section-error" not in page.classes
+    text = " ".join(page.text)
+    assert "No previous run" in text  # first report for this models directory
+    # a run id, the as-of date and the customers scored are in the overview
+    ov = page.kv("overview-table")
+    assert ov["Model run id"] == run["manifest"]["run_id"]
+    assert ov["Model as-of date"] == run["manifest"]["as_of"]
+    assert num(ov["Customers scored"]) == len(run["scores"])
+
+
+def test_report_images_are_embedded_pngs_that_decode(run):
+    page = run["page"]
+    # cohort heatmap, segments, CLV, clusters, tracking, calibration, recommender, offers
+    assert len(page.images) >= 8
+    alts = " ".join(img.get("alt", "") for img in page.images)
+    for word in ("Cohort", "segment", "CLV", "Cluster", "Tracking", "Calibration", "Recommender", "Offers"):
+        assert word in alts
+    for img in page.images:
+        src = img["src"]
+        assert src.startswith("data:image/png;base64,")
+        data = base64.b64decode(src.split(",", 1)[1], validate=True)
+        width, height = png_size(data)
+        assert width >= 300 and height >= 150
+        assert len(data) > 10_000  # a drawn chart, not an empty canvas
+
+
+def test_report_is_self_contained(run):
+    page = run["page"]
+    raw = run["out"].read_text(encoding="utf-8")
+    assert "script" not in page.tags and "link" not in page.tags and "iframe" not in page.tags
+    for tag, attr, value in page.attrs_seen:
+        if attr in ("src", "href"):
+            assert value.startswith(("data:", "#")), (tag, attr, value[:60])
+    assert "@import" not in raw and "url(" not in raw
+
+
+def test_report_numbers_match_the_inputs(run):
+    from rebuy.kpis import kpi_summary
+
+    page, scores, manifest = run["page"], run["scores"], run["manifest"]
+    # data summary and cleaning counts from the manifest
+    cleaning = manifest["training_data"]["cleaning"]
+    kv = page.kv("cleaning")
+    assert num(kv["Lines read"]) == cleaning["rows_in"]
+    assert num(kv["Clean purchase lines"]) == cleaning["rows_out"]
+    assert num(page.kv("training-data")["Customers"]) == manifest["training_data"]["customers"]
+    # model parameters
+    params = page.kv("model-params")
+    assert num(params["Gamma-Gamma q"]) == pytest.approx(manifest["params"]["gamma_gamma"]["q"], rel=1e-2)
+    # segment sizes
+    seg = {r[0]: num(r[1]) for r in page.rows("segment-table")}
+    assert seg == scores["segment"].astype(str).value_counts().astype(float).to_dict()
+    # KPIs on the cleaned transactions
+    kpi = page.kv("kpi-table")
+    expected = kpi_summary(run["sim"].transactions)
+    assert num(kpi["Revenue (currency)"]) == pytest.approx(expected["revenue"], abs=0.01)
+    assert num(kpi["Buyers in the period"]) == expected["buyers"]
+    # offers: counts by type and the budget line
+    by_type = {r[0]: num(r[1]) for r in page.rows("offers-by-type")}
+    assert by_type == scores["offer_type"].astype(str).value_counts().astype(float).to_dict()
+    total = page.rows("offers-by-channel")[-1]
+    assert total[:2] == ["total", "all"] and num(total[2]) == len(scores)
+    assert num(total[3]) == pytest.approx(scores["discount_cost"].sum(), abs=0.01)
+    by_channel = {(r[0], r[1]): num(r[2]) for r in page.rows("offers-by-channel")[:-1]}
+    assert by_channel == scores.groupby(["offer_type", "channel"]).size().astype(float).to_dict()
+    assert page.kv("offer-budget")["Run budget (currency)"] == "no cap configured"
+    # validation: recommender metrics of the model row match the evaluation
+    rec = page.rows("recommender-new_items")
+    model_row = next(r for r in rec if r[0] == "model")
+    assert num(model_row[1]) == pytest.approx(
+        run["evaluation"]["recommender"]["modes"]["new_items"]["model"]["precision@10"], rel=1e-3)
+    assert "Verdict" in " ".join(page.text)
+
+
+def _copy_models(run, dest: Path) -> Path:
+    models = dest / "models"
+    shutil.copytree(run["models"], models, symlinks=True)
+    shutil.rmtree(models / HISTORY_DIR, ignore_errors=True)
+    return models
+
+
+def test_segment_movement_between_runs(run, tmp_path):
+    models = _copy_models(run, tmp_path)
+    scores = run["scores"]
+    first = build_report(models_dir=models, scores=run["scores_path"], out=tmp_path / "r1.html")
+    assert "No previous run" in " ".join(parse(first).text)
+    # tomorrow's scores: 10 Champions became At Risk, 5 customers dropped out, 2 new customers
+    nxt = scores.copy()
+    champions = nxt.index[nxt["segment"] == "Champions"][:10]
+    nxt.loc[champions, "segment"] = "At Risk"
+    nxt = nxt.drop(nxt.index[-5:])
+    extra = nxt.iloc[:2].copy()
+    extra["customer_id"] = ["NEW1", "NEW2"]
+    nxt = pd.concat([nxt, extra], ignore_index=True)
+    nxt["scored_at"] = scores["scored_at"] + pd.Timedelta(days=1)
+    path2 = write_table(nxt, tmp_path / "scores2.parquet")
+    second = build_report(models_dir=models, scores=path2, out=tmp_path / "r2.html")
+    page = parse(second)
+    summary = page.kv("movement-summary")
+    assert num(summary["Changed segment"]) == 10
+    assert num(summary["Customers no longer in the scores"]) == 5
+    assert num(summary["New customers (not in the previous run)"]) == 2
+    assert num(summary["Same segment"]) == len(scores) - 5 - 10
+    cells = {(c["data-from"], c["data-to"]): int(c["data-count"]) for c in page.cells}
+    assert cells[("Champions", "At Risk")] == 10
+    n_champ = int((scores["segment"] == "Champions").sum())
+    assert cells[("Champions", "Champions")] == n_champ - 10 - int((scores["segment"].iloc[-5:] == "Champions").sum())
+    assert page.rows("movement-top")[0] == ["Champions", "At Risk", "10"]
+    # re-running on the same scores compares with the same previous run (idempotent)
+    again = build_report(models_dir=models, scores=path2, out=tmp_path / "r2b.html")
+    assert parse(again).kv("movement-summary") == summary
+    assert len(list((models / HISTORY_DIR).glob("segments_*.parquet"))) == 2
+
+
+def test_text_is_escaped_and_missing_inputs_are_explained(run, tmp_path):
+    models = _copy_models(run, tmp_path)
+    nasty = '<script>alert("x")</script> & Co'
+    scores = run["scores"].copy()
+    scores.loc[scores["segment"] == "Lost", "segment"] = nasty
+    path = write_table(scores, tmp_path / "scores.csv")  # CSV scores are accepted too
+    out = build_report(models_dir=models, scores=path, out=tmp_path / "r.html")
+    raw = out.read_text(encoding="utf-8")
+    page = parse(out)
+    assert "<script" not in raw and "&lt;script&gt;" in raw
+    assert nasty in {r[0] for r in page.rows("segment-table")}  # decoded back to the original text
+    text = " ".join(page.text)
+    assert "No transactions given" in text and "No evaluation given" in text
+    assert "section-error" not in page.classes
+
+
+def test_bad_scores_fail_with_one_line_naming_the_file(run, tmp_path):
+    with pytest.raises(ReportError, match="scores.parquet: scores file not found"):
+        build_report(models_dir=run["models"], scores=tmp_path / "scores.parquet", out=tmp_path / "r.html")
+    bad = write_table(run["scores"].drop(columns=["segment"]), tmp_path / "noseg.parquet")
+    with pytest.raises(ReportError, match=r"noseg.parquet: scores table lacks column\(s\) \['segment'\]"):
+        build_report(models_dir=run["models"], scores=bad, out=tmp_path / "r.html")
+    assert not (tmp_path / "r.html").exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# a real browser
+# --------------------------------------------------------------------------------------------------
+
+_IMAGE_CHECK = (
+    "<script>window.addEventListener('load',function(){var im=document.images,ok=0,w=[];"
+    "for(var i=0;i<im.length;i++){w.push(im[i].naturalWidth);if(im[i].complete&&im[i].naturalWidth>0)ok++;}"
+    "var p=document.createElement('pre');p.id='image-check';"
+    "p.textContent=JSON.stringify({total:im.length,ok:ok,widths:w});document.body.appendChild(p);});</script>"
+)
+
+
+def _chromium(*args: str, profile: Path) -> subprocess.CompletedProcess:
+    cmd = [
+        str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        f"--user-data-dir={profile}", *args,
+    ]
+    return subprocess.run(cmd, capture_output=True, timeout=180, check=False)
+
+
+def test_report_renders_in_headless_chromium(run, tmp_path):
+    if not CHROMIUM.exists():
+        pytest.skip("chromium is not installed at /usr/bin/chromium (apt-get install chromium)")
+    import matplotlib.image as mpimg
+
+    shot = tmp_path / "report.png"
+    proc = _chromium(f"--screenshot={shot}", "--window-size=1280,4000", run["out"].resolve().as_uri(),
+                     profile=tmp_path / "profile1")
+    assert shot.is_file(), proc.stderr.decode(errors="replace")[-2000:]
+    pixels = mpimg.imread(shot)[..., :3]
+    assert pixels.shape[:2] == (4000, 1280)
+    assert float(pixels.std()) > 0.05  # not a blank page
+    # the dark-blue page header (#0b3d91) is drawn at the top: the report itself rendered, not an error page
+    header = pixels[20, 600]
+    assert np.allclose(header, np.array([11, 61, 145]) / 255, atol=0.03)
+    # a chart (many distinct colours) is drawn somewhere below the header
+    lower = pixels[400:].reshape(-1, 3)
+    assert len(np.unique((lower * 255).astype(np.uint8), axis=0)) > 200
+
+    checked = tmp_path / "checked.html"
+    checked.write_text(run["out"].read_text(encoding="utf-8").replace("</body>", _IMAGE_CHECK + "</body>"),
+                       encoding="utf-8")
+    proc = _chromium("--dump-dom", checked.resolve().as_uri(), profile=tmp_path / "profile2")
+    dom = proc.stdout.decode("utf-8", errors="replace")
+    assert "rebuy nightly report" in dom
+    found = re.search(r'<pre id="image-check">([^<]*)</pre>', dom)
+    assert found, dom[-2000:]
+    result = json.loads(found.group(1))
+    assert result["total"] == len(run["page"].images)
+    assert result["ok"] == result["total"]
+    assert min(result["widths"]) > 0

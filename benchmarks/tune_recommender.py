@@ -45,8 +45,10 @@ def load(data: str, config: str | None) -> pd.DataFrame:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"
-                                          / "online_retail_ii.csv.gz"))
+    ap.add_argument(
+        "--data",
+        default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "online_retail_ii.csv.gz"),
+    )
     ap.add_argument("--config", default="configs/online_retail_ii.yaml")
     ap.add_argument("--train-end", default="2011-06-01")
     ap.add_argument("--valid-end", default="2011-08-31", help="last validation day (inclusive)")
@@ -56,7 +58,9 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if pd.Timestamp(args.valid_end) >= pd.Timestamp(args.test_start):
-        raise SystemExit(f"validation end {args.valid_end} reaches the test period ({args.test_start}); refusing")
+        raise SystemExit(
+            f"validation end {args.valid_end} reaches the test period ({args.test_start}); refusing"
+        )
 
     tx = load(args.data, args.config)
     base = Recommender()
@@ -67,10 +71,15 @@ def main() -> None:
     probe = Recommender(factors=2, iterations=1).fit(split.train)
     cat = split.catalogue(probe)
     pop = [str(probe.product_ids_[p]) for p in probe.popular_ if p in cat]
-    pop_new = _summarise({c: [p for p in pop if p not in split.bought_before.get(c, set())][:10] for c in rel_new},
-                         rel_new, 10, len(cat))
-    own_rep = _summarise(_own_history_lists(split.train, sorted(rel_rep), 10, split.excluded_ids), rel_rep, 10,
-                         len(cat))
+    pop_new = _summarise(
+        {c: [p for p in pop if p not in split.bought_before.get(c, set())][:10] for c in rel_new},
+        rel_new,
+        10,
+        len(cat),
+    )
+    own_rep = _summarise(
+        _own_history_lists(split.train, sorted(rel_rep), 10, split.excluded_ids), rel_rep, 10, len(cat)
+    )
     log.info("popularity (new items): %s", pop_new)
     log.info("own most-bought (repurchase): %s", own_rep)
     trials: list[dict[str, Any]] = []
@@ -80,13 +89,25 @@ def main() -> None:
         m = Recommender(**params).fit(split.train)
         res = score_model(m, split, "new_items")
         obj = min(res["ndcg@10"] / pop_new["ndcg@10"], res["recall@10"] / pop_new["recall@10"])
-        trials.append({"stage": "new_items", "params": params, "metrics": res, "objective": obj,
-                       "seconds": round(time.perf_counter() - t0, 1)})
+        trials.append(
+            {
+                "stage": "new_items",
+                "params": params,
+                "metrics": res,
+                "objective": obj,
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
+        )
         log.info("obj %.3f ndcg %.4f recall %.4f  %s", obj, res["ndcg@10"], res["recall@10"], params)
         return obj
 
-    best: dict[str, Any] = {"algorithm": "als", "factors": 64, "regularization": 0.05, "iterations": 20,
-                            "weighting": "bm25"}
+    best: dict[str, Any] = {
+        "algorithm": "als",
+        "factors": 64,
+        "regularization": 0.05,
+        "iterations": 20,
+        "weighting": "bm25",
+    }
     best_obj = run_new(best)
     # stage 1: confidence scale (alpha) and regularisation matter jointly; weighting changes the scale
     weightings = ["bm25", "log"] if args.quick else ["bm25", "log", "tfidf", "none"]
@@ -114,10 +135,16 @@ def main() -> None:
             o = run_new(p)
             if o > best_obj:
                 best, best_obj = p, o
-    for lr in ([0.05] if args.quick else [0.01, 0.05]):
+    for lr in [0.05] if args.quick else [0.01, 0.05]:
         for it in [100, 300]:
-            p = {"algorithm": "bpr", "factors": 64, "learning_rate": lr, "regularization": 0.01, "iterations": it,
-                 "weighting": "none"}
+            p = {
+                "algorithm": "bpr",
+                "factors": 64,
+                "learning_rate": lr,
+                "regularization": 0.01,
+                "iterations": it,
+                "weighting": "none",
+            }
             o = run_new(p)
             if o > best_obj:
                 best, best_obj = p, o
@@ -143,19 +170,32 @@ def main() -> None:
         m.history_weight = w
         res = score_model(m, split, "repurchase")
         o = 0.5 * (res["ndcg@10"] / own_rep["ndcg@10"] + res["recall@10"] / own_rep["recall@10"])
-        trials.append({"stage": "repurchase", "params": {**best, "history_weight": w}, "metrics": res,
-                       "objective": o})
+        trials.append(
+            {"stage": "repurchase", "params": {**best, "history_weight": w}, "metrics": res, "objective": o}
+        )
         log.info("blend w=%.2f obj %.3f ndcg %.4f recall %.4f", w, o, res["ndcg@10"], res["recall@10"])
         if o > best_rep:
             best_w, best_rep = w, o
     best["history_weight"] = best_w
     out = {
-        "train_end": args.train_end, "valid_end": args.valid_end, "test_start": args.test_start,
-        "best": best, "best_objective_new_items": best_obj, "best_objective_repurchase": best_rep,
-        "popularity_new_items": pop_new, "own_history_repurchase": own_rep, "trials": trials,
+        "train_end": args.train_end,
+        "valid_end": args.valid_end,
+        "test_start": args.test_start,
+        "best": best,
+        "best_objective_new_items": best_obj,
+        "best_objective_repurchase": best_rep,
+        "popularity_new_items": pop_new,
+        "own_history_repurchase": own_rep,
+        "trials": trials,
     }
     Path(args.out).write_text(json.dumps(out, indent=1, default=str))
-    log.info("best %s (new-items objective %.3f, repurchase objective %.3f) -> %s", best, best_obj, best_rep, args.out)
+    log.info(
+        "best %s (new-items objective %.3f, repurchase objective %.3f) -> %s",
+        best,
+        best_obj,
+        best_rep,
+        args.out,
+    )
 
 
 if __name__ == "__main__":

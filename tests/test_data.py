@@ -591,3 +591,26 @@ def test_unborn_customers_get_unknown_age():
     assert np.isnan(out["age"].iloc[0]) and out["age"].iloc[1] == pytest.approx(7305 / 365.25)
     with pytest.raises(DataError, match="as_of 'soon': not a date"):
         load_customers(frame, as_of="soon")
+
+
+def test_cleaned_frame_loads_again_under_a_mapping_config():
+    """A frame that already has canonical names passes through a config written for the raw schema."""
+    from rebuy.config import load_config
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "online_retail_ii.yaml")
+    raw = pd.DataFrame(
+        {
+            "Customer ID": ["1", "1", "2"],
+            "Invoice": ["a", "b", "c"],
+            "InvoiceDate": ["2011-01-01 10:00:00", "2011-02-01 10:00:00", "2011-01-05 09:00:00"],
+            "StockCode": ["x", "y", "x"],
+            "Quantity": ["1", "2", "3"],
+            "Price": ["2.5", "1.0", "4.0"],
+            "Description": ["X", "Y", "X"],
+            "Country": ["UK", "UK", "FR"],
+        }
+    )
+    once = load_transactions(raw, cfg)
+    twice = load_transactions(once, cfg)
+    pd.testing.assert_frame_equal(once.reset_index(drop=True), twice.reset_index(drop=True))
+    assert once["amount"].tolist() == [2.5, 2.0, 12.0]

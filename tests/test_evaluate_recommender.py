@@ -47,7 +47,9 @@ def test_split_never_leaks_test_period(retail: pd.DataFrame) -> None:
     assert split.train["timestamp"].max() < pd.Timestamp("2011-09-01")
     new = split.relevant("new_items")
     assert new and all(not (items & split.bought_before.get(c, set())) for c, items in new.items())
-    assert not any({"POST", "DOT", "M", "BANK CHARGES"} & items for items in split.relevant("repurchase").values())
+    assert not any(
+        {"POST", "DOT", "M", "BANK CHARGES"} & items for items in split.relevant("repurchase").values()
+    )
 
 
 def test_report_is_json_and_complete(report: dict) -> None:
@@ -56,8 +58,14 @@ def test_report_is_json_and_complete(report: dict) -> None:
     for mode in back["modes"].values():
         assert mode["n_test_customers"] > 1000
         for method in ("model", "popularity", "own_history"):
-            assert set(mode[method]) == {"precision@10", "recall@10", "ndcg@10", "map@10", "coverage",
-                                         "customers_with_recommendation"}
+            assert set(mode[method]) == {
+                "precision@10",
+                "recall@10",
+                "ndcg@10",
+                "map@10",
+                "coverage",
+                "customers_with_recommendation",
+            }
             assert all(np.isfinite(v) and 0 <= v <= 1 for v in mode[method].values())
         assert mode["model"]["customers_with_recommendation"] == 1.0
         assert mode["model"]["coverage"] > 5 * mode["popularity"]["coverage"]
@@ -80,8 +88,11 @@ def test_quality_bar_repurchase_blend_beats_own_history(report: dict) -> None:
 
 def test_small_synthetic_split_and_config_inputs() -> None:
     rng = np.random.default_rng(1)
-    rows = [(f"c{c}", pd.Timestamp("2024-01-01") + pd.Timedelta(days=int(d)), f"P{(c % 2) * 5 + int(p)}")
-            for c in range(60) for d, p in zip(rng.integers(0, 100, 8), rng.integers(0, 5, 8), strict=True)]
+    rows = [
+        (f"c{c}", pd.Timestamp("2024-01-01") + pd.Timedelta(days=int(d)), f"P{(c % 2) * 5 + int(p)}")
+        for c in range(60)
+        for d, p in zip(rng.integers(0, 100, 8), rng.integers(0, 5, 8), strict=True)
+    ]
     df = pd.DataFrame(rows, columns=["customer_id", "timestamp", "product_id"])
     df["price"] = 1.0
     df["amount"] = 1.0
@@ -92,3 +103,17 @@ def test_small_synthetic_split_and_config_inputs() -> None:
         evaluate_recommender(df.drop(columns=["product_id"]), "2024-03-01", "2024-04-10", None)
     with pytest.raises(ValueError, match="not after cutoff"):
         evaluate_recommender(df, "2024-03-01", "2024-02-01", None)
+
+
+def test_tuning_script_refuses_the_test_period() -> None:
+    import subprocess
+    import sys
+
+    res = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "tune_recommender.py"), "--valid-end", "2011-09-15"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert res.returncode != 0 and "test period" in res.stderr

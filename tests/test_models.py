@@ -377,6 +377,7 @@ def test_score_value_columns_and_semantics(bgnbd, gg, cdnow_summary):
         "expected_purchases_90d",
         "expected_purchases_365d",
         "expected_order_value",
+        "clv_12m",  # the score table's contract column, kept when the configured horizon differs
         "clv_24m",
         "net_ltv",
         "next_purchase_date",
@@ -386,6 +387,7 @@ def test_score_value_columns_and_semantics(bgnbd, gg, cdnow_summary):
     num = sv.select_dtypes("number")
     assert np.isfinite(num.to_numpy()).all()
     np.testing.assert_allclose(sv["net_ltv"], sv["clv_24m"] - 5.0 - 2.0 * 2)
+    assert (sv["clv_24m"] > sv["clv_12m"]).all()
     s = cdnow_summary
     np.testing.assert_allclose(
         sv["expected_purchases_90d"],

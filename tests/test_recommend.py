@@ -39,8 +39,9 @@ def _synthetic(seed: int = 0, n_customers: int = 300) -> pd.DataFrame:
             for p in items:
                 rows.append((f"c{c:03d}", f"o{c:03d}_{o}", ts, f"P{p:02d}", 1.0, 1.0 + p, country))
             rows.append((f"c{c:03d}", f"o{c:03d}_{o}", ts, "POST", 1.0, 5.0, country))
-    df = pd.DataFrame(rows, columns=["customer_id", "order_id", "timestamp", "product_id", "quantity", "price",
-                                     "country"])
+    df = pd.DataFrame(
+        rows, columns=["customer_id", "order_id", "timestamp", "product_id", "quantity", "price", "country"]
+    )
     df["amount"] = df["quantity"] * df["price"]
     for col in ("customer_id", "order_id", "product_id", "country"):
         df[col] = df[col].astype("string")
@@ -71,7 +72,10 @@ def retail() -> pd.DataFrame:
 def test_matrix_is_csr_matrix_and_ids_are_stable(fitted: Recommender, tx: pd.DataFrame) -> None:
     assert type(fitted.user_items_) is sp.csr_matrix
     assert type(fitted.history_) is sp.csr_matrix
-    assert fitted.user_items_.shape == (tx["customer_id"].nunique(), tx["product_id"].nunique() - 1)  # POST out
+    assert fitted.user_items_.shape == (
+        tx["customer_id"].nunique(),
+        tx["product_id"].nunique() - 1,
+    )  # POST out
     assert "POST" not in fitted.product_index_
     for i, c in enumerate(fitted.customer_ids_):
         assert fitted.customer_index_[c] == i
@@ -94,8 +98,11 @@ def test_recommend_matches_implicit_directly(fitted: Recommender) -> None:
 def test_model_learns_the_taste_groups(fitted: Recommender, tx: pd.DataFrame) -> None:
     bought = _bought(tx)
     # customers with at least 3 products of their own taste block still to discover
-    todo = [c for c in fitted.customer_ids_ if len({f"P{10 * (int(c[1:]) % 3) + i:02d}" for i in range(10)}
-                                                   - bought[c]) >= 3]
+    todo = [
+        c
+        for c in fitted.customer_ids_
+        if len({f"P{10 * (int(c[1:]) % 3) + i:02d}" for i in range(10)} - bought[c]) >= 3
+    ]
     recs = fitted.recommend(todo, 3)
     in_group = [int(p[1:]) // 10 == int(c[1:]) % 3 for c, lst in recs.items() for p in lst if p != "P40"]
     assert len(todo) > 50 and np.mean(in_group) > 0.9  # a random pick would be in the block 1 time in 3
@@ -118,8 +125,9 @@ def test_batches_give_the_same_lists(fitted: Recommender) -> None:
     assert small.recommend(customers, 5) == fitted.recommend(customers, 5)
     frames = list(small.iter_recommendations([*customers, "new"], 5))
     assert len(frames) == -(-(len(customers) + 1) // 7)  # one frame per batch of 7
-    pd.testing.assert_frame_equal(pd.concat(frames, ignore_index=True),
-                                  fitted.recommend([*customers, "new"], 5, output="frame"))
+    pd.testing.assert_frame_equal(
+        pd.concat(frames, ignore_index=True), fitted.recommend([*customers, "new"], 5, output="frame")
+    )
 
 
 def test_cold_start_unknown_customer_gets_country_or_segment_popularity(fitted: Recommender) -> None:
@@ -147,11 +155,18 @@ def test_segment_map_at_fit_and_min_history(tx: pd.DataFrame) -> None:
 
 
 def test_empty_history_customer_gets_popularity(tx: pd.DataFrame) -> None:
-    only_post = pd.DataFrame({
-        "customer_id": pd.array(["ghost"], dtype="string"), "order_id": pd.array(["g1"], dtype="string"),
-        "timestamp": [pd.Timestamp("2024-03-01")], "product_id": pd.array(["POST"], dtype="string"),
-        "quantity": [1.0], "price": [5.0], "country": pd.array(["UK"], dtype="string"), "amount": [5.0],
-    })
+    only_post = pd.DataFrame(
+        {
+            "customer_id": pd.array(["ghost"], dtype="string"),
+            "order_id": pd.array(["g1"], dtype="string"),
+            "timestamp": [pd.Timestamp("2024-03-01")],
+            "product_id": pd.array(["POST"], dtype="string"),
+            "quantity": [1.0],
+            "price": [5.0],
+            "country": pd.array(["UK"], dtype="string"),
+            "amount": [5.0],
+        }
+    )
     m = Recommender(factors=8, iterations=5).fit(pd.concat([tx, only_post], ignore_index=True))
     assert "ghost" not in m.customer_index_  # nothing but postage: no history
     lst = m.recommend_one("ghost", 6)
@@ -159,12 +174,16 @@ def test_empty_history_customer_gets_popularity(tx: pd.DataFrame) -> None:
 
 
 def test_single_product_catalogue() -> None:
-    df = pd.DataFrame({
-        "customer_id": pd.array(["a", "b", "b"], dtype="string"),
-        "product_id": pd.array(["X", "X", "POST"], dtype="string"),
-        "timestamp": pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-02"]),
-        "price": [2.0, 2.0, 5.0], "amount": [2.0, 2.0, 5.0], "quantity": [1.0, 1.0, 1.0],
-    })
+    df = pd.DataFrame(
+        {
+            "customer_id": pd.array(["a", "b", "b"], dtype="string"),
+            "product_id": pd.array(["X", "X", "POST"], dtype="string"),
+            "timestamp": pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-02"]),
+            "price": [2.0, 2.0, 5.0],
+            "amount": [2.0, 2.0, 5.0],
+            "quantity": [1.0, 1.0, 1.0],
+        }
+    )
     m = Recommender(factors=64).fit(df)
     assert m.model_ is None and list(m.product_ids_) == ["X"]
     assert m.recommend_one("new", 10) == ["X"]
@@ -180,7 +199,9 @@ def test_factors_capped_below_catalogue_size(tx: pd.DataFrame) -> None:
     assert np.isfinite(m.user_factors_).all() and np.isfinite(m.item_factors_).all()
 
 
-def test_unknown_product_ids_skipped_with_warning(fitted: Recommender, caplog: pytest.LogCaptureFixture) -> None:
+def test_unknown_product_ids_skipped_with_warning(
+    fitted: Recommender, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.WARNING, logger="rebuy.recommend"):
         assert fitted.similar_items("NOPE") == []
         together = fitted.bought_together(["NOPE", "P00"], 5)
@@ -205,8 +226,11 @@ def test_repurchase_blend_and_categories(tx: pd.DataFrame) -> None:
     lst = m.recommend_one(c, 3)
     assert own[lst[0]] == own.max()  # own most-bought first
     assert set(lst) <= set(own.index) or len(own) < 3
-    cat = tx.assign(category=np.where(tx["product_id"].str[1:].isin([f"{i:02d}" for i in range(10, 20)]),
-                                      "food", "durable"))
+    cat = tx.assign(
+        category=np.where(
+            tx["product_id"].str[1:].isin([f"{i:02d}" for i in range(10, 20)]), "food", "durable"
+        )
+    )
     m2 = Recommender(factors=8, iterations=10, repurchase_categories=["food"], history_weight=0.5).fit(cat)
     bought = _bought(cat)
     recs = m2.recommend(list(m2.customer_ids_), 10)
@@ -220,8 +244,9 @@ def test_save_load_round_trip(fitted: Recommender, tmp_path: Path) -> None:
     joblib.dump(fitted, path)
     back = joblib.load(path)
     customers = [*fitted.customer_ids_[:50], "unknown"]
-    pd.testing.assert_frame_equal(back.recommend(customers, 7, output="frame"),
-                                  fitted.recommend(customers, 7, output="frame"))
+    pd.testing.assert_frame_equal(
+        back.recommend(customers, 7, output="frame"), fitted.recommend(customers, 7, output="frame")
+    )
     np.testing.assert_array_equal(back.item_factors_, fitted.item_factors_)
     assert (back.user_items_ != fitted.user_items_).nnz == 0
     assert back.bought_together(["P05"]) == fitted.bought_together(["P05"])
@@ -237,7 +262,9 @@ def test_no_product_id_raises_clear_error(tx: pd.DataFrame) -> None:
 def test_from_config_and_bpr(tx: pd.DataFrame) -> None:
     cfg = Config().recommend
     m = Recommender.from_config(cfg)
-    assert m.factors == cfg.factors and m.weighting == cfg.weighting and m.history_weight == cfg.history_weight
+    assert (
+        m.factors == cfg.factors and m.weighting == cfg.weighting and m.history_weight == cfg.history_weight
+    )
     assert list(m.excluded_products) == list(cfg.excluded_products)
     b = Recommender(algorithm="bpr", factors=8, iterations=50, learning_rate=0.05).fit(tx)
     out = b.recommend(list(b.customer_ids_[:10]), 5)
@@ -257,3 +284,10 @@ def test_online_retail_excluded_codes_never_recommended(retail: pd.DataFrame) ->
     for p in ("85123A", "22423"):
         lists = m.similar_items(p, 20) + m.bought_together([p, "POST"], 20) + m.upsell(p, 20)
         assert lists and not set(lists) & NON_PRODUCTS
+
+
+def test_as_of_keeps_purchases_up_to_that_day(tx: pd.DataFrame) -> None:
+    m = Recommender(factors=8, iterations=5).fit(tx, as_of="2024-03-01")
+    upto = tx[(tx.timestamp < pd.Timestamp("2024-03-02")) & (tx.product_id != "POST")]
+    assert m.history_.sum() == pytest.approx(len(upto))  # purchase lines counted, none after the day
+    assert set(m.customer_ids_) == set(upto["customer_id"])

@@ -140,6 +140,7 @@ def test_customers_table(small: Simulation) -> None:
 
 def test_consent_and_channel_depend_on_age_sensibly() -> None:
     cu = simulate(20_000, seed=2, events=False).customers.dropna(subset=["age"])
+    assert cu["age"].between(18, 80).all() and cu["age"].min() < 21 and cu["age"].max() > 70
     old, young = cu[cu["age"] >= 50], cu[cu["age"] < 35]
     assert old["consent_email"].mean() > young["consent_email"].mean() + 0.1
     assert young["consent_messenger"].mean() > old["consent_messenger"].mean() + 0.1
@@ -187,11 +188,19 @@ def test_truth_parameters(small: Simulation) -> None:
         ({"start": "not a date"}, "'start'"),
         ({"n_products": 10, "n_categories": 20}, "n_products"),
         ({"taste_strength": 1.5}, "taste_strength"),
+        ({"seed": -1}, "seed"),
     ],
 )
 def test_bad_parameters_name_the_parameter(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         simulate(**{"n_customers": 10, **kwargs})
+
+
+def test_infinite_mean_order_value_is_warned(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="rebuy.simulate"):
+        sim = simulate(20, seed=0, q=0.9, events=False)
+    assert "infinite mean" in caplog.text
+    assert sim.truth["gamma_gamma"]["mean_order_value"] is None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,10 +24,13 @@ from rebuy.config import Config  # noqa: E402
 from rebuy.data import load_customers, load_events, load_transactions  # noqa: E402
 from rebuy.features import FeatureError, rfm_summary  # noqa: E402
 from rebuy.models import BGNBDModel, GammaGammaModel  # noqa: E402
+from rebuy.offers import vip_clv_threshold  # noqa: E402
 from rebuy.scoring import Scorer  # noqa: E402
 from rebuy.simulate import simulate, write_simulation  # noqa: E402
 from rebuy.spark import (  # noqa: E402
     SparkScoringError,
+    _score_output_columns,
+    _vip_cut,
     distinct_rfm_rows,
     distinct_spend_rows,
     fit_value_models_spark,
@@ -162,7 +165,7 @@ def test_distinct_rows_and_fitted_params_equal_single_machine(spark, shop):
     for k, v in ref_bg.params_.items():
         assert bgnbd.params_[k] == pytest.approx(v, rel=1e-9), k
     for k, v in ref_gg.params_.items():
-        assert gg.params_[k] == pytest.approx(v, rel=1e-6), k
+        assert gg.params_[k] == pytest.approx(v, rel=1e-9), k
     assert bgnbd.n_customers_ == ref_bg.n_customers_ and gg.n_customers_ == ref_gg.n_customers_
     # and the bundle trained on the same data (single machine) holds the same parameters
     for k, v in shop_params(shop)["bgnbd"].items():
@@ -226,6 +229,18 @@ def test_score_spark_equals_scorer_score_frame(spark, shop):
     _assert_tables_equal(got, expected)
 
 
+def test_global_vip_cut_for_bundles_without_one_equals_batch_threshold(spark, shop):
+    # bundles without manifest["offers"]["vip_min_clv"] get the cut from a first Spark pass; it must be
+    # the threshold of the whole batch, not of a partition
+    scorer = Scorer.load(shop["bundle"])
+    table = scorer.score_frame(shop["tx"], shop["as_of"])
+    share = scorer.config.offers.vip_top_share
+    sdf = spark.createDataFrame(shop["tx"]).repartition(3, "customer_id")
+    cut = _vip_cut(sdf, [str(shop["bundle"])], scorer.run_id, shop["as_of"], share)
+    assert cut == vip_clv_threshold(table["clv_12m"], share)
+    assert 0 < cut < table["clv_12m"].max()
+
+
 def test_recommend_spark_equals_recommender(spark, shop):
     scorer = Scorer.load(shop["bundle"])
     ids = shop["tx"]["customer_id"].drop_duplicates().sample(400, random_state=1).tolist() + ["never-seen-1"]
@@ -254,8 +269,13 @@ def test_recommend_spark_with_bundle_shipped_as_archive(spark, shop, tmp_path, m
 
 
 def test_score_spark_refuses_a_run_wide_budget(spark, shop, tmp_path):
-    cfg = Config.model_validate({"offers": {"budget": 100.0}, "recommend": {"enabled": False}})
+    cfg = Config.model_validate({"offers": {"budget": 100.0}, "recommend": {"enabled": False},
+                                 "clv": {"horizons_days": [60, 30], "horizon_months": 24}})
     bundle = train(shop["paths"]["transactions"], cfg, models_dir=tmp_path / "models").bundle_dir
+    # the Spark schema follows the columns a config adds to the score table
+    table = Scorer.load(bundle).score_frame(shop["tx"].head(500), shop["as_of"])
+    assert _score_output_columns(cfg) == list(table.columns)
+    assert {"expected_purchases_60d", "clv_24m"} <= set(table.columns)
     with pytest.raises(SparkScoringError, match="offers.budget=100.0 is a run-wide cap"):
         score_spark(spark.createDataFrame(shop["tx"].head(100)), bundle, shop["as_of"])
     with pytest.raises(SparkScoringError, match="has no recommender"):

@@ -114,7 +114,7 @@ def simulate(
     rows = [
         ("customers", f"{customers:,}"),
         ("transaction lines", f"{len(tx):,}"),
-        ("orders", f"{tx['order_id'].nunique():,}"),
+        ("orders", f"{sim.truth['realised']['orders']:,}"),
         ("revenue", f"{tx['amount'].sum():,.2f}"),
         ("period", f"{tx['timestamp'].min():%Y-%m-%d} .. {tx['timestamp'].max():%Y-%m-%d}"),
         *[(f"wrote {k}", str(v)) for k, v in paths.items()],

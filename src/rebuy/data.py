@@ -188,6 +188,9 @@ class _Table:
             src = mapping.get(canonical, canonical)
             if src in present:
                 self.cols[canonical] = src
+            elif canonical in present:
+                # already canonical (e.g. a cleaned frame passed back in): the mapping is not needed
+                self.cols[canonical] = canonical
             elif canonical in mapping:
                 raise DataError(
                     f"{self.name}: column {src!r} (mapped to {canonical}) not found; "

@@ -40,7 +40,9 @@ def _end_of(test_end: Any) -> pd.Timestamp:
     return t + pd.Timedelta(days=1) if t == t.normalize() else t + pd.Timedelta(microseconds=1)
 
 
-def ranking_metrics(recs: dict[str, list[str]], relevant: dict[str, set[str]], k: int = 10) -> dict[str, float]:
+def ranking_metrics(
+    recs: dict[str, list[str]], relevant: dict[str, set[str]], k: int = 10
+) -> dict[str, float]:
     """Mean precision@k, recall@k, NDCG@k and MAP@k over the customers in ``relevant``.
 
     Customers missing from ``recs`` (or with an empty list) score 0.
@@ -62,11 +64,18 @@ def ranking_metrics(recs: dict[str, list[str]], relevant: dict[str, set[str]], k
     return {f"precision@{k}": p / m, f"recall@{k}": r / m, f"ndcg@{k}": nd / m, f"map@{k}": ap / m}
 
 
-def _own_history_lists(train: pd.DataFrame, customers: list[str], k: int, excluded: set[str]) -> dict[str, list[str]]:
+def _own_history_lists(
+    train: pd.DataFrame, customers: list[str], k: int, excluded: set[str]
+) -> dict[str, list[str]]:
     t = train[~train["product_id"].isin(list(excluded))]
     t = t[t["customer_id"].isin(customers)]
     cnt = t.groupby(["customer_id", "product_id"], observed=True).size().rename("n").reset_index()
-    last = t.groupby(["customer_id", "product_id"], observed=True)["timestamp"].max().rename("last").reset_index()
+    last = (
+        t.groupby(["customer_id", "product_id"], observed=True)["timestamp"]
+        .max()
+        .rename("last")
+        .reset_index()
+    )
     cnt = cnt.merge(last, on=["customer_id", "product_id"])
     cnt = cnt.sort_values(["customer_id", "n", "last", "product_id"], ascending=[True, False, False, True])
     top = cnt.groupby("customer_id", observed=True).head(k)
@@ -80,7 +89,9 @@ def _summarise(recs: dict[str, list[str]], relevant: dict[str, set[str]], k: int
     res = ranking_metrics(recs, relevant, k)
     shown = {p for c in relevant for p in recs.get(c, [])[:k]}
     res["coverage"] = len(shown) / max(n_catalogue, 1)
-    res["customers_with_recommendation"] = float(np.mean([len(recs.get(c, [])) > 0 for c in relevant])) if relevant else 0.0
+    res["customers_with_recommendation"] = (
+        float(np.mean([len(recs.get(c, [])) > 0 for c in relevant])) if relevant else 0.0
+    )
     return {key: float(v) for key, v in res.items()}
 
 
@@ -125,7 +136,9 @@ def evaluate_recommender(
         "k": int(k),
         "n_train_customers": len(model.customer_ids_),
         "n_catalogue": len(catalogue),
-        "params": {key: (list(v) if isinstance(v, (list, tuple)) else v) for key, v in base.get_params().items()},
+        "params": {
+            key: (list(v) if isinstance(v, (list, tuple)) else v) for key, v in base.get_params().items()
+        },
         "modes": {},
     }
     modes = ["new_items"] if new_items_only else ["new_items", "repurchase"]
@@ -142,7 +155,9 @@ def evaluate_recommender(
         res["popularity"] = _summarise(recs_pop, relevant, k, len(catalogue))
         own = _own_history_lists(split.train, customers, k, split.excluded_ids)
         if mode == "new_items":
-            own = {c: [p for p in lst if p not in split.bought_before.get(c, set())] for c, lst in own.items()}
+            own = {
+                c: [p for p in lst if p not in split.bought_before.get(c, set())] for c, lst in own.items()
+            }
         res["own_history"] = _summarise(own, relevant, k, len(catalogue))
         out["modes"][mode] = res
     out["seconds"] = round(time.perf_counter() - t0, 2)
@@ -192,20 +207,40 @@ def prepare_split(transactions: pd.DataFrame, cutoff: Any, test_end: Any, base: 
     if not end > cut:
         raise ValueError(f"evaluate_recommender: test_end {test_end} is not after cutoff {cutoff}")
     ts = pd.to_datetime(transactions["timestamp"])
-    cols = [c for c in ("customer_id", "product_id", "timestamp", "quantity", "price", "amount", "country",
-                        "category", "order_id", "description") if c in transactions.columns]
+    cols = [
+        c
+        for c in (
+            "customer_id",
+            "product_id",
+            "timestamp",
+            "quantity",
+            "price",
+            "amount",
+            "country",
+            "category",
+            "order_id",
+            "description",
+        )
+        if c in transactions.columns
+    ]
     tx = transactions[cols].copy()
     tx["customer_id"] = tx["customer_id"].astype("string")
     tx["product_id"] = tx["product_id"].astype("string")
     train = tx[(ts < cut).to_numpy()]
     test = tx[((ts >= cut) & (ts < end)).to_numpy()]
     if train.empty or test.empty:
-        raise ValueError(f"evaluate_recommender: empty train or test period (cutoff {cutoff}, test_end {test_end})")
+        raise ValueError(
+            f"evaluate_recommender: empty train or test period (cutoff {cutoff}, test_end {test_end})"
+        )
     test = test[~base._is_excluded(test["product_id"])]
     test = test[test["customer_id"].isin(train["customer_id"].unique())]
-    test_items = {str(c): set(map(str, v)) for c, v in test.groupby("customer_id")["product_id"].agg(set).items()}
+    test_items = {
+        str(c): set(map(str, v)) for c, v in test.groupby("customer_id")["product_id"].agg(set).items()
+    }
     tr = train[train["customer_id"].isin(list(test_items))]
-    bought_before = {str(c): set(map(str, v)) for c, v in tr.groupby("customer_id")["product_id"].agg(set).items()}
+    bought_before = {
+        str(c): set(map(str, v)) for c, v in tr.groupby("customer_id")["product_id"].agg(set).items()
+    }
     excluded_ids = set(train.loc[base._is_excluded(train["product_id"]), "product_id"].astype(str))
     return Split(cut, train, test_items, bought_before, excluded_ids)
 

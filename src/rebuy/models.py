@@ -612,14 +612,19 @@ def _churn_risk(p_alive: np.ndarray, thresholds: tuple[float, float]) -> np.ndar
     return np.where(p_alive < lo, "high", np.where(p_alive < hi, "medium", "low"))
 
 
+SCORE_HORIZONS_DAYS = (30, 90, 365)
+"""Horizons (days) of expected purchases always in the score table; config may add more."""
+
+
 def score_value(
     summary: pd.DataFrame, bgnbd: BGNBDModel, gg: GammaGammaModel, config: Config, as_of: Any = None
 ) -> pd.DataFrame:
     """Per-customer value scores, indexed like ``summary``.
 
-    Columns: ``p_alive``; ``expected_purchases_{h}d`` for each ``config.clv.horizons_days``;
-    ``expected_order_value`` (currency); ``clv_{H}m`` (discounted margin over
-    ``config.clv.horizon_months``); ``net_ltv`` (= clv - acquisition_cost - retention_cost * years);
+    Columns: ``p_alive``; ``expected_purchases_{h}d`` for 30, 90 and 365 days (the score table's
+    contract) and each further ``config.clv.horizons_days``; ``expected_order_value`` (currency);
+    ``clv_12m`` and, when ``config.clv.horizon_months`` differs, ``clv_{H}m`` (discounted margin
+    over that many months); ``net_ltv`` (over ``horizon_months``) (= clv - acquisition_cost - retention_cost * years);
     ``next_purchase_date`` (NaT when not expected within ``config.clv.next_purchase_max_days``);
     ``churn_risk`` (high / medium / low from ``config.clv.churn_risk_thresholds`` on p_alive).
     No NaN or inf in the numeric columns. ``as_of`` defaults to ``summary.attrs["as_of"]``, else
@@ -642,9 +647,11 @@ def score_value(
     (ux, utx, uT), _, inv = _distinct_rows(x, tx, T)
     out = pd.DataFrame(index=summary.index)
     out["p_alive"] = bgnbd.p_alive(ux, utx, uT)[inv]
-    for h in cc.horizons_days:
+    for h in sorted({*SCORE_HORIZONS_DAYS, *cc.horizons_days}):
         out[f"expected_purchases_{h}d"] = bgnbd.expected_purchases(h / u, ux, utx, uT)[inv]
     out["expected_order_value"] = gg.expected_order_value(x, m)
+    if cc.horizon_months != 12:
+        out["clv_12m"] = _clv_arrays(bgnbd, gg, x, tx, T, m, 12, cc.margin, cc.discount_rate, unit)
     clv = _clv_arrays(bgnbd, gg, x, tx, T, m, cc.horizon_months, cc.margin, cc.discount_rate, unit)
     out[f"clv_{cc.horizon_months}m"] = clv
     out["net_ltv"] = clv - cc.acquisition_cost - cc.retention_cost * cc.horizon_months / 12.0

@@ -31,8 +31,20 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_EXCLUDED = (
-    "POST", "DOT", "M", "m", "D", "C2", "CRUK", "BANK CHARGES", "AMAZONFEE", "ADJUST", "ADJUST2",
-    "S", "B", "PADS",
+    "POST",
+    "DOT",
+    "M",
+    "m",
+    "D",
+    "C2",
+    "CRUK",
+    "BANK CHARGES",
+    "AMAZONFEE",
+    "ADJUST",
+    "ADJUST2",
+    "S",
+    "B",
+    "PADS",
 )
 DEFAULT_EXCLUDED_PREFIXES = ("gift_", "TEST")
 _POPULAR_KEEP = 200  # products kept per country / segment popularity list
@@ -145,10 +157,27 @@ class Recommender:
         self.num_threads = num_threads
 
     _PARAMS = (
-        "algorithm", "factors", "regularization", "iterations", "learning_rate", "alpha", "confidence",
-        "weighting", "bm25_k1", "bm25_b", "recency_half_life_days", "n_items", "allow_repurchase",
-        "repurchase_categories", "history_weight", "excluded_products", "excluded_product_prefixes",
-        "min_history", "batch_size", "random_state", "num_threads",
+        "algorithm",
+        "factors",
+        "regularization",
+        "iterations",
+        "learning_rate",
+        "alpha",
+        "confidence",
+        "weighting",
+        "bm25_k1",
+        "bm25_b",
+        "recency_half_life_days",
+        "n_items",
+        "allow_repurchase",
+        "repurchase_categories",
+        "history_weight",
+        "excluded_products",
+        "excluded_product_prefixes",
+        "min_history",
+        "batch_size",
+        "random_state",
+        "num_threads",
     )
 
     # ------------------------------------------------------------------ construction
@@ -209,8 +238,8 @@ class Recommender:
         ----------
         transactions : needs ``customer_id``, ``product_id``, ``timestamp``; ``quantity``/``price``/
             ``amount`` (for spend and upsell prices), ``country`` and ``category`` are used if present.
-        as_of : only purchases at or before this time are used; it is also the reference time of the
-            recency decay. None = the last transaction.
+        as_of : only purchases at or before this time (a date means the end of that day) are used; it
+            is also the reference time of the recency decay. None = the last transaction.
         segments : optional customer_id -> segment label; popularity is then also kept per segment.
         """
         self._check_params()
@@ -222,13 +251,31 @@ class Recommender:
                 f"Recommender.fit: transactions have no {', '.join(missing)} column; the recommender needs "
                 "products (data such as CDNOW without product_id cannot train it)"
             )
-        tx = transactions[[c for c in transactions.columns if c in (
-            "customer_id", "product_id", "timestamp", "quantity", "price", "amount", "country", "category",
-            "description", "order_id")]]
+        tx = transactions[
+            [
+                c
+                for c in transactions.columns
+                if c
+                in (
+                    "customer_id",
+                    "product_id",
+                    "timestamp",
+                    "quantity",
+                    "price",
+                    "amount",
+                    "country",
+                    "category",
+                    "description",
+                    "order_id",
+                )
+            ]
+        ]
         tx = tx[tx["customer_id"].notna() & tx["product_id"].notna()]
         ts = pd.to_datetime(tx["timestamp"])
         if as_of is not None:
             as_of_ts = pd.Timestamp(as_of)
+            if as_of_ts == as_of_ts.normalize():  # a date: the whole day counts
+                as_of_ts = as_of_ts + pd.Timedelta(days=1) - pd.Timedelta(microseconds=1)
             keep = (ts <= as_of_ts).to_numpy()
             tx, ts = tx[keep], ts[keep]
         else:
@@ -275,6 +322,7 @@ class Recommender:
         if self.alpha != 1.0:
             self.user_items_.data *= np.float32(self.alpha)
         self.n_history_ = np.diff(self.history_.indptr).astype(np.int64)
+        self.n_history_[np.diff(self.user_items_.indptr) == 0] = 0  # e.g. zero spend: nothing to learn from
 
         self._fit_product_info(tx, prod, p_codes, n_p)
         self._fit_popularity(cust, c_codes, p_codes, decay, tx, segments)
@@ -289,14 +337,18 @@ class Recommender:
         else:
             self.product_price_ = np.full(n_p, np.nan)
         if "category" in tx.columns:
-            cat = pd.Series(tx["category"].astype("string").to_numpy(dtype=object)).groupby(p_codes).agg(
-                lambda s: s.mode().iloc[0] if s.notna().any() else None
+            cat = (
+                pd.Series(tx["category"].astype("string").to_numpy(dtype=object))
+                .groupby(p_codes)
+                .agg(lambda s: s.mode().iloc[0] if s.notna().any() else None)
             )
             self.product_category_ = np.asarray(cat.reindex(range(n_p)).to_numpy(), dtype=object)
         else:
             self.product_category_ = None
         if "description" in tx.columns:
-            desc = pd.Series(tx["description"].astype("string").to_numpy(dtype=object)).groupby(p_codes).first()
+            desc = (
+                pd.Series(tx["description"].astype("string").to_numpy(dtype=object)).groupby(p_codes).first()
+            )
             self.product_description_ = np.asarray(desc.reindex(range(n_p)).to_numpy(), dtype=object)
         else:
             self.product_description_ = None
@@ -312,7 +364,9 @@ class Recommender:
         segments: Mapping[str, str] | pd.Series | None,
     ) -> None:
         # popularity = (decayed) number of distinct customers who bought the product
-        pairs = pd.DataFrame({"c": c_codes, "p": p_codes, "w": decay}).groupby(["c", "p"], sort=False)["w"].max()
+        pairs = (
+            pd.DataFrame({"c": c_codes, "p": p_codes, "w": decay}).groupby(["c", "p"], sort=False)["w"].max()
+        )
         pairs = pairs.reset_index()
         glob = pairs.groupby("p")["w"].sum()
         order = np.lexsort((glob.index.to_numpy(), -glob.to_numpy()))
@@ -331,7 +385,9 @@ class Recommender:
 
         n_c = len(self.customer_ids_)
         if "country" in tx.columns:
-            last_country = pd.Series(tx["country"].astype("string").to_numpy(dtype=object)).groupby(c_codes).last()
+            last_country = (
+                pd.Series(tx["country"].astype("string").to_numpy(dtype=object)).groupby(c_codes).last()
+            )
             self.customer_country_ = np.asarray(last_country.reindex(range(n_c)).to_numpy(), dtype=object)
             self.country_popular_ = _per_group(self.customer_country_)
         else:
@@ -390,7 +446,9 @@ class Recommender:
         self.model_ = None
         self.factors_ = 0
         if n_p < 2 or n_c < 2:
-            log.warning("Recommender: %d product(s), %d customer(s): no latent model, popularity only", n_p, n_c)
+            log.warning(
+                "Recommender: %d product(s), %d customer(s): no latent model, popularity only", n_p, n_c
+            )
             return
         factors = min(int(self.factors), n_p - 1, n_c - 1)
         if factors < int(self.factors):
@@ -402,17 +460,23 @@ class Recommender:
                 from implicit.cpu.als import AlternatingLeastSquares
 
                 model = AlternatingLeastSquares(
-                    factors=factors, regularization=float(self.regularization), alpha=1.0,
-                    iterations=int(self.iterations), num_threads=int(self.num_threads),
+                    factors=factors,
+                    regularization=float(self.regularization),
+                    alpha=1.0,
+                    iterations=int(self.iterations),
+                    num_threads=int(self.num_threads),
                     random_state=self.random_state,
                 )
             else:
                 from implicit.cpu.bpr import BayesianPersonalizedRanking
 
                 model = BayesianPersonalizedRanking(
-                    factors=factors, learning_rate=float(self.learning_rate),
-                    regularization=float(self.regularization), iterations=int(self.iterations),
-                    num_threads=int(self.num_threads), random_state=self.random_state,
+                    factors=factors,
+                    learning_rate=float(self.learning_rate),
+                    regularization=float(self.regularization),
+                    iterations=int(self.iterations),
+                    num_threads=int(self.num_threads),
+                    random_state=self.random_state,
                 )
             model.fit(self.user_items_, show_progress=False)
         uf = np.asarray(model.user_factors, dtype=np.float32)
@@ -461,7 +525,9 @@ class Recommender:
                     return self.country_popular_[str(c)]
         return self.popular_
 
-    def _fill(self, chosen: list[int], n: int, candidates: Iterable[np.ndarray], banned: set[int]) -> list[int]:
+    def _fill(
+        self, chosen: list[int], n: int, candidates: Iterable[np.ndarray], banned: set[int]
+    ) -> list[int]:
         if len(chosen) >= n:
             return chosen[:n]
         seen = set(chosen) | banned
@@ -523,7 +589,11 @@ class Recommender:
         for start in range(0, len(model_pos), chunk):
             pos = model_pos[start : start + chunk]
             sc = self._score_rows(rows[pos], excluded, repurch)
-            top = np.argpartition(-sc, k - 1, axis=1)[:, :k] if k < n_p else np.tile(np.arange(n_p), (len(pos), 1))
+            top = (
+                np.argpartition(-sc, k - 1, axis=1)[:, :k]
+                if k < n_p
+                else np.tile(np.arange(n_p), (len(pos), 1))
+            )
             top_s = np.take_along_axis(sc, top, axis=1)
             o = np.lexsort((top, -top_s), axis=1)
             top, top_s = np.take_along_axis(top, o, axis=1), np.take_along_axis(top_s, o, axis=1)
@@ -542,7 +612,9 @@ class Recommender:
                 bought = self.history_.indices[self.history_.indptr[row] : self.history_.indptr[row + 1]]
                 banned |= {int(b) for b in bought if not repurch[b]}
             before = len(items_out[i])
-            chosen = self._fill(items_out[i], n, [self._popular_for(row, seg_map.get(key)), self.popular_], banned)
+            chosen = self._fill(
+                items_out[i], n, [self._popular_for(row, seg_map.get(key)), self.popular_], banned
+            )
             if not chosen:  # everything left was bought already: popularity, exclusions only
                 chosen = self._fill([], n, [self.popular_], banned_all)
             items_out[i] = chosen
@@ -551,16 +623,20 @@ class Recommender:
                 source_out[i] = "popularity"
         return items_out, scores_out, source_out
 
-    def _batch_frame(self, keys: list[str], items: list[list[int]], scores: list[list[float]],
-                     sources: list[str]) -> pd.DataFrame:
+    def _batch_frame(
+        self, keys: list[str], items: list[list[int]], scores: list[list[float]], sources: list[str]
+    ) -> pd.DataFrame:
         lens = np.array([len(it) for it in items], dtype=np.int64)
         total = int(lens.sum())
         flat = np.fromiter((p for it in items for p in it), dtype=np.int64, count=total)
         return pd.DataFrame(
             {
                 "customer_id": pd.array(np.repeat(np.array(keys, dtype=object), lens), dtype="string"),
-                "rank": (np.concatenate([np.arange(1, m + 1) for m in lens]) if len(lens) else
-                         np.array([], dtype=np.int64)).astype(np.int64),
+                "rank": (
+                    np.concatenate([np.arange(1, m + 1) for m in lens])
+                    if len(lens)
+                    else np.array([], dtype=np.int64)
+                ).astype(np.int64),
                 "product_id": pd.array(self.product_ids_[flat], dtype="string"),
                 "score": np.fromiter((x for sc in scores for x in sc), dtype=np.float64, count=total),
                 "source": pd.array(np.repeat(np.array(sources, dtype=object), lens), dtype="string"),
@@ -637,7 +713,9 @@ class Recommender:
         for keys, items, scores, sources in self._batches(customer_ids, n, segments):
             yield self._batch_frame(keys, items, scores, sources)
 
-    def recommend_one(self, customer_id: Any, n: int | None = None, *, segment: str | None = None) -> list[str]:
+    def recommend_one(
+        self, customer_id: Any, n: int | None = None, *, segment: str | None = None
+    ) -> list[str]:
         """Top-``n`` product ids for one customer (see ``recommend``)."""
         seg = None if segment is None else {_to_key(customer_id): segment}
         out = self.recommend([customer_id], n, segments=seg)
@@ -686,7 +764,9 @@ class Recommender:
         n = int(self.n_items if n is None else n)
         if isinstance(product_ids, str):
             product_ids = [product_ids]
-        basket = [i for i in (self._known_product(p, "bought_together") for p in product_ids) if i is not None]
+        basket = [
+            i for i in (self._known_product(p, "bought_together") for p in product_ids) if i is not None
+        ]
         excluded = self._request_excluded()
         scores: dict[int, float] = {}
         for b in basket:
@@ -715,7 +795,8 @@ class Recommender:
         excluded = self._request_excluded()
         price = self.product_price_
         out = [
-            p for p in self._similar_idx(idx)
+            p
+            for p in self._similar_idx(idx)
             if not excluded[p] and np.isfinite(price[p]) and price[p] > base * max(min_price_ratio, 1.0)
         ][:n]
         return [str(self.product_ids_[p]) for p in out]

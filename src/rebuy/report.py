@@ -723,7 +723,7 @@ def _section_movement(ctx: _Context) -> str:
 def _calibration_figure(rows: list[Mapping[str, Any]]) -> Figure:
     from matplotlib.figure import Figure
 
-    labels = [str(r.get("decile")).replace("one_time_buyers", "one-time") for r in rows]
+    labels = [str(r.get("decile")).replace("one_time_buyers", "1-time\nbuyers") for r in rows]
     x = np.arange(len(rows))
     pred = np.array([r.get("mean_predicted_purchases") or 0.0 for r in rows], dtype=float)
     act = np.array([r.get("mean_actual_purchases") or 0.0 for r in rows], dtype=float)
@@ -834,10 +834,14 @@ def _offers_figure(summary: pd.DataFrame) -> Figure:
     ax1.set_xlabel("Customers")
     ax1.set_title("Offers by type and channel")
     ax1.legend(title="Channel", fontsize=8)
-    ax2.barh(y, cost.to_numpy(), color="tab:red")
     ax2.set_yticks(y, [str(i) for i in pivot.index])
-    for yi, v in zip(y, cost.to_numpy(), strict=True):
-        ax2.text(v, yi, f" {v:,.0f}", va="center", fontsize=8)
+    if float(cost.sum()) > 0:
+        ax2.barh(y, cost.to_numpy(), color="tab:red")
+        for yi, v in zip(y, cost.to_numpy(), strict=True):
+            ax2.text(v, yi, f" {v:,.0f}", va="center", fontsize=8)
+    else:
+        ax2.set_xticks([])
+        ax2.text(0.5, 0.5, "No discounts in this run", transform=ax2.transAxes, ha="center", va="center")
     ax2.set_xlabel("Expected discount cost (currency)")
     ax2.set_title("Expected discount cost by offer type")
     ax2.margins(x=0.25)
@@ -867,6 +871,11 @@ def _section_offers(ctx: _Context) -> str:
         rows.append(("Budget used", _fmt(total_cost / float(budget), "pct")))
     rows.append(("Expected redemption rate in the cost", _fmt(float(oc.redemption_rate), "pct")))
     out = _kv(rows, "offer-budget")
+    if (offers["channel"] == "none").all():
+        out += _p(
+            "No customer has a consented channel, so nobody gets an offer. Was the customers table (with "
+            "consent columns) given to rebuy score --customers?", "warn"
+        )
     out += _img(_offers_figure(summary), "Offers by type and channel, and their expected discount cost")
     by_type = offers.groupby("offer_type").agg(customers=("discount_cost", "size"), cost=("discount_cost", "sum"))
     by_type = by_type.sort_values("customers", ascending=False)

@@ -74,6 +74,11 @@ class Scorer:
         return cls(artefacts, manifest, bundle_dir)
 
     @property
+    def vip_min_clv(self) -> float | None:
+        """12-month CLV (currency) a customer needs for VIP status, fixed at training time."""
+        return self.manifest.get("offers", {}).get("vip_min_clv")
+
+    @property
     def recommender(self) -> Any | None:
         return self.artefacts.get("recommender")
 
@@ -112,8 +117,13 @@ class Scorer:
         customers: pd.DataFrame | None = None,
         events: pd.DataFrame | None = None,
         scored_at: pd.Timestamp | None = None,
+        vip_min_clv: float | None = None,
     ) -> pd.DataFrame:
-        """Score already-cleaned canonical transactions as of ``as_of``."""
+        """Score already-cleaned canonical transactions as of ``as_of``.
+
+        VIP status uses the training run's CLV threshold (``manifest["offers"]["vip_min_clv"]``) unless
+        ``vip_min_clv`` is given, so a customer scored alone gets the same offer as in the batch.
+        """
         from rebuy.features import rfm_summary
         from rebuy.models import score_value
         from rebuy.offers import assign_offers
@@ -168,6 +178,8 @@ class Scorer:
                 events=events,
                 last_order_products=last_products,
                 cross_sell=cross_sell,
+                transactions=tx,
+                vip_min_clv=vip_min_clv if vip_min_clv is not None else self.vip_min_clv,
             )
         for c in offers.columns:
             table[c] = offers[c].to_numpy()

@@ -24,8 +24,8 @@ purchases on the same day collapse into one in ``lifetimes``' summary. At these 
 to well under 1% of repeat purchases (the realised share is reported in ``truth["realised"]``), and
 parameter recovery is tested on the day-collapsed data.
 
-Everything is vectorised numpy (no per-customer Python loop): 1,000,000 customers take seconds, not
-minutes. Results are deterministic for a given seed; independent random streams are spawned for
+Everything is vectorised numpy (no per-customer Python loop): 20,000 customers take well under a
+second and 1,000,000 customers (about 9 million lines and 15 million events) about 15 s. Results are deterministic for a given seed; independent random streams are spawned for
 behaviour, baskets, demographics and events so changing e.g. the event settings leaves the
 transactions unchanged.
 """
@@ -372,6 +372,8 @@ def simulate(
         Whether to generate the events table (it is an empty frame with the right columns otherwise).
     """
     started = time.perf_counter()
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"simulate: seed must be a non-negative integer, got {seed!r}")
     if int(n_customers) != n_customers or n_customers < 1:
         raise ValueError(f"simulate: n_customers must be a positive integer, got {n_customers!r}")
     n = int(n_customers)
@@ -399,6 +401,8 @@ def simulate(
         ("missing_birth_date", missing_birth_date),
     ):
         _probability(k, x)
+    if q <= 1.0:
+        logger.warning("simulate: q = %s <= 1 gives order values with an infinite mean; use q > 1", q)
     start_ts, end_ts = _as_day("start", start), _as_day("end", end)
     n_days = int((end_ts - start_ts).days) + 1
     if n_days < 7:
@@ -487,7 +491,7 @@ def simulate(
     transactions = pd.DataFrame(
         {
             "customer_id": _strings(labels["customer"], line_customer),
-            "order_id": pd.arrays.ArrowStringArray(pc.cast(pa.array(invoice[line_order]), pa.large_string())),
+            "order_id": _strings(pc.cast(pa.array(invoice), pa.string()), line_order),
             "timestamp": order_ns[line_order].view("datetime64[ns]"),
             "product_id": _strings(labels["product"], line_product),
             "quantity": qty,
@@ -630,7 +634,7 @@ def _customers(
     missing_birth_date: float,
 ) -> pd.DataFrame:
     age_exact = 18.0 + 62.0 * rng.beta(2.2, 3.5, n)  # ages 18-80, mean about 42
-    birth_ns = end_ts.value - np.round(age_exact * 365.25).astype(np.int64) * _NS_PER_DAY
+    birth_ns = end_ts.value - np.ceil(age_exact * 365.25).astype(np.int64) * _NS_PER_DAY  # age >= 18 exactly
     birth = birth_ns.view("datetime64[ns]")
     age = (end_ts.value - birth_ns) / (365.25 * _NS_PER_DAY)
     age = np.floor(age)

@@ -13,6 +13,9 @@ The same results as the single-machine path, computed with Spark:
   verifies once.
 - :func:`recommend_spark` - top-n recommendations for a DataFrame of customer ids, by partition.
 
+Input: Spark cannot read pandas' default nanosecond Parquet timestamps; write cleaned transactions
+with ``df.to_parquet(path, coerce_timestamps="us")``.
+
 Time: day boundaries come from ``to_date`` in the Spark session time zone
 (``spark.sql.session.timeZone``); use the zone the timestamps were written in (UTC for naive
 timestamps loaded from pandas or Parquet) so calendar days equal the single-machine ones.
@@ -219,8 +222,9 @@ def _summary_columns(summary_sdf: SparkDataFrame, columns: tuple[str, ...], who:
 
 def distinct_rfm_rows(summary_sdf: SparkDataFrame) -> pd.DataFrame:
     """Distinct ``(frequency, recency, T)`` rows of a Spark RFM summary with ``count`` (customers),
-    collected to the driver (pandas, sorted). Their number is bounded by the observation window in
-    days squared, not by customers. ``attrs["time_unit"]`` comes from the summary's metadata."""
+    collected to the driver (pandas, sorted). Their number is bounded by the day combinations of the
+    observation window, not by customers (measured on simulated 2-year data: 15,003 rows for 20k
+    customers, 135,670 for 200k). ``attrs["time_unit"]`` comes from the summary's metadata."""
     F, _, _ = _spark()
     _summary_columns(summary_sdf, ("frequency", "recency", "T"), "distinct_rfm_rows")
     rows = (
@@ -378,7 +382,8 @@ def _canonical(frame: pd.DataFrame, times: tuple[str, ...], floats: tuple[str, .
 def _score_output_columns(config: Config) -> list[str]:
     from rebuy.scoring import SCORE_COLUMNS
 
-    extra = [f"expected_purchases_{h}d" for h in config.clv.horizons_days]
+    # score_frame appends what the config adds to SCORE_COLUMNS, in the order of the value table
+    extra = [f"expected_purchases_{h}d" for h in sorted(set(config.clv.horizons_days))]
     extra += [f"clv_{config.clv.horizon_months}m"]
     return list(SCORE_COLUMNS) + [c for c in dict.fromkeys(extra) if c not in SCORE_COLUMNS]
 
@@ -513,15 +518,6 @@ def _check_side(sdf: SparkDataFrame | None, name: str, required: tuple[str, ...]
     return [c for c in sdf.columns if c != "customer_id"]
 
 
-def _accepts(func: Any, name: str) -> bool:
-    import inspect
-
-    try:
-        return name in inspect.signature(func).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 def score_spark(
     transactions_sdf: SparkDataFrame,
     bundle_path: str | os.PathLike[str],
@@ -553,13 +549,13 @@ def score_spark(
     Spark DataFrame with the score-table columns (``rebuy.scoring.SCORE_COLUMNS``; lists as
     ``array<string>``), one row per customer with a purchase on or before ``as_of``. Rows equal the
     single-machine ``Scorer.score_frame`` on the same data: RFM scores use the bundle's training-time
-    bin edges, and the VIP offer uses the global top-``vip_top_share`` CLV cut computed in a first pass.
+    bin edges and VIP status the training-time CLV threshold (``manifest["offers"]["vip_min_clv"]``);
+    for older bundles without it, a first pass computes the global top-``vip_top_share`` CLV cut.
     A run-wide discount budget (``offers.budget``) cannot be split by partition and is refused.
     """
     F, T, _ = _spark()
     _check_dataframe(transactions_sdf, "score_spark: transactions_sdf")
     from rebuy.config import Config
-    from rebuy.scoring import Scorer
 
     required = ("customer_id", "timestamp", "amount")
     missing = [c for c in required if c not in transactions_sdf.columns]
@@ -611,13 +607,9 @@ def score_spark(
     by_customer = combined.repartition(n_parts, "customer_id")
 
     vip_min_clv = None
-    if "vip" in config.offers.priority:
-        if not _accepts(Scorer.score_frame, "vip_min_clv"):
-            raise SparkScoringError(
-                "score_spark: the VIP offer ranks customers over the whole table, so partition scoring needs "
-                "Scorer.score_frame(..., vip_min_clv=...) (passed on to assign_offers); this rebuy lacks it. "
-                "Remove 'vip' from offers.priority or upgrade rebuy"
-            )
+    if "vip" in config.offers.priority and manifest.get("offers", {}).get("vip_min_clv") is None:
+        # bundles without the training-time VIP threshold rank VIPs over the whole scored table:
+        # compute that global cut first, or every partition would pick its own top share
         vip_min_clv = _vip_cut(tx.repartition(n_parts, "customer_id"), candidates, run_id, as_of_ts,
                                config.offers.vip_top_share)
 

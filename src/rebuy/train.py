@@ -40,6 +40,7 @@ def fit_models(transactions: pd.DataFrame, config: Config, as_of: pd.Timestamp) 
     """Fit every model on cleaned transactions; return (artefacts, manifest entries)."""
     from rebuy.features import rfm_summary
     from rebuy.models import BGNBDModel, GammaGammaModel, score_value
+    from rebuy.offers import vip_clv_threshold
     from rebuy.segment import RFMClusterer, RFMScorer, assign_segments, cluster_profiles
 
     with step("RFM summary", log):
@@ -104,6 +105,7 @@ def fit_models(transactions: pd.DataFrame, config: Config, as_of: pd.Timestamp) 
         },
         "recommender": recommender_info,
         "segment_counts": {str(k): int(v) for k, v in segments.value_counts().items()},
+        "offers": {"vip_min_clv": vip_clv_threshold(value["clv_12m"], config.offers.vip_top_share)},
     }
     return artefacts, manifest_part
 

@@ -1,0 +1,104 @@
+"""The `rebuy` command line: help, the demo path, config overrides and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from rebuy.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_help_lists_every_command():
+    out = subprocess.run([sys.executable, "-m", "rebuy.cli", "--help"], capture_output=True, text=True, check=True).stdout
+    for cmd in ("simulate", "train", "score", "evaluate", "report"):
+        assert cmd in out
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("cli")
+    res = invoke("simulate", "--customers", 1500, "--seed", 5, "--products", 200, "--out", root / "shop.csv.gz")
+    assert res.exit_code == 0, res.output
+    assert "transaction lines" in res.output
+    return root
+
+
+def test_simulate_writes_the_files(demo):
+    assert (demo / "shop.csv.gz").is_file()
+    assert (demo / "shop_customers.csv.gz").is_file()
+    truth = json.loads((demo / "shop_truth.json").read_text())
+    assert {"r", "a", "b"} <= set(truth["bgnbd"]) and any(k.startswith("alpha") for k in truth["bgnbd"])
+
+
+def test_train_score_summary(demo):
+    models = demo / "models"
+    res = invoke("train", "--transactions", demo / "shop.csv.gz", "--models-dir", models, "--time-unit", "days")
+    assert res.exit_code == 0, res.output
+    assert "(per day)" in res.output and "recommender" in res.output
+    res = invoke(
+        "score", "--transactions", demo / "shop.csv.gz", "--customers", demo / "shop_customers.csv.gz",
+        "--models-dir", models, "--out", demo / "scores.csv", "--db", demo / "scores.duckdb",
+    )
+    assert res.exit_code == 0, res.output
+    for text in ("segment: ", "mean P(alive)", "total predicted 12-month CLV", "offer: ", "scores written to"):
+        assert text in res.output
+    scores = pd.read_csv(demo / "scores.csv")
+    assert len(scores) == 1500
+    manifest = json.loads((models / "latest" / "manifest.json").read_text())
+    assert manifest["config"]["time_unit"] == "days"
+
+
+def test_column_override_maps_a_new_schema(demo, tmp_path):
+    tx = pd.read_csv(demo / "shop.csv.gz").rename(columns={"customer_id": "Kunde", "timestamp": "Zeit"})
+    src = tmp_path / "renamed.parquet"
+    tx.to_parquet(src)
+    res = invoke(
+        "train", "--transactions", src, "--models-dir", tmp_path / "m",
+        "--column", "customer_id=Kunde", "--column", "timestamp=Zeit", "--as-of", "2024-12-31",
+    )
+    assert res.exit_code == 0, res.output
+    assert "as of                        2024-12-31" in res.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "--transactions", "missing.csv"], "missing.csv"),
+        (["train", "--transactions", "{shop}", "--column", "customer_id"], "expected CANONICAL=SOURCE"),
+        (["train", "--transactions", "{shop}", "--column", "customer_id=nope"], "'nope'"),
+        (["train", "--transactions", "{shop}", "--time-unit", "months"], "time_unit"),
+        (["score", "--transactions", "{shop}", "--models-dir", "{empty}", "--out", "x.parquet"], "latest"),
+    ],
+)
+def test_bad_input_is_one_clear_line(demo, tmp_path, args, message):
+    (tmp_path / "empty").mkdir()
+    args = [a.format(shop=demo / "shop.csv.gz", empty=tmp_path / "empty") for a in args]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2
+    lines = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and message in lines[0], res.output
+    assert "Traceback" not in res.output
+
+
+def test_evaluate_writes_a_report(demo):
+    out = demo / "eval.json"
+    res = invoke(
+        "evaluate", "--transactions", demo / "shop.csv.gz", "--calibration-end", "2024-06-30", "--out", out,
+    )
+    assert res.exit_code == 0, res.output
+    report = json.loads(out.read_text())
+    vm = report["value_models"]
+    assert {"aggregate", "per_customer", "tracking", "p_alive_calibration", "clv_ranking"} <= set(vm)
+    assert "verdict" in res.output

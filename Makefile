@@ -18,6 +18,8 @@ demo: $(STAMP)
 	$(BIN)/rebuy train --transactions $(DEMO)/shop.parquet --customers $(DEMO)/shop_customers.parquet --models-dir models
 	$(BIN)/rebuy score --transactions $(DEMO)/shop.parquet --customers $(DEMO)/shop_customers.parquet \
 		--events $(DEMO)/shop_events.parquet --models-dir models --out $(DEMO)/scores.parquet --db $(DEMO)/scores.duckdb
+	$(BIN)/rebuy report --models-dir models --scores $(DEMO)/scores.parquet --transactions $(DEMO)/shop.parquet \
+		--out $(DEMO)/report.html
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -387,7 +387,7 @@ def _rel(a: float, b: float) -> float:
     return abs(a - b) / abs(b) if b else float("inf")
 
 
-def summarise(size_runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+def summarise(size_runs: dict[str, list[dict[str, Any]]], config_iterations: int | None = None) -> dict[str, Any]:
     ref = [r for r in size_runs["reference"] if r.get("ok")]
     reb = [r for r in size_runs["rebuy"] if r.get("ok")]
     rows = []
@@ -429,6 +429,16 @@ def summarise(size_runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
                  "median_peak_rss_mb": _median([_stage_peak(r, [nm]) for r in runs]),
                  "runs": sum(_stage_seconds(r, [nm]) is not None for r in runs)}
             for nm in names
+        }
+    per_iter = _median([r.get("als_seconds_per_iteration") for r in full_ref])
+    it_run = (full_ref or [{}])[0].get("als_iterations")
+    if per_iter and it_run and config_iterations and config_iterations != it_run and e2e_ref and e2e_reb:
+        add = (config_iterations - it_run) * per_iter
+        r_ = _median([r["total_seconds"] for r in full_ref]) + add
+        b_ = _median([_stage_seconds(r, ["train", "score"]) for r in full_reb]) + add
+        extra["end_to_end_extrapolated_to_config_iterations"] = {
+            "iterations": config_iterations, "added_seconds_each_side": add,
+            "reference_median": r_, "rebuy_median": b_, "ratio": r_ / b_,
         }
     params = {}
     if ref and reb:
@@ -544,6 +554,11 @@ def markdown(res: dict[str, Any]) -> str:
         if ex:
             L.append(f"| end to end without the recommender fit (same implicit ALS on both sides) | "
                      f"{_fmt_s(ex['reference_median'])} | {_fmt_s(ex['rebuy_median'])} | **{_fmt_r(ex['ratio'])}** | | |")
+        ex = summ["extra"].get("end_to_end_extrapolated_to_config_iterations")
+        if ex:
+            L.append(f"| end to end at the config's {ex['iterations']} ALS iterations (EXTRAPOLATED: + "
+                     f"{ex['added_seconds_each_side']:.0f} s on each side from the measured s/iteration) | "
+                     f"{_fmt_s(ex['reference_median'])} | {_fmt_s(ex['rebuy_median'])} | **{_fmt_r(ex['ratio'])}** | | |")
         pk = summ["peak_rss_mb"]
         L.append("")
         L.append(f"Peak RSS of the whole process (kernel ru_maxrss), full pipeline: reference {_fmt_mb(pk['reference_full'])} MB, "
@@ -631,7 +646,8 @@ def run_parent(args: argparse.Namespace) -> None:
         plan = [(True, k) for k in range(n_full)] + ([(False, k) for k in range(args.repeats - n_full)] if n >= args.large else [])
         for full, k in plan:
             order = ("reference", "rebuy") if k % 2 == 0 else ("rebuy", "reference")
-            need = sum(last.get((s, full), 0) for s in order)
+            # a value-only run is estimated at 60% of that side's full run until one has been timed
+            need = sum(last.get((s, full), 0.6 * last.get((s, True), 0)) for s in order)
             if k > 0 and time.time() - t_all + need > budget:
                 plan_note.append(f"{n:,}: skipped repeat {k + 1} ({'full' if full else 'no recommender'}): budget")
                 log.info("skip %s repeat %d at %d: budget", "full" if full else "value-only", k + 1, n)
@@ -645,7 +661,7 @@ def run_parent(args: argparse.Namespace) -> None:
                 last[(side, full)] = time.time() - t0
                 log.info("n=%d %s: %.1f s wall, peak %.0f MB", n, tag, last[(side, full)], out["peak_rss_mb"])
                 runs[side].append(out)
-        summ = summarise(runs)
+        summ = summarise(runs, rc.iterations)
         summ["targets"] = check_targets(summ)
         res["sizes"][str(n)] = summ
         res["runs"][str(n)] = runs
@@ -682,8 +698,21 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data", help=argparse.SUPPRESS)
     ap.add_argument("--result", help=argparse.SUPPRESS)
     ap.add_argument("--no-recommender", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--render", metavar="JSON", help="only re-summarise a results JSON and rewrite latest.md/json")
     args = ap.parse_args(argv)
-    if args.worker:
+    if args.render:
+        res = json.loads(Path(args.render).read_text())
+        it = res["settings"]["als"]["iterations_config"]
+        for n, runs in res["runs"].items():
+            summ = summarise(runs, it)
+            summ["targets"] = check_targets(summ)
+            res["sizes"][n] = summ
+        out_dir = Path(args.out)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "latest.json").write_text(json.dumps(res, indent=1, default=str))
+        (out_dir / "latest.md").write_text(markdown(res))
+        sys.stdout.write(markdown(res))
+    elif args.worker:
         run_worker(args)
     else:
         run_parent(args)

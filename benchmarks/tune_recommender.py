@@ -10,6 +10,10 @@ Stages (coordinate search, each keeps the best so far):
 2. iterations, BM25 B and K1, recency half-life, confidence (count/spend), one at a time;
 3. history_weight for the repurchase blend (repurchase mode, against own most-bought).
 
+Result (2026-11, 72 fits): ALS, tfidf weighting, alpha 0.1, regularization 10, factors 128, iterations 80
+(40 is within 0.2 % on the objective at half the training time and is the config default), history_weight
+0.7; recency decay and spend confidence did worse; BPR far worse.
+
 Objective in stages 1-2: min(NDCG@10 ratio, recall@10 ratio) of the model over global popularity on
 products new to the customer. Stage 3: mean of NDCG@10 and recall@10 ratios over the customer's own
 most-bought products with repurchase allowed.
@@ -107,6 +111,7 @@ def main() -> None:
         "regularization": 0.05,
         "iterations": 20,
         "weighting": "bm25",
+        "alpha": 1.0,
     }
     best_obj = run_new(best)
     # stage 1: confidence scale (alpha) and regularisation matter jointly; weighting changes the scale

@@ -215,7 +215,9 @@ class RecommendConfig(_Section):
     # validation 2011-06-01..2011-08-31 (never on the 2011-09-01..2011-12-09 test period)
     algorithm: Literal["als", "bpr"] = "als"
     factors: int = Field(128, ge=1, description="capped below the number of products")
-    regularization: float = Field(10.0, ge=0)
+    regularization: float = Field(
+        10.0, ge=0, description="absolute (implicit does not scale it by data size); ~0.1 suits a few hundred customers"
+    )
     iterations: int = Field(40, ge=1)
     learning_rate: float = Field(0.01, gt=0, description="BPR only")
     alpha: float = Field(0.1, gt=0, description="confidence scale applied to the weighted matrix")

@@ -184,13 +184,14 @@ class _Table:
             raise DataError(f"{self.name}: duplicate column name(s) {repeated}")
         self.cols: dict[str, str] = {}
         present = set(self.df.columns)
+        # An in-memory frame with none of the mapped source names but canonical ones (e.g. a cleaned
+        # frame passed back in) is already canonical: the mapping does not apply to it.
+        if isinstance(source, pd.DataFrame) and mapping and not present & set(mapping.values()):
+            mapping = {}
         for canonical in known:
             src = mapping.get(canonical, canonical)
             if src in present:
                 self.cols[canonical] = src
-            elif canonical in present:
-                # already canonical (e.g. a cleaned frame passed back in): the mapping is not needed
-                self.cols[canonical] = canonical
             elif canonical in mapping:
                 raise DataError(
                     f"{self.name}: column {src!r} (mapped to {canonical}) not found; "

@@ -72,6 +72,18 @@ def _check_frt(frequency: np.ndarray, recency: np.ndarray, T: np.ndarray, who: s
         raise ModelFitError(f"{who}: customers with frequency 0 must have recency 0")
 
 
+def _sample_weight(sample_weight: Any, n: int, who: str) -> np.ndarray | None:
+    """Validated per-row weights (finite, > 0, one per row), or None."""
+    if sample_weight is None:
+        return None
+    w = np.asarray(sample_weight, dtype=np.float64).ravel()
+    if len(w) != n:
+        raise ModelFitError(f"{who}: sample_weight has {len(w)} values for {n} rows")
+    if not (np.isfinite(w).all() and (w > 0).all()):
+        raise ModelFitError(f"{who}: sample_weight must be finite and > 0")
+    return w
+
+
 def _distinct_rows(*cols: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     """Distinct rows of the given equal-length columns, sorted lexicographically:
     (columns of the distinct rows, their counts, inverse index from each input row)."""
@@ -213,10 +225,14 @@ class BGNBDModel:
         self.retry_penalizer = retry_penalizer
 
     # ---------------------------------------------------------------- fitting
-    def fit(self, summary: pd.DataFrame, time_unit: str | None = None) -> BGNBDModel:
+    def fit(
+        self, summary: pd.DataFrame, time_unit: str | None = None, sample_weight: Any = None
+    ) -> BGNBDModel:
         """Fit on an RFM summary (columns ``frequency``, ``recency``, ``T``).
 
         ``time_unit`` defaults to ``summary.attrs["time_unit"]`` (set by ``rfm_summary``), else weeks.
+        ``sample_weight``: customers each row stands for (e.g. the counts of already-distinct rows
+        aggregated by Spark); None counts every row once.
         """
         from lifetimes import BetaGeoFitter
 
@@ -231,7 +247,10 @@ class BGNBDModel:
             )
         if T.max() <= 0:
             raise ModelFitError(f"{who}: every customer's T is 0 (all data on the as_of day): nothing to fit")
-        (ux, utx, uT), counts, _ = _distinct_rows(x, tx, T)
+        w = _sample_weight(sample_weight, len(x), who)
+        (ux, utx, uT), counts, inv = _distinct_rows(x, tx, T)
+        if w is not None:
+            counts = np.bincount(inv, weights=w, minlength=len(ux))
         fitter, pen, notes, converged = _run_fitter(
             lambda p: BetaGeoFitter(penalizer_coef=p),
             (ux, utx, uT),
@@ -246,7 +265,7 @@ class BGNBDModel:
         self.time_unit_ = time_unit or _summary_time_unit(summary)
         self.penalizer_ = float(pen)
         self.converged_ = bool(converged)
-        self.n_customers_ = int(len(x))
+        self.n_customers_ = int(round(counts.sum()))
         self.n_distinct_rows_ = int(len(ux))
         self.warnings_ = list(notes)
         if self.params_["a"] > 0 and abs(self.params_["a"] - 1.0) < 1e-6:
@@ -462,8 +481,11 @@ class GammaGammaModel:
         self.retry_penalizer = retry_penalizer
         self.independence_threshold = independence_threshold
 
-    def fit(self, summary: pd.DataFrame) -> GammaGammaModel:
-        """Fit on the repeat customers (frequency > 0 and monetary_value > 0) of an RFM summary."""
+    def fit(self, summary: pd.DataFrame, sample_weight: Any = None) -> GammaGammaModel:
+        """Fit on the repeat customers (frequency > 0 and monetary_value > 0) of an RFM summary.
+
+        ``sample_weight``: customers each row stands for (None counts every row once).
+        """
         from lifetimes import GammaGammaFitter
 
         who = "GammaGammaModel.fit"
@@ -472,15 +494,18 @@ class GammaGammaModel:
             raise ModelFitError(f"{who}: column 'frequency' has negative values")
         if (m < 0).any():
             raise ModelFitError(f"{who}: column 'monetary_value' has negative values")
+        w = _sample_weight(sample_weight, len(x), who)
         keep = (x > 0) & (m > 0)
         if keep.sum() < 2:
             raise ModelFitError(
                 f"{who}: needs at least 2 repeat customers with positive monetary_value, found {int(keep.sum())}"
             )
         x, m = x[keep], m[keep]
+        w = w[keep] if w is not None else None
         notes: list[str] = []
         if np.std(x) > 0 and np.std(m) > 0:
-            corr = float(np.corrcoef(x, m)[0, 1])
+            cov = np.cov(x, m, aweights=w)
+            corr = float(cov[0, 1] / np.sqrt(cov[0, 0] * cov[1, 1]))
         else:
             corr = 0.0
             notes.append("independence check: frequency or monetary_value is constant; correlation set to 0")
@@ -493,7 +518,9 @@ class GammaGammaModel:
             )
             logger.warning(msg)
             notes.append(msg)
-        (ux, um), counts, _ = _distinct_rows(x, m)
+        (ux, um), counts, inv = _distinct_rows(x, m)
+        if w is not None:
+            counts = np.bincount(inv, weights=w, minlength=len(ux))
         fitter, pen, fit_notes, converged = _run_fitter(
             lambda p: GammaGammaFitter(penalizer_coef=p),
             (ux, um),
@@ -507,9 +534,9 @@ class GammaGammaModel:
         self.log_likelihood_ = float(-fitter._negative_log_likelihood_ * counts.sum())
         self.penalizer_ = float(pen)
         self.converged_ = bool(converged)
-        self.n_customers_ = int(len(x))
+        self.n_customers_ = int(round(counts.sum()))
         self.n_distinct_rows_ = int(len(ux))
-        self.empirical_mean_ = float(np.mean(m))
+        self.empirical_mean_ = float(np.average(m, weights=w))
         self.warnings_ = notes + fit_notes
         self._set_population_mean()
         return self

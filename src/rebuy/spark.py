@@ -255,12 +255,6 @@ def distinct_spend_rows(summary_sdf: SparkDataFrame) -> pd.DataFrame:
     return rows
 
 
-def _expand(rows: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
-    """One row per customer again (distinct rows repeated ``count`` times), for the model's fit."""
-    counts = rows["count"].to_numpy(dtype=np.int64)
-    return pd.DataFrame({c: np.repeat(rows[c].to_numpy(dtype=np.float64), counts) for c in columns})
-
-
 def fit_value_models_spark(summary_sdf: SparkDataFrame, config: Config) -> tuple[BGNBDModel, GammaGammaModel]:
     """Fit BG/NBD and Gamma-Gamma on the driver from the distinct rows of a Spark RFM summary.
 
@@ -269,8 +263,7 @@ def fit_value_models_spark(summary_sdf: SparkDataFrame, config: Config) -> tuple
     to float rounding of the Spark sums behind ``monetary_value``). Settings come from
     ``config.bgnbd`` / ``config.gamma_gamma``; ``config.time_unit`` must match the summary's.
 
-    Note: rebuy's model ``fit`` takes one row per customer, so the distinct rows are expanded on the
-    driver (4 x 8 bytes per customer for BG/NBD, 2 x 8 per repeat customer for Gamma-Gamma).
+    Only the distinct rows reach the driver; their counts are passed to ``fit`` as ``sample_weight``.
     """
     from rebuy.models import BGNBDModel, GammaGammaModel
 
@@ -284,16 +277,13 @@ def fit_value_models_spark(summary_sdf: SparkDataFrame, config: Config) -> tuple
     spend = distinct_spend_rows(summary_sdf)
     logger.info("fit_value_models_spark: %d distinct (frequency, recency, T) rows for %d customers; "
                 "%d distinct (frequency, monetary_value) rows", len(frt), int(frt["count"].sum()), len(spend))
-    bg_in = _expand(frt, ("frequency", "recency", "T"))
-    bg_in.attrs["time_unit"] = unit
     bgnbd = BGNBDModel(penalizer=config.bgnbd.penalizer, retry_penalizer=config.bgnbd.retry_penalizer)
-    bgnbd.fit(bg_in, time_unit=unit)
-    del bg_in
+    bgnbd.fit(frt[["frequency", "recency", "T"]], time_unit=unit, sample_weight=frt["count"].to_numpy())
     gg = GammaGammaModel(
         penalizer=config.gamma_gamma.penalizer,
         retry_penalizer=config.gamma_gamma.retry_penalizer,
         independence_threshold=config.gamma_gamma.independence_threshold,
-    ).fit(_expand(spend, ("frequency", "monetary_value")))
+    ).fit(spend[["frequency", "monetary_value"]], sample_weight=spend["count"].to_numpy())
     return bgnbd, gg
 
 

@@ -10,7 +10,7 @@ Stages (coordinate search, each keeps the best so far):
 2. iterations, BM25 B and K1, recency half-life, confidence (count/spend), one at a time;
 3. history_weight for the repurchase blend (repurchase mode, against own most-bought).
 
-Result (2026-11, 72 fits): ALS, tfidf weighting, alpha 0.1, regularization 10, factors 128, iterations 80
+Result (71 model fits + 9 blend weights): ALS, tfidf weighting, alpha 0.1, regularization 10, factors 128, iterations 80
 (40 is within 0.2 % on the objective at half the training time and is the config default), history_weight
 0.7; recency decay and spend confidence did worse; BPR far worse.
 

@@ -96,9 +96,14 @@ def test_evaluate_writes_a_report(demo):
     out = demo / "eval.json"
     res = invoke(
         "evaluate", "--transactions", demo / "shop.csv.gz", "--calibration-end", "2024-06-30", "--out", out,
+        "--recommender", "--cutoff", "2024-09-01",
     )
     assert res.exit_code == 0, res.output
     report = json.loads(out.read_text())
     vm = report["value_models"]
     assert {"aggregate", "per_customer", "tracking", "p_alive_calibration", "clv_ranking"} <= set(vm)
     assert "verdict" in res.output
+    modes = report["recommender"]["modes"]
+    assert set(modes) == {"new_items", "repurchase"}
+    assert {"model", "popularity", "own_history"} <= set(modes["repurchase"])
+    assert "recommender new_items ndcg@10" in res.output

@@ -240,7 +240,7 @@ def evaluate(
             rc = cutoff or calibration_end
             if rc is None:
                 raise ValueError("--recommender needs --cutoff or --calibration-end")
-            report["recommender"] = evaluate_recommender(tx, rc, test_end or holdout, cfg)
+            report["recommender"] = evaluate_recommender(tx, rc, test_end or holdout, cfg, new_items_only=False)
         report["command"] = " ".join(["rebuy", *sys.argv[1:]])
         write_json(report, out)
     except _user_errors() as e:
@@ -254,8 +254,15 @@ def evaluate(
             rows.append(("verdict", vm["verdict"]))
     rm = report.get("recommender")
     if rm:
-        for k, v in rm.get("headline", {}).items():
-            rows.append((f"recommender {k}", str(v)))
+        k = rm.get("k", 10)
+        for mode, res in rm.get("modes", {}).items():
+            model, pop = res["model"], res["popularity"]
+            for metric in (f"ndcg@{k}", f"recall@{k}"):
+                ratio = model[metric] / pop[metric] if pop[metric] > 0 else float("inf")
+                line = f"{model[metric]:.4f} ({ratio:.2f}x popularity"
+                own = res.get("own_history", {}).get(metric)
+                line += f", own most-bought {own:.4f})" if own else ")"
+                rows.append((f"recommender {mode} {metric}", line))
     rows += [("report written to", str(out)), ("seconds", f"{time.perf_counter() - t0:.1f}")]
     typer.echo(_table("rebuy evaluate", rows))
 

@@ -162,7 +162,9 @@ class Scorer:
                     country = tx.groupby("customer_id", observed=True)["country"].last()
                 recs = rec.recommend(table["customer_id"].tolist(), n=n_items, segments=country)
             table["recommended_products"] = [list(recs.get(c, [])) for c in table["customer_id"]]
-            last_products = _last_order_products(tx)
+            # products the recommender never saw (postage, fees, new items) cannot seed a cross-sell
+            known = tx["product_id"].isin(rec.product_ids_)
+            last_products = _last_order_products(tx[known])
             cross_sell = rec.bought_together
         else:
             table["recommended_products"] = [[] for _ in range(len(table))]

@@ -366,6 +366,8 @@ COMPARISONS: list[tuple[str, list[str], list[str]]] = [
     ("BG/NBD + Gamma-Gamma fit", ["bgnbd_fit", "gamma_gamma_fit"], ["train.BG/NBD fit", "train.Gamma-Gamma fit"]),
     ("scoring: P(alive), E[purchases], CLV (rebuy: + segment, cluster, offer)", ["score_value"],
      ["score.value models", "score.segments and clusters", "score.offers"]),
+    ("  of which value models only: P(alive), E[purchases], CLV (rebuy `score_value`)", ["score_value"],
+     ["score.value models"]),
     ("recommender fit (matrix + implicit ALS)", ["recommender_fit"], ["train.recommender fit"]),
     ("top-10 recommendations, every customer", ["recommend"], ["score.recommendations"]),
     ("end to end (ref. script vs train + score)", ["__total__"], ["train", "score"]),

@@ -31,7 +31,7 @@ def shop(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def trained(shop) -> dict:
     models = shop["root"] / "models"
-    result = train(shop["transactions"], Config(), models_dir=models)
+    result = train(shop["transactions"], Config(), models_dir=models, customers=shop["customers"])
     run = run_scoring(
         shop["transactions"],
         models_dir=models,
@@ -52,6 +52,8 @@ def test_manifest_records_params_versions_and_checksums(trained):
     assert m["training_data"]["customers"] == 2_500
     assert m["training_data"]["cleaning"]["rows_in"] >= m["training_data"]["rows"]
     assert m["recommender"]["trained"] is True
+    assert m["customers_table"]["rows"] == m["customers_table"]["with_transactions"] == 2_500
+    assert 0 < m["customers_table"]["consent_email"] < 2_500
     assert {"rebuy", "lifetimes", "implicit"} <= set(m["versions"])
     for name in ("bgnbd", "gamma_gamma", "rfm_scorer", "clusterer", "cluster_profiles", "recommender"):
         assert len(m["artefacts"][name]["sha256"]) == 64

@@ -141,7 +141,7 @@ def train(
     t0 = time.perf_counter()
     try:
         cfg = _config(config, as_of, time_unit, column)
-        result = run_training(transactions, cfg, models_dir=models_dir)
+        result = run_training(transactions, cfg, models_dir=models_dir, customers=customers)
     except _user_errors() as e:
         _fail(e)
     m = result.manifest

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rebuy.recommend import Recommender
+from rebuy.recommend import RECOMMENDER_COLUMNS, Recommender
 
 log = logging.getLogger(__name__)
 
@@ -207,22 +207,7 @@ def prepare_split(transactions: pd.DataFrame, cutoff: Any, test_end: Any, base: 
     if not end > cut:
         raise ValueError(f"evaluate_recommender: test_end {test_end} is not after cutoff {cutoff}")
     ts = pd.to_datetime(transactions["timestamp"])
-    cols = [
-        c
-        for c in (
-            "customer_id",
-            "product_id",
-            "timestamp",
-            "quantity",
-            "price",
-            "amount",
-            "country",
-            "category",
-            "order_id",
-            "description",
-        )
-        if c in transactions.columns
-    ]
+    cols = [c for c in RECOMMENDER_COLUMNS if c in transactions.columns]
     tx = transactions[cols].copy()
     tx["customer_id"] = tx["customer_id"].astype("string")
     tx["product_id"] = tx["product_id"].astype("string")

@@ -23,9 +23,10 @@ import math
 import os
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 import duckdb
 import numpy as np
@@ -125,14 +126,18 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temp file in the same directory, fsync, then ``os.replace``."""
+@contextmanager
+def atomic_file(path: str | os.PathLike[str], mode: str = "wb", **open_kwargs: Any) -> Iterator[IO[Any]]:
+    """Open a temp file beside ``path``; on a clean exit flush, fsync and ``os.replace`` it over ``path``.
+
+    On any error the temp file is removed and ``path`` is left as it was.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
     try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
+        with open(tmp, mode, **open_kwargs) as fh:
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -140,7 +145,13 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
-    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temp file in the same directory, fsync, then ``os.replace``."""
+    with atomic_file(path) as fh:
+        fh.write(data)
+    return Path(path)
 
 
 def to_jsonable(obj: Any, where: str = "value") -> Any:
@@ -192,39 +203,23 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
         raise ValueError(f"{path}: expected a pandas DataFrame, got {type(df).__name__}")
     df = _with_key_columns(df)
     _warn_non_finite(df, str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
-    try:
-        if fmt == "parquet":
-            table = _to_arrow(df, str(path))
-            with open(tmp, "wb") as fh:
-                pq.write_table(table, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
+    if fmt == "parquet":
+        table = _to_arrow(df, str(path))
+        with atomic_file(path) as fh:
+            pq.write_table(table, fh)
+    else:
+        lists = list_columns(df)
+        if lists:
+            df = df.assign(**{c: df[c].map(_json_list) for c in lists})
+        if fmt == "csv.gz":
+            with atomic_file(path) as fh:
+                # fixed name and time in the gzip header: same frame, same bytes
+                with gzip.GzipFile(filename=path.name[:-3], mode="wb", fileobj=fh, mtime=0, compresslevel=6) as gz:
+                    with io.TextIOWrapper(gz, encoding="utf-8", newline="") as text:
+                        df.to_csv(text, index=False)
         else:
-            lists = list_columns(df)
-            if lists:
-                df = df.assign(**{c: df[c].map(_json_list) for c in lists})
-            if fmt == "csv.gz":
-                with open(tmp, "wb") as fh:
-                    # fixed name and time in the gzip header: same frame, same bytes
-                    with gzip.GzipFile(
-                        filename=path.name[:-3], mode="wb", fileobj=fh, mtime=0, compresslevel=6
-                    ) as gz:
-                        with io.TextIOWrapper(gz, encoding="utf-8", newline="") as text:
-                            df.to_csv(text, index=False)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-            else:
-                with open(tmp, "w", encoding="utf-8", newline="") as fh:
-                    df.to_csv(fh, index=False)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+            with atomic_file(path, "w", encoding="utf-8", newline="") as fh:
+                df.to_csv(fh, index=False)
     logger.info("wrote %d rows to %s", len(df), path)
     return path
 

@@ -30,6 +30,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+RECOMMENDER_COLUMNS = (
+    "customer_id", "product_id", "timestamp", "quantity", "price", "amount", "country", "category",
+    "description", "order_id",
+)
+"""Transaction columns the recommender keeps (the rest of the cleaned frame is dropped)."""
+
 DEFAULT_EXCLUDED = (
     "POST",
     "DOT",
@@ -251,25 +257,7 @@ class Recommender:
                 f"Recommender.fit: transactions have no {', '.join(missing)} column; the recommender needs "
                 "products (data such as CDNOW without product_id cannot train it)"
             )
-        tx = transactions[
-            [
-                c
-                for c in transactions.columns
-                if c
-                in (
-                    "customer_id",
-                    "product_id",
-                    "timestamp",
-                    "quantity",
-                    "price",
-                    "amount",
-                    "country",
-                    "category",
-                    "description",
-                    "order_id",
-                )
-            ]
-        ]
+        tx = transactions[[c for c in transactions.columns if c in RECOMMENDER_COLUMNS]]
         tx = tx[tx["customer_id"].notna() & tx["product_id"].notna()]
         ts = pd.to_datetime(tx["timestamp"])
         if as_of is not None:

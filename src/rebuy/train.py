@@ -115,17 +115,29 @@ def train(
     config: Config,
     *,
     models_dir: str | Path = "models",
+    customers: str | Path | pd.DataFrame | None = None,
 ) -> TrainResult:
     """Load, clean, fit every model and write a bundle to ``models_dir/<run-id>/``.
 
+    ``customers`` (optional) is validated now, so a bad customers table fails training rather than
+    the night's scoring, and its coverage (rows, known ages, consents) is recorded in the manifest.
     ``models_dir/latest`` moves to the new bundle only once it is completely written.
     """
     from rebuy.bundle import write_bundle
-    from rebuy.data import load_transactions
+    from rebuy.data import load_customers, load_transactions
 
     with step("load and clean transactions", log):
         tx, report = load_transactions(transactions, config, as_of=config.as_of, with_report=True)
     as_of = resolve_as_of(tx, config.as_of)
+    customers_info: dict[str, Any] = {"given": customers is not None}
+    if customers is not None:
+        cust = load_customers(customers, config, as_of=as_of)
+        customers_info.update(
+            rows=int(len(cust)),
+            with_transactions=int(cust["customer_id"].isin(tx["customer_id"].unique()).sum()),
+            known_age=int(cust["age"].notna().sum()),
+            **{c: int(cust[c].sum()) for c in ("consent_email", "consent_sms", "consent_messenger")},
+        )
     artefacts, part = fit_models(tx, config, as_of)
     manifest = {
         "as_of": as_of.date().isoformat(),
@@ -139,6 +151,7 @@ def train(
             "products": int(tx["product_id"].nunique()) if "product_id" in tx.columns else 0,
             "cleaning": report.to_dict(),
         },
+        "customers_table": customers_info,
         **part,
     }
     with step("write bundle", log):

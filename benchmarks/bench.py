@@ -16,8 +16,8 @@ products), at each ``--sizes`` customer count:
 
 BLAS is limited to one thread in both subprocesses (``OPENBLAS_NUM_THREADS=1`` etc. plus
 threadpoolctl); implicit's own OpenMP threads keep their default (every core) on both sides.
-Peak memory: the kernel's ``ru_maxrss`` of each worker process (``os.wait4``), plus a psutil RSS
-sampler (every 20 ms) in the worker for the peak inside each stage.
+Peak memory: the kernel's ``ru_maxrss`` of each worker process (``os.wait4``), plus an RSS sampler
+(/proc/self/statm every 20 ms) in the worker for the peak inside each stage.
 
 Budget (``make bench`` must stay under 15 minutes on 2 cores): ``--repeats`` full runs per side at
 every size below ``--large``; at sizes >= ``--large`` one full run per side, then up to
@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import gc
+import inspect
 import json
 import logging
 import os
@@ -70,9 +71,7 @@ class Recorder:
     """Stage wall times (time.time()) and a background RSS sampler for per-stage peaks."""
 
     def __init__(self, interval: float = 0.02):
-        import psutil
-
-        self._proc = psutil.Process()
+        self._page = os.sysconf("SC_PAGE_SIZE")
         self.samples: list[tuple[float, int]] = []
         self.stages: list[dict[str, Any]] = []
         self._stop = threading.Event()
@@ -82,8 +81,18 @@ class Recorder:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.samples.append((time.time(), self._proc.memory_info().rss))
+            self.samples.append((time.time(), self._rss()))
             self._stop.wait(self._interval)
+
+    def _rss(self) -> int:
+        """Current resident set size in bytes (Linux /proc; psutil elsewhere)."""
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * self._page
+        except OSError:
+            import psutil
+
+            return int(psutil.Process().memory_info().rss)
 
     @contextmanager
     def stage(self, name: str):
@@ -97,10 +106,12 @@ class Recorder:
     def finish(self) -> dict[str, Any]:
         self._stop.set()
         self._thread.join()
-        self.samples.append((time.time(), self._proc.memory_info().rss))
+        self.samples.append((time.time(), self._rss()))
         for s in self.stages:
             inside = [r for t, r in self.samples if s["t0"] - 0.03 <= t <= s["t1"] + 0.03]
             s["peak_rss_mb"] = max(inside) / 2**20 if inside else None
+            before = [r for t, r in self.samples if t <= s["t0"]]
+            s["start_rss_mb"] = before[-1] / 2**20 if before else None  # growth in the stage = peak - start
         return {
             "stages": self.stages,
             "ru_maxrss_self_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -263,7 +274,9 @@ def worker_rebuy(args: argparse.Namespace, rec: Recorder) -> dict[str, Any]:
     with threadpool_limits(limits=1, user_api="blas"):
         cap.phase = "train"
         with rec.stage("train"):
-            result = train(tx_path, cfg, models_dir=models_dir)
+            # as `rebuy train --customers` does (validates the customers table) when train() takes it
+            kw = {"customers": cust_path} if "customers" in inspect.signature(train).parameters else {}
+            result = train(tx_path, cfg, models_dir=models_dir, **kw)
         out["params"] = {k: result.manifest["params"][k] for k in ("bgnbd", "gamma_gamma")}
         out["n_customers"] = int(result.manifest["training_data"]["customers"])
         out["n_lines"] = int(result.manifest["training_data"]["rows"])
@@ -297,18 +310,25 @@ def run_worker(args: argparse.Namespace) -> None:
 
 
 # ============================================================================ parent side
-def _simulate(n: int, workdir: Path) -> Path:
-    """Simulated shop with ~4 lines per customer (cached per size/seed/knobs in ``workdir``)."""
+def simulate_to(n: int, tx_path: Path) -> None:
+    """Simulated shop with ~4 lines per customer written to ``tx_path`` (+ customers table beside it)."""
     from rebuy.simulate import simulate, write_simulation
 
+    sim = simulate(n, seed=SEED, n_products=N_PRODUCTS, mean_lines=MEAN_LINES, events=False)
+    write_simulation(sim, tx_path, include_latent=False)
+
+
+def _simulate(n: int, workdir: Path) -> Path:
+    """Cached per size/seed/knobs in ``workdir``; simulated in a subprocess so that this (parent)
+    process stays small: a forked child starts with its parent's ru_maxrss on Linux."""
     d = workdir / f"sim_{n}_s{SEED}_p{N_PRODUCTS}_l{MEAN_LINES}"
     tx_path = d / "shop.parquet"
     if (d / "shop_truth.json").exists() and tx_path.exists():
         return tx_path
     t0 = time.perf_counter()
-    sim = simulate(n, seed=SEED, n_products=N_PRODUCTS, mean_lines=MEAN_LINES, events=False)
-    write_simulation(sim, tx_path, include_latent=False)
-    log.info("simulated %d customers, %d lines in %.1f s", n, len(sim.transactions), time.perf_counter() - t0)
+    subprocess.run([sys.executable, str(Path(__file__).resolve()), "--simulate", str(n), "--data", str(tx_path)],
+                   check=True)
+    log.info("simulated %d customers in %.1f s", n, time.perf_counter() - t0)
     return tx_path
 
 
@@ -322,6 +342,7 @@ def _spawn(side: str, tx_path: Path, workdir: Path, args: argparse.Namespace, ta
         cmd += ["--als-iterations", str(args.als_iterations)]
     if no_recommender:
         cmd.append("--no-recommender")
+    parent_maxrss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     env = {**os.environ, **BLAS_ENV}
     logf = open(workdir / f"worker_{tag}.log", "w")  # noqa: SIM115 - closed below
     t0 = time.time()
@@ -338,6 +359,7 @@ def _spawn(side: str, tx_path: Path, workdir: Path, args: argparse.Namespace, ta
         log.error("%s %s failed: %s", side, tag, out["error"])
     out["process_wall_seconds"] = wall
     out["peak_rss_mb"] = ru.ru_maxrss / 1024  # kernel's max RSS of that child (KiB on Linux)
+    out["parent_maxrss_mb_at_spawn"] = parent_maxrss_mb  # a lower bound the child's figure starts from
     out["recommender"] = not no_recommender
     return out
 
@@ -352,25 +374,36 @@ def _stage_seconds(run: dict[str, Any], names: list[str]) -> float | None:
     return sum(by[n] for n in names)
 
 
+def _stage_growth(run: dict[str, Any], name: str) -> float | None:
+    """RSS added during one stage (peak inside it minus RSS at its start), MB."""
+    for st in run.get("stages", []):
+        if st["name"] == name and st.get("peak_rss_mb") is not None and st.get("start_rss_mb") is not None:
+            return st["peak_rss_mb"] - st["start_rss_mb"]
+    return None
+
+
 def _stage_peak(run: dict[str, Any], names: list[str]) -> float | None:
     peaks = [s["peak_rss_mb"] for s in run.get("stages", []) if s["name"] in names and s.get("peak_rss_mb")]
     return max(peaks) if peaks else None
 
 
 # Comparison rows: label -> (reference stages, rebuy stages). rebuy stage names are "<phase>.<step desc>".
-COMPARISONS: list[tuple[str, list[str], list[str]]] = [
-    ("load (+ clean for rebuy)", ["load"], ["train.load and clean transactions"]),
-    ("RFM summary", ["rfm_summary"], ["train.RFM summary"]),
-    ("BG/NBD fit", ["bgnbd_fit"], ["train.BG/NBD fit"]),
-    ("Gamma-Gamma fit", ["gamma_gamma_fit"], ["train.Gamma-Gamma fit"]),
-    ("BG/NBD + Gamma-Gamma fit", ["bgnbd_fit", "gamma_gamma_fit"], ["train.BG/NBD fit", "train.Gamma-Gamma fit"]),
+# Comparison rows: (label, reference stages, rebuy stages, uses value-only runs too). rebuy stage names are
+# "<phase>.<step desc>". Rows that depend on the recommender (offers use its cross-sell, the bundle holds it)
+# only use the full runs.
+COMPARISONS: list[tuple[str, list[str], list[str], bool]] = [
+    ("load (+ clean for rebuy)", ["load"], ["train.load and clean transactions"], True),
+    ("RFM summary", ["rfm_summary"], ["train.RFM summary"], True),
+    ("BG/NBD fit", ["bgnbd_fit"], ["train.BG/NBD fit"], True),
+    ("Gamma-Gamma fit", ["gamma_gamma_fit"], ["train.Gamma-Gamma fit"], True),
+    ("BG/NBD + Gamma-Gamma fit", ["bgnbd_fit", "gamma_gamma_fit"], ["train.BG/NBD fit", "train.Gamma-Gamma fit"], True),
     ("scoring: P(alive), E[purchases], CLV (rebuy: + segment, cluster, offer)", ["score_value"],
-     ["score.value models", "score.segments and clusters", "score.offers"]),
+     ["score.value models", "score.segments and clusters", "score.offers"], False),
     ("  of which value models only: P(alive), E[purchases], CLV (rebuy `score_value`)", ["score_value"],
-     ["score.value models"]),
-    ("recommender fit (matrix + implicit ALS)", ["recommender_fit"], ["train.recommender fit"]),
-    ("top-10 recommendations, every customer", ["recommend"], ["score.recommendations"]),
-    ("end to end (ref. script vs train + score)", ["__total__"], ["train", "score"]),
+     ["score.value models"], True),
+    ("recommender fit (matrix + implicit ALS)", ["recommender_fit"], ["train.recommender fit"], False),
+    ("top-10 recommendations, every customer", ["recommend"], ["score.recommendations"], False),
+    ("end to end (ref. script vs train + score)", ["__total__"], ["train", "score"], False),
 ]
 
 
@@ -393,9 +426,12 @@ def summarise(size_runs: dict[str, list[dict[str, Any]]], config_iterations: int
     ref = [r for r in size_runs["reference"] if r.get("ok")]
     reb = [r for r in size_runs["rebuy"] if r.get("ok")]
     rows = []
-    for label, ref_names, reb_names in COMPARISONS:
-        rs = [_seconds(r, ref_names) for r in ref]
-        bs = [_seconds(r, reb_names) for r in reb]
+    full_ref = [r for r in ref if r.get("recommender")]
+    full_reb = [r for r in reb if r.get("recommender")]
+    for label, ref_names, reb_names, all_runs in COMPARISONS:
+        ref_runs, reb_runs = (ref, reb) if all_runs else (full_ref, full_reb)
+        rs = [_seconds(r, ref_names) for r in ref_runs]
+        bs = [_seconds(r, reb_names) for r in reb_runs]
         rs_ = [x for x in rs if x is not None]
         bs_ = [x for x in bs if x is not None]
         mr, mb = _median(rs_), _median(bs_)
@@ -405,12 +441,11 @@ def summarise(size_runs: dict[str, list[dict[str, Any]]], config_iterations: int
             "reference_median": mr, "rebuy_median": mb,
             "ratio": (mr / mb) if mr and mb else None,
             "runs": [len(rs_), len(bs_)],
-            "reference_stage_peak_mb": _median([_stage_peak(r, ref_names) for r in ref]),
-            "rebuy_stage_peak_mb": _median([_stage_peak(r, reb_names) for r in reb]),
+            "reference_stage_peak_mb": _median([r["peak_rss_mb"] if ref_names == ["__total__"] else
+                                                _stage_peak(r, ref_names) for r in ref_runs]),
+            "rebuy_stage_peak_mb": _median([_stage_peak(r, reb_names) for r in reb_runs]),
         }
         rows.append(row)
-    full_ref = [r for r in ref if r.get("recommender")]
-    full_reb = [r for r in reb if r.get("recommender")]
     # end to end without the shared ALS fit (identical implicit call on both sides)
     e2e_ref = [r["total_seconds"] - (_stage_seconds(r, ["recommender_fit"]) or 0) for r in full_ref]
     e2e_reb = [_stage_seconds(r, ["train", "score"]) - (_stage_seconds(r, ["train.recommender fit"]) or 0)
@@ -422,7 +457,7 @@ def summarise(size_runs: dict[str, list[dict[str, Any]]], config_iterations: int
             "ratio": _median(e2e_ref) / _median(e2e_reb),
         }
     breakdown: dict[str, dict[str, dict[str, Any]]] = {}
-    for side, runs in (("reference", ref), ("rebuy", reb)):
+    for side, runs in (("reference", full_ref), ("rebuy", full_reb)):
         names: list[str] = []
         for r in runs:
             names += [st["name"] for st in r.get("stages", []) if st["name"] not in names]
@@ -442,6 +477,10 @@ def summarise(size_runs: dict[str, list[dict[str, Any]]], config_iterations: int
             "iterations": config_iterations, "added_seconds_each_side": add,
             "reference_median": r_, "rebuy_median": b_, "ratio": r_ / b_,
         }
+    extra["recommend_rss_growth_mb"] = {
+        "reference": _median([_stage_growth(r, "recommend") for r in full_ref]),
+        "rebuy": _median([_stage_growth(r, "score.recommendations") for r in full_reb]),
+    }
     params = {}
     if ref and reb:
         for model in ("bgnbd", "gamma_gamma"):
@@ -521,15 +560,12 @@ def machine() -> dict[str, Any]:
         mem = f"{kb / 2**20:.1f} GiB"
     except (OSError, StopIteration, ValueError):
         pass
-    import implicit
-    import lifetimes
-    import numpy
-    import pandas
+    from importlib.metadata import version  # no heavy imports in the parent (see _simulate)
 
     return {
         "nproc": os.cpu_count(), "cpu": cpu, "ram": mem, "python": platform.python_version(),
-        "numpy": numpy.__version__, "pandas": pandas.__version__, "lifetimes": lifetimes.__version__,
-        "implicit": implicit.__version__, "load_average_at_start": os.getloadavg(),
+        **{p: version(p) for p in ("numpy", "pandas", "lifetimes", "implicit")},
+        "load_average_at_start": os.getloadavg(),
     }
 
 
@@ -567,6 +603,10 @@ def markdown(res: dict[str, Any]) -> str:
                  f"rebuy train+score {_fmt_mb(pk['rebuy_full'])} MB"
                  + (f"; without recommender: reference {_fmt_mb(pk['reference_no_recommender'])} MB, rebuy "
                     f"{_fmt_mb(pk['rebuy_no_recommender'])} MB" if pk["reference_no_recommender"] else "") + ".")
+        g = summ["extra"].get("recommend_rss_growth_mb") or {}
+        if g.get("reference") is not None and g.get("rebuy") is not None:
+            L.append(f"Memory added during the top-10 stage (stage peak minus RSS at its start): reference "
+                     f"{_fmt_mb(g['reference'])} MB, rebuy {_fmt_mb(g['rebuy'])} MB.")
         if summ.get("als_seconds_per_iteration"):
             L.append(f"implicit ALS: {summ['als_seconds_per_iteration']:.2f} s per iteration (reference side).")
         if summ["params"]:
@@ -574,17 +614,17 @@ def markdown(res: dict[str, Any]) -> str:
             for ps in summ["params"].values():
                 parts.append(", ".join(f"{k} {v['reference']:.5g} vs {v['rebuy']:.5g} ({v['rel_diff']:.1e})" for k, v in ps.items()))
             L.append("Fitted parameters, lifetimes full fit vs rebuy (relative difference): " + "; ".join(parts) + ".")
-        tg = summ.get("targets", [])
+        tg = summ.get("targets", []) if int(size) == max(int(k) for k in res["sizes"]) else []
         if tg:
             L.append("")
-            L.append("Targets: " + "; ".join(
+            L.append(f"Targets (issue 7, at {int(size):,} customers): " + "; ".join(
                 f"{t['target']}: {'MET' if t['met'] else 'NOT MET'}"
                 + (f" ({_fmt_r(t['ratio'])})" if t.get("ratio") is not None else "")
                 + (f" (max {t['max_rel_diff']:.1e})" if t.get("max_rel_diff") is not None else "")
                 + (f" ({_fmt_mb(t['rebuy_mb'])} vs {_fmt_mb(t['reference_mb'])} MB)" if t.get("rebuy_mb") else "")
                 for t in tg) + ".")
         L.append("")
-        L.append("<details><summary>every stage, median seconds (peak RSS MB)</summary>")
+        L.append("<details><summary>every stage of the full runs, median seconds (peak RSS MB)</summary>")
         L.append("")
         for side, stages in summ["breakdown"].items():
             L.append(f"- {side}: " + "; ".join(
@@ -633,7 +673,7 @@ def run_parent(args: argparse.Namespace) -> None:
                     "regularization": rc.regularization, "alpha": rc.alpha, "weighting": rc.weighting},
             "repeats": args.repeats, "large": args.large, "budget_minutes": args.budget_minutes,
             "blas_threads": 1, "rebuy_entry": "rebuy.train.train() + rebuy.scoring.run_scoring() (library functions)",
-            "memory": "ru_maxrss of each worker subprocess via os.wait4 (kernel), stage peaks by a 20 ms psutil sampler",
+            "memory": "ru_maxrss of each worker subprocess via os.wait4 (kernel), stage peaks by a 20 ms /proc/self/statm RSS sampler",
         },
     }
     tx_paths = {n: _simulate(n, workdir / "data") for n in args.sizes}
@@ -701,8 +741,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--result", help=argparse.SUPPRESS)
     ap.add_argument("--no-recommender", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--render", metavar="JSON", help="only re-summarise a results JSON and rewrite latest.md/json")
+    ap.add_argument("--simulate", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if args.render:
+    if args.simulate:
+        simulate_to(args.simulate, Path(args.data))
+    elif args.render:
         res = json.loads(Path(args.render).read_text())
         it = res["settings"]["als"]["iterations_config"]
         for n, runs in res["runs"].items():

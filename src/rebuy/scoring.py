@@ -255,11 +255,16 @@ def _plain(value: Any) -> Any:
 
 
 def _last_order_products(tx: pd.DataFrame) -> pd.Series:
-    """customer_id -> list of product ids in their last purchase day."""
+    """customer_id -> list of the distinct product ids of their last purchase day (first-seen order)."""
     day = tx["timestamp"].dt.normalize()
     last_day = day.groupby(tx["customer_id"], observed=True).transform("max")
-    last = tx.loc[day == last_day, ["customer_id", "product_id"]]
-    return last.groupby("customer_id", observed=True)["product_id"].agg(lambda s: list(dict.fromkeys(s)))
+    last = tx.loc[day == last_day, ["customer_id", "product_id"]].drop_duplicates()
+    cust, uniques = pd.factorize(last["customer_id"], sort=False)
+    order = np.argsort(cust, kind="stable")
+    products = last["product_id"].to_numpy(dtype=object)[order]
+    starts = np.searchsorted(cust[order], np.arange(len(uniques)))
+    lists = np.split(products, starts[1:])
+    return pd.Series([list(x) for x in lists], index=pd.Index(uniques, name="customer_id"), dtype=object)
 
 
 def run_scoring(

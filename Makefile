@@ -24,6 +24,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench.py --sizes 100000 1000000 --repeats 3 --als-iterations 3
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 

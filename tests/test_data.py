@@ -614,3 +614,57 @@ def test_cleaned_frame_loads_again_under_a_mapping_config():
     twice = load_transactions(once, cfg)
     pd.testing.assert_frame_equal(once.reset_index(drop=True), twice.reset_index(drop=True))
     assert once["amount"].tolist() == [2.5, 2.0, 12.0]
+
+
+def _plain_pandas_clean(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Reference for clean frames (canonical names, no returns): drop_duplicates + stable sort."""
+    dup = frame.duplicated()
+    kept = frame[~dup].sort_values(["customer_id", "timestamp"], kind="stable", ignore_index=True)
+    return kept, int(dup.sum())
+
+
+@pytest.mark.parametrize("layout", ["sorted", "ids_sorted_times_not", "shuffled"])
+def test_fast_duplicate_and_sort_paths_match_plain_pandas(layout):
+    """The candidate-row duplicate check and the skipped/int sort agree with DataFrame.duplicated and
+    sort_values: duplicates within a (customer, time) group that are not neighbours, rows differing only
+    in text or in a float column, -0.0 == 0.0 and NaN == NaN, all under every input order."""
+    rng = np.random.default_rng(11)
+    n = 3000
+    frame = pd.DataFrame({
+        "customer_id": pd.array([f"c{i:04d}" for i in rng.integers(0, 300, n)], dtype="string"),
+        "order_id": pd.array([str(i) for i in rng.integers(1, 400, n)], dtype="string"),
+        "timestamp": pd.Timestamp("2022-01-01") + pd.to_timedelta(rng.integers(0, 20, n), unit="D"),
+        "product_id": pd.array([f"p{i}" for i in rng.integers(0, 4, n)], dtype="string"),
+        "quantity": rng.integers(1, 3, n).astype(float),
+        "price": rng.choice([1.0, 2.0], n),
+        "score": rng.choice([0.0, -0.0, np.nan, 1.5], n),  # an extra source column takes part in "exact"
+        "description": pd.array(rng.choice(["a", "b"], n), dtype="string"),
+    })
+    again = frame.iloc[::7].copy()  # more exact duplicates: 0.0 <-> -0.0 and another NaN bit pattern
+    other_nan = np.array([0x7FF8000000000123], dtype=np.uint64).view(np.float64)[0]
+    score = again["score"].to_numpy()
+    again["score"] = np.where(np.isnan(score), other_nan, np.where(score == 0, -score, score))
+    frame = pd.concat([frame, again], ignore_index=True)
+    if layout == "sorted":
+        frame = frame.sort_values(["customer_id", "timestamp"], kind="stable", ignore_index=True)
+    elif layout == "ids_sorted_times_not":
+        frame = frame.sort_values("customer_id", kind="stable", ignore_index=True)
+    else:
+        frame = frame.sample(frac=1.0, random_state=3, ignore_index=True)
+    df, rep = load_transactions(frame, with_report=True)
+    expected, n_dup = _plain_pandas_clean(frame)
+    assert rep.duplicates == n_dup > 100
+    assert (rep.customers, rep.orders, rep.products) == (
+        expected["customer_id"].nunique(), expected["order_id"].nunique(), expected["product_id"].nunique())
+    expected = expected.assign(amount=expected["quantity"] * expected["price"],
+                               timestamp=expected["timestamp"].astype("datetime64[ns]"))
+    pd.testing.assert_frame_equal(df, expected[df.columns.tolist()], check_exact=True)
+
+
+def test_numeric_looking_order_ids_count_as_text():
+    """'007' and '7' are different orders; the integer shortcut for counting must not merge them."""
+    rows = [("1", "7", "2021-01-01", "P", 1, 1.0), ("1", "007", "2021-01-02", "P", 1, 1.0),
+            ("2", "10", "2021-01-01", "P", 1, 1.0), ("2", "10", "2021-01-03", "Q", 1, 1.0)]
+    assert load_transactions(_frame(rows), with_report=True)[1].orders == 3
+    rows[1] = ("1", "8", "2021-01-02", "P", 1, 1.0)
+    assert load_transactions(_frame(rows), with_report=True)[1].orders == 3

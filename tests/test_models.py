@@ -118,6 +118,68 @@ def test_weighted_fit_equals_full_fit(bgnbd, gg, cdnow_summary):
     assert bgnbd.log_likelihood_ == pytest.approx(per_customer.sum(), rel=1e-12)
 
 
+@pytest.mark.parametrize("penalizer", [0.0, 0.01])
+def test_numpy_objective_and_gradient_equal_lifetimes(cdnow_summary, penalizer):
+    """rebuy's objectives are lifetimes' own (value to rounding, gradient equal to autograd's)."""
+    from autograd import grad
+
+    from rebuy.models import _BGNBDObjective, _distinct_rows, _GammaGammaObjective
+
+    s = cdnow_summary
+    (x, tx, T), counts, _ = _distinct_rows(s["frequency"], s["recency"], s["T"])
+    w = counts.astype(float)
+    scale = 1.0 / T.max()
+    ours = _BGNBDObjective(x, tx, T, w, penalizer, scale)
+    args = (x.astype(int), tx * scale, T * scale, w, penalizer)
+    for theta in (np.full(4, 0.1), np.log([0.3, 0.1, 0.7, 2.5]), np.array([1.0, -3.0, 0.5, -0.5])):
+        f, g = ours(theta)
+        assert f == pytest.approx(BetaGeoFitter._negative_log_likelihood(theta, *args), rel=1e-12)
+        np.testing.assert_allclose(g, grad(BetaGeoFitter._negative_log_likelihood)(theta, *args), rtol=1e-9, atol=1e-12)
+    rep = s[s["frequency"] > 0]
+    (gx, gm), gc, _ = _distinct_rows(rep["frequency"], rep["monetary_value"])
+    ours = _GammaGammaObjective(gx, gm, gc.astype(float), penalizer)
+    args = (gx, gm, gc.astype(float), penalizer)
+    for theta in (np.full(3, 0.1), np.log([6.0, 3.7, 15.0]), np.array([-1.0, 2.0, 4.0])):
+        f, g = ours(theta)
+        assert f == pytest.approx(GammaGammaFitter._negative_log_likelihood(theta, *args), rel=1e-12)
+        np.testing.assert_allclose(g, grad(GammaGammaFitter._negative_log_likelihood)(theta, *args), rtol=1e-9, atol=1e-12)
+
+
+def test_numpy_solver_with_warm_start_equals_lifetimes_full_fit(monkeypatch):
+    """The default solver (warm start from a subsample, then BFGS on all distinct rows) gives
+    lifetimes' full per-customer fit, penalised or not."""
+    import rebuy.models as models
+    from rebuy.simulate import simulate
+
+    sim = simulate(n_customers=6000, seed=11, n_products=200)
+    s = rfm_summary(sim.transactions, as_of=sim.truth["end"], time_unit="weeks")
+    monkeypatch.setattr(models, "WARM_START_CUSTOMERS", 1000)  # 6000 customers > 2 x 1000: warm start
+    sizes = []
+    original = models._minimize
+    monkeypatch.setattr(
+        models, "_minimize", lambda o, *a, **k: (sizes.append(float(o.W)), original(o, *a, **k))[1]
+    )
+    rep = s[(s["frequency"] > 0) & (s["monetary_value"] > 0)]
+    for pen in (0.0, 0.001):
+        sizes.clear()
+        bg = BGNBDModel(penalizer=pen).fit(s)
+        gg = GammaGammaModel(penalizer=pen).fit(s)
+        assert sizes[0] < 0.5 * len(s) and sizes[1] == len(s)  # subsample first, then all customers
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ref = BetaGeoFitter(penalizer_coef=pen).fit(s["frequency"], s["recency"], s["T"])
+            ref_gg = GammaGammaFitter(penalizer_coef=pen).fit(rep["frequency"], rep["monetary_value"])
+        for k in BGNBDModel.PARAM_NAMES:
+            assert bg.params_[k] == pytest.approx(ref.params_[k], rel=1e-6), (pen, k)
+        per_customer = bgnbd_log_likelihood(bg.params_, s["frequency"], s["recency"], s["T"]).sum()
+        assert bg.log_likelihood_ == pytest.approx(per_customer, rel=1e-10)
+        for k in GammaGammaModel.PARAM_NAMES:
+            assert gg.params_[k] == pytest.approx(ref_gg.params_[k], rel=1e-6), (pen, k)
+        lt = BGNBDModel(penalizer=pen, solver="lifetimes").fit(s)
+        for k in BGNBDModel.PARAM_NAMES:
+            assert lt.params_[k] == pytest.approx(ref.params_[k], rel=1e-6)
+
+
 def test_predictions_equal_lifetimes_on_cdnow(bgnbd, cdnow_summary):
     s = cdnow_summary
     ref = lifetimes_bgnbd(bgnbd.params_)
@@ -282,7 +344,7 @@ def test_non_convergence_retries_with_penalizer(cdnow_summary, monkeypatch, capl
 
     monkeypatch.setattr(lifetimes.BetaGeoFitter, "fit", flaky)
     with caplog.at_level(logging.WARNING, logger="rebuy.models"):
-        m = BGNBDModel(penalizer=0.0, retry_penalizer=0.01).fit(cdnow_summary)
+        m = BGNBDModel(penalizer=0.0, retry_penalizer=0.01, solver="lifetimes").fit(cdnow_summary)
     assert calls == [0.0, 0.01]
     assert m.penalizer_ == 0.01 and not m.converged_
     assert any("did not converge" in w for w in m.warnings_)
@@ -294,7 +356,43 @@ def test_non_convergence_retries_with_penalizer(cdnow_summary, monkeypatch, capl
 
     monkeypatch.setattr(lifetimes.BetaGeoFitter, "fit", always_fails)
     with pytest.raises(ModelFitError, match="did not converge"):
-        BGNBDModel().fit(cdnow_summary)
+        BGNBDModel(solver="lifetimes").fit(cdnow_summary)
+
+
+def test_numpy_solver_non_convergence_retries_with_penalizer(cdnow_summary, monkeypatch, caplog):
+    import rebuy.models as models
+
+    calls = []
+    original = models._minimize
+
+    def flaky(objective, x0, tol=1e-7, hess_inv0=None):
+        calls.append(objective.penalizer)
+        if objective.penalizer == 0.0:
+            raise models._NotConverged("Desired error not necessarily achieved due to precision loss.")
+        return original(objective, x0, tol, hess_inv0)
+
+    monkeypatch.setattr(models, "_minimize", flaky)
+    with caplog.at_level(logging.WARNING, logger="rebuy.models"):
+        m = BGNBDModel(penalizer=0.0, retry_penalizer=0.01).fit(cdnow_summary)
+    assert calls == [0.0, 0.01]
+    assert m.penalizer_ == 0.01 and not m.converged_
+    assert "retrying with penalizer=0.01" in caplog.text
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = BetaGeoFitter(penalizer_coef=0.01).fit(cdnow_summary["frequency"], cdnow_summary["recency"], cdnow_summary["T"])
+    for k in BGNBDModel.PARAM_NAMES:
+        assert m.params_[k] == pytest.approx(ref.params_[k], rel=1e-6)
+
+    def nan_start(objective, x0, tol=1e-7, hess_inv0=None):
+        if objective.penalizer == 0.0:
+            return np.array([np.nan, 0.0, 0.0]), np.eye(3)
+        return original(objective, x0, tol, hess_inv0)
+
+    monkeypatch.setattr(models, "_minimize", nan_start)
+    g = GammaGammaModel(retry_penalizer=0.001).fit(cdnow_summary)
+    assert g.penalizer_ == 0.001 and any("non-finite" in w for w in g.warnings_)
+    with pytest.raises(ModelFitError, match="solver must be one of"):
+        BGNBDModel(solver="autograd").fit(cdnow_summary)
 
 
 def test_non_finite_parameters_trigger_retry(cdnow_summary, monkeypatch):
@@ -307,7 +405,7 @@ def test_non_finite_parameters_trigger_retry(cdnow_summary, monkeypatch):
         return out
 
     monkeypatch.setattr(lifetimes.GammaGammaFitter, "fit", nan_params)
-    m = GammaGammaModel(retry_penalizer=0.001).fit(cdnow_summary)
+    m = GammaGammaModel(retry_penalizer=0.001, solver="lifetimes").fit(cdnow_summary)
     assert m.penalizer_ == 0.001 and np.isfinite(m.params_["q"])
     assert any("non-finite" in w for w in m.warnings_)
 
@@ -323,6 +421,10 @@ def test_independence_warning(caplog):
         g = GammaGammaModel(independence_threshold=0.3).fit(s)
     assert g.independence_corr_ > 0.3 and not g.independence_ok_
     assert "independence" in caplog.text and any("independence" in w for w in g.warnings_)
+    # unpenalised, q runs off to infinity on such data (lifetimes fails to converge): the retry with
+    # the penalizer is used and reported, as with lifetimes
+    assert not g.converged_ and g.penalizer_ == g.retry_penalizer
+    assert g.params_["q"] < 1e6 and any("degenerate" in w for w in g.warnings_)
 
 
 def test_q_at_most_one_is_reported_not_hidden():
@@ -466,3 +568,16 @@ def test_sample_weight_on_distinct_rows_equals_the_full_fit(cdnow_summary):
     assert g_weighted.independence_corr_ == pytest.approx(g_full.independence_corr_, rel=1e-9)
     with pytest.raises(ModelFitError, match="sample_weight has 2 values"):
         BGNBDModel().fit(s, sample_weight=[1, 2])
+
+
+def test_models_take_their_settings_from_config(cdnow_summary):
+    from rebuy.config import load_config
+
+    cfg = load_config(overrides={"bgnbd.solver": "lifetimes", "gamma_gamma.independence_threshold": 0.2})
+    bg = BGNBDModel.from_config(cfg.bgnbd)
+    g = GammaGammaModel.from_config(cfg.gamma_gamma)
+    assert (bg.solver, g.solver, g.independence_threshold) == ("lifetimes", "numpy", 0.2)
+    numpy_fit = BGNBDModel.from_config(load_config().bgnbd).fit(cdnow_summary)
+    lifetimes_fit = bg.fit(cdnow_summary)
+    for k, v in numpy_fit.params_.items():
+        assert lifetimes_fit.params_[k] == pytest.approx(v, rel=1e-5)

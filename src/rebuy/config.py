@@ -167,12 +167,18 @@ class SegmentConfig(_Section):
 class BGNBDConfig(_Section):
     penalizer: float = Field(0.0, ge=0)
     retry_penalizer: float = Field(0.001, gt=0, description="used when the unpenalised fit does not converge")
+    solver: Literal["numpy", "lifetimes"] = Field(
+        "numpy", description="numpy: lifetimes' objective with an analytic gradient (fast); lifetimes: BetaGeoFitter"
+    )
 
 
 class GammaGammaConfig(_Section):
     penalizer: float = Field(0.0, ge=0)
     retry_penalizer: float = Field(0.001, gt=0)
     independence_threshold: float = Field(0.3, gt=0, le=1, description="|corr(frequency, monetary)| above this warns")
+    solver: Literal["numpy", "lifetimes"] = Field(
+        "numpy", description="numpy: lifetimes' objective with an analytic gradient (fast); lifetimes: GammaGammaFitter"
+    )
 
 
 class CLVConfig(_Section):

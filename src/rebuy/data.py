@@ -20,6 +20,11 @@ Returns never count as purchases: their value is netted from the same customer's
 earlier purchase lines of the same product (without products: the customer's most recent
 earlier lines), newest first, never below 0.
 
+Speed: ids stay Arrow-backed strings; the duplicate check compares all columns only on rows that
+share customer and timestamp (found by a linear scan when the input is sorted by customer and time,
+as ``rebuy simulate`` writes it, else by hashing integer codes); sorted input is not sorted again.
+The result is the same as ``DataFrame.duplicated`` and a stable ``sort_values`` would give.
+
 Errors are ``DataError`` (a ``ValueError``) with a one-line message naming the source, the column
 and up to three offending rows. Row numbers are 1-based data rows of the file (the header is not
 counted, so row N is line N + 1 of a CSV); for a DataFrame the index label is shown.
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import itertools
 import logging
 import time
 import warnings
@@ -37,6 +43,8 @@ from typing import Any, Literal, overload
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from rebuy.config import (
     CANONICAL_COLUMNS,
@@ -61,6 +69,9 @@ EVENT_COLUMNS = ("customer_id", "product_id", "timestamp", "event")
 EVENT_TYPES = ("view", "cart")
 
 _NA_TOKENS = ("", "nan", "none", "null", "na", "n/a", "<na>", "nat")
+_NA_SPELLINGS = tuple(sorted({
+    "".join(chars) for token in _NA_TOKENS for chars in itertools.product(*({ch, ch.upper()} for ch in token))
+}))
 _TRUE_TOKENS = ("true", "t", "yes", "y", "1", "1.0")
 _FALSE_TOKENS = ("false", "f", "no", "n", "0", "0.0")
 _PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
@@ -231,7 +242,13 @@ class _Table:
 def _as_text(s: pd.Series) -> pd.Series:
     """Text values with surrounding blanks stripped and NA tokens ("", "nan", "null", ...) as NA."""
     text = s.astype("string").str.strip()
-    return text.mask(text.str.lower().isin(_NA_TOKENS))
+    arr = _arrow(text)
+    if arr is None:
+        return text.mask(text.str.lower().isin(_NA_TOKENS))
+    # every upper/lower-case spelling of the tokens: the same as lower() then isin(), without lower()
+    tokens = pa.array(_NA_SPELLINGS, type=arr.type)
+    na = pc.fill_null(pc.is_in(arr, value_set=tokens), False).to_numpy(zero_copy_only=False)
+    return text.mask(na) if na.any() else text
 
 
 def _ids(s: pd.Series, *, strip_float_zero: bool = True) -> pd.Series:
@@ -246,9 +263,27 @@ def _ids(s: pd.Series, *, strip_float_zero: bool = True) -> pd.Series:
         out[rest] = vals[rest].astype(str)
         return out
     text = _as_text(s)
-    if strip_float_zero:
+    if strip_float_zero and _may_contain(text, ".0"):  # the regex can only match values with ".0"
         text = text.str.replace(r"^(-?\d+)\.0+$", r"\1", regex=True)
     return text
+
+
+def _may_contain(text: pd.Series, part: str) -> bool:
+    """Whether any value of a ``string`` Series contains ``part`` (True when unsure)."""
+    arr = _arrow(text)
+    if arr is None:
+        return True
+    return bool(pc.any(pc.match_substring(arr, part)).as_py())
+
+
+def _arrow(s: pd.Series | pd.api.extensions.ExtensionArray) -> pa.ChunkedArray | None:
+    """The Arrow data behind a pyarrow-backed string Series/array, or None for other storage."""
+    values = s.array if isinstance(s, pd.Series) else s
+    dtype = values.dtype
+    if isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow":
+        arr = values.__arrow_array__()
+        return arr if isinstance(arr, pa.ChunkedArray) else pa.chunked_array([arr])
+    return None
 
 
 def _numbers(tab: _Table, canonical: str, s: pd.Series, rows: np.ndarray) -> np.ndarray:
@@ -489,14 +524,19 @@ def load_transactions(
         raise DataError(f"{tab.name}: column {tab.column('customer_id')}: no row has a customer id "
                         f"({len(data)} rows, all empty)")
     rows = np.flatnonzero(keep)
-    data = data.loc[keep].copy()
-    data[c["customer_id"]] = cust[keep]
+    if keep.all():
+        data = data.copy(deep=False)  # copy-on-write: the assignment below leaves tab.df alone
+    else:
+        data, cust = data.loc[keep], cust[keep]
+    data[c["customer_id"]] = cust
+    cust_codes, cust_sorted = _id_codes(cust)
 
     # 2. exact duplicate lines (all source columns, customer id normalised)
     if cfg.drop_duplicates:
-        dup = data.duplicated(keep="first").to_numpy()
+        dup = _duplicated(data, cust_codes, cust_sorted, data[c["timestamp"]])
         report.duplicates = int(dup.sum())
-        data, rows = data.loc[~dup], rows[~dup]
+        if report.duplicates:
+            data, rows, cust_codes = data.loc[~dup], rows[~dup], cust_codes[~dup]
 
     # 3. parse
     ts = _timestamps(tab, "timestamp", data[c["timestamp"]], rows, cfg.timestamp_format, cfg.timezone)
@@ -543,11 +583,10 @@ def load_transactions(
     buy = keep & ~is_return
     report.returns = int(ret.sum())
 
-    cust_s = data[c["customer_id"]].to_numpy()
     prod = _ids(data[c["product_id"]], strip_float_zero=False) if "product_id" in c else None
     value = value.astype(float)
     if ret.any() and buy.any():
-        key_cols = [cust_s] if prod is None else [cust_s, prod.to_numpy(dtype=object, na_value="")]
+        key_cols = [cust_codes] if prod is None else [cust_codes, prod.to_numpy(dtype=object, na_value="")]
         net = _net_returns(key_cols, ts, value, buy, ret)
         value[buy] = net.purchase_value
         report.returns_matched = int((net.netted > 0).sum())
@@ -560,13 +599,17 @@ def load_transactions(
     # 8. assemble
     if not buy.any():
         raise DataError(f"{tab.name}: no purchase lines left after cleaning ({report.summary()})")
-    out = pd.DataFrame({"customer_id": pd.array(cust_s[buy], dtype="string")})
-    ts_buy = ts[buy]
+    every = bool(buy.all())
+
+    def bought(values: Any) -> Any:
+        return values if every else values[buy]
+
+    out = pd.DataFrame({"customer_id": bought(data[c["customer_id"]].array).astype("string")})
+    ts_buy = bought(ts)
     if order is not None:
-        oid = order.to_numpy(dtype=object, na_value=None)[buy]
+        out["order_id"] = bought(order.array).astype("string")
     else:
-        oid = np.full(int(buy.sum()), None, dtype=object)
-    out["order_id"] = pd.array(oid, dtype="string")
+        out["order_id"] = pd.array(np.full(len(out), None, dtype=object), dtype="string")
     no_order = out["order_id"].isna().to_numpy()
     if no_order.any():
         synth = out["customer_id"][no_order] + "@" + pd.Series(
@@ -575,21 +618,34 @@ def load_transactions(
         out.loc[no_order, "order_id"] = synth
     out["timestamp"] = ts_buy
     if prod is not None:
-        out["product_id"] = pd.array(prod.to_numpy(dtype=object, na_value=None)[buy], dtype="string")
-    out["quantity"] = np.abs(qty[buy]).astype(float)
-    out["price"] = unit[buy].astype(float)
-    out["amount"] = np.maximum(value[buy], 0.0)
+        out["product_id"] = bought(prod.array).astype("string")
+    out["quantity"] = np.abs(bought(qty)).astype(float)
+    out["price"] = bought(unit).astype(float)
+    out["amount"] = np.maximum(bought(value), 0.0)
     for extra in OPTIONAL_TRANSACTION_COLUMNS:
         if extra == "category" and extra in c:  # a code: normalised like the ids
-            out[extra] = _ids(data[c[extra]]).array[buy]
+            out[extra] = bought(_ids(data[c[extra]]).array)
         elif extra in c:
-            out[extra] = data[c[extra]].astype("string").array[buy]  # kept verbatim (whitespace too)
-    out = out.sort_values(["customer_id", "timestamp"], kind="stable", ignore_index=True)
+            out[extra] = bought(data[c[extra]].astype("string").array)  # kept verbatim (whitespace too)
+    codes_buy = bought(cust_codes)
+    if cust_sorted:  # codes follow the id order: sort (stably) only when timestamps are out of order
+        t_int = ts_buy.view(np.int64)
+        same = codes_buy[1:] == codes_buy[:-1]
+        if (same & (t_int[1:] < t_int[:-1])).any():
+            out = out.take(np.lexsort((t_int, codes_buy))).reset_index(drop=True)
+        report.customers = int(np.count_nonzero(~same)) + 1
+    elif (ids := _arrow(out["customer_id"])) is not None:
+        # dense ranks in byte (= code point) order, the order sort_values uses for strings
+        rank = pc.rank(ids, sort_keys="ascending", tiebreaker="dense").to_numpy().astype(np.int64)
+        out = out.take(np.lexsort((ts_buy.view(np.int64), rank))).reset_index(drop=True)
+        report.customers = int(rank.max())
+    else:
+        out = out.sort_values(["customer_id", "timestamp"], kind="stable", ignore_index=True)
+        report.customers = int(np.count_nonzero(np.bincount(codes_buy)))
 
     report.rows_out = len(out)
-    report.customers = int(out["customer_id"].nunique())
-    report.orders = int(out["order_id"].nunique())
-    report.products = int(out["product_id"].nunique()) if "product_id" in out else None
+    report.orders = _n_distinct(out["order_id"])
+    report.products = _n_distinct(out["product_id"]) if "product_id" in out else None
     report.first_timestamp = pd.Timestamp(out["timestamp"].min())
     report.last_timestamp = pd.Timestamp(out["timestamp"].max())
     if report.customers < min_customers:
@@ -599,6 +655,93 @@ def load_transactions(
     report.seconds = time.perf_counter() - t0
     logger.info("cleaned transactions from %s: %s", tab.name, report.summary())
     return (out, report) if with_report else out
+
+
+def _n_distinct(s: pd.Series) -> int:
+    """Number of distinct non-missing values (``Series.nunique``)."""
+    arr = _arrow(s)
+    if arr is None:
+        return int(s.nunique())
+    arr = arr.drop_null()
+    if len(arr) and pc.all(pc.match_substring_regex(arr, r"^(0|[1-9][0-9]{0,17})$")).as_py():
+        # canonical decimal numbers (e.g. invoice numbers) are distinct exactly when their ints are
+        ints = np.sort(pc.cast(arr, pa.int64()).to_numpy())
+        return int(np.count_nonzero(ints[1:] != ints[:-1])) + 1
+    return len(pc.unique(arr))
+
+
+def _id_codes(ids: pd.Series) -> tuple[np.ndarray, bool]:
+    """Integer codes of non-missing ids (equal ids, equal codes) and whether ids are sorted.
+
+    Sorted ids (non-decreasing in the string order pandas sorts by) are coded by counting changes
+    between neighbours, which is much cheaper than hashing every string.
+    """
+    arr = _arrow(ids)
+    if arr is not None and len(arr) > 1:
+        left, right = arr.slice(0, len(arr) - 1), arr.slice(1)
+        if pc.all(pc.less_equal(left, right)).as_py():
+            changed = pc.not_equal(left, right).to_numpy(zero_copy_only=False)
+            codes = np.zeros(len(arr), dtype=np.int64)
+            np.cumsum(changed, out=codes[1:])
+            return codes, True
+    elif len(ids) <= 1:
+        return np.zeros(len(ids), dtype=np.int64), True
+    return pd.factorize(ids)[0].astype(np.int64), False
+
+
+def _duplicated(data: pd.DataFrame, cust_codes: np.ndarray, cust_sorted: bool, ts: pd.Series) -> np.ndarray:
+    """``data.duplicated(keep="first")`` as a numpy mask, computed on candidate rows only.
+
+    Exact duplicates share their customer and timestamp, so only rows whose (customer code,
+    raw timestamp) pair occurs more than once can be duplicates; the full all-column comparison
+    runs on those rows alone (in their original order, so "first" means the same row). When the
+    ids are sorted and the times ordered within each id, equal pairs are neighbours (no hashing).
+    """
+    cand = None
+    naive = pd.api.types.is_datetime64_any_dtype(ts.dtype) and not isinstance(ts.dtype, pd.DatetimeTZDtype)
+    if naive:
+        t_codes = ts.to_numpy().view(np.int64)
+        if cust_sorted:
+            same = cust_codes[1:] == cust_codes[:-1]
+            if not (same & (t_codes[1:] < t_codes[:-1])).any():  # equal pairs are neighbours
+                pair = same & (t_codes[1:] == t_codes[:-1])
+                mask = np.zeros(len(data), dtype=bool)
+                mask[1:] |= pair
+                mask[:-1] |= pair
+                cand = np.flatnonzero(mask)
+    else:
+        t_codes = pd.factorize(ts)[0]
+    if cand is None:
+        with np.errstate(over="ignore"):
+            key = cust_codes.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) ^ t_codes.astype(np.uint64)
+        cand = np.flatnonzero(pd.Series(key).duplicated(keep=False).to_numpy())
+    if len(cand):
+        # Narrow further, one column at a time (numeric columns first: they are cheap), keeping the
+        # rows whose running key still repeats. Equal rows always get equal keys, so no duplicate
+        # is lost; hash collisions only keep extra rows for the exact check below.
+        with np.errstate(over="ignore"):
+            key = cust_codes[cand].astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) ^ t_codes[cand].astype(np.uint64)
+        numeric = [col for col in data.columns if isinstance(data[col].dtype, np.dtype) and data[col].dtype.kind in "fiu"]
+        for col in numeric + [col for col in data.columns if col not in numeric]:
+            if len(cand) == 0:
+                break
+            values = data[col]
+            if col in numeric:
+                v = values.to_numpy()[cand]
+                if v.dtype.kind == "f":  # -0.0 == 0.0 and NaN == NaN, as in DataFrame.duplicated
+                    v = np.where(np.isnan(v), np.nan, v.astype(np.float64) + 0.0)
+                bits = v.astype(np.float64 if v.dtype.kind == "f" else np.int64).view(np.uint64)
+            else:  # factorize like DataFrame.duplicated does (all missing values share one code)
+                bits = pd.factorize(values.iloc[cand])[0].astype(np.uint64)
+            with np.errstate(over="ignore"):
+                key = key * np.uint64(0x100000001B3) ^ bits
+            again = pd.Series(key).duplicated(keep=False).to_numpy()
+            cand, key = cand[again], key[again]
+    logger.debug("duplicate check: %d candidate rows of %d", len(cand), len(data))
+    dup = np.zeros(len(data), dtype=bool)
+    if len(cand):
+        dup[cand] = data.iloc[cand].duplicated(keep="first").to_numpy()
+    return dup
 
 
 @dataclasses.dataclass

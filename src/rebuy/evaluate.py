@@ -130,12 +130,10 @@ def evaluate_value_models(
     if n_hold_tx == 0:
         warnings_.append("no repeat purchases by calibration customers in the holdout window")
 
-    bg = BGNBDModel(cfg.bgnbd.penalizer, cfg.bgnbd.retry_penalizer).fit(split)
+    bg = BGNBDModel.from_config(cfg.bgnbd).fit(split)
     warnings_ += bg.warnings_
     try:
-        gg: GammaGammaModel | None = GammaGammaModel(
-            cfg.gamma_gamma.penalizer, cfg.gamma_gamma.retry_penalizer, cfg.gamma_gamma.independence_threshold
-        ).fit(split)
+        gg: GammaGammaModel | None = GammaGammaModel.from_config(cfg.gamma_gamma).fit(split)
         warnings_ += gg.warnings_
     except ModelFitError as e:
         gg = None

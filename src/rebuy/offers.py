@@ -51,6 +51,7 @@ redeemed, so the run budget is a hard cap); points and referral bonuses are not 
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -160,12 +161,105 @@ def _ids(values: Any) -> np.ndarray:
     return arr
 
 
+def _arrow_str(values: Any) -> Any:
+    """``values`` (Series, Index or array of str, missing allowed) as a pyarrow large_string array, else None.
+
+    None when pyarrow is missing or the values are not all str (ints, bytes, mixed): callers then fall
+    back to pandas' object hashing, which matches exactly what Python equality matches.
+    """
+    try:
+        import pyarrow as pa
+    except ImportError:  # pragma: no cover - pyarrow is a dependency
+        return None
+    if isinstance(values, pd.Series | pd.Index):
+        values = values.array
+    if not isinstance(getattr(values, "dtype", None), pd.StringDtype):
+        arr = np.asarray(values, dtype=object)
+        if arr.ndim != 1 or (len(arr) and pd.api.types.infer_dtype(arr, skipna=True) != "string"):
+            return None
+        values = arr
+    try:
+        return pa.array(values, type=pa.large_string(), from_pandas=True)
+    except (pa.ArrowException, TypeError, ValueError):
+        return None
+
+
+def _positions(values: Any, ref_index: pd.Index, ref_arrow: Any = None,
+               to_key: Callable[[Any], np.ndarray] | None = None) -> np.ndarray:
+    """Position of each value in ``ref_index`` (unique), -1 when absent: ``ref_index.get_indexer``.
+
+    Hashes in Arrow when ``ref_arrow`` (``ref_index`` as :func:`_arrow_str`) is given and the values
+    are strings (several times faster than object hashing on millions of ids); otherwise
+    ``ref_index.get_indexer(to_key(values))`` (``to_key`` defaults to the values as objects).
+    """
+    if len(values) == 0:
+        return np.zeros(0, dtype=np.intp)
+    val_a = _arrow_str(values) if ref_arrow is not None else None
+    if val_a is not None and (to_key is None or val_a.null_count == 0):  # _ids would stringify missing ids
+        import pyarrow.compute as pc
+
+        return pc.fill_null(pc.index_in(val_a, value_set=ref_arrow), -1).to_numpy().astype(np.intp)
+    if to_key is not None:
+        return ref_index.get_indexer(to_key(values))
+    vals = values.to_numpy(dtype=object) if isinstance(values, pd.Series | pd.Index) else np.asarray(values, dtype=object)
+    return ref_index.get_indexer(vals)
+
+
+def _string_array(values: np.ndarray) -> Any:
+    """An object array of str as ``pd.array(values, dtype="string")``; built by pyarrow directly when that
+    is the string storage (several times faster on a million long reasons)."""
+    if pd.StringDtype().storage == "pyarrow":
+        import pyarrow as pa
+
+        return pd.arrays.ArrowStringArray(pa.array(values, type=pa.large_string()))
+    return pd.array(values, dtype="string")
+
+
+def _distinct(arr: Any) -> int:
+    """Number of distinct values in a pyarrow array."""
+    import pyarrow.compute as pc
+
+    return len(pc.unique(arr))
+
+
 def _join(lists: np.ndarray, k: int) -> np.ndarray:
     """Lists of product ids -> 'A, B, C' strings (first ``k`` of each)."""
     try:
         return np.fromiter((", ".join(p[:k]) for p in lists), dtype=object, count=len(lists))
     except TypeError:  # non-str ids
         return np.fromiter((", ".join(map(str, p[:k])) for p in lists), dtype=object, count=len(lists))
+
+
+class _Texts:
+    """Per-row texts kept as pieces (sorted rows, printf template, columns aligned to the rows).
+
+    A text is only ever used as the leading ``%s`` of a longer sentence, so :meth:`fill` formats the
+    piece's template fused with the sentence's in a single pass instead of formatting the text first.
+    """
+
+    def __init__(self, n: int) -> None:
+        self.piece = np.full(n, -1, dtype=np.int64)
+        self.parts: list[tuple[np.ndarray, str, list[np.ndarray]]] = []
+
+    def set(self, rows: np.ndarray, template: str, *cols: Any) -> None:
+        """Rows ``rows`` (sorted, not set before) get ``template % row of cols``."""
+        self.piece[rows] = len(self.parts)
+        self.parts.append((rows, template, [np.asarray(c) for c in cols]))
+
+    def fill(self, out: np.ndarray, rows: np.ndarray, template: str, *cols: Any) -> None:
+        """``out[rows] = template % (text, *row of cols)``; ``template`` starts with ``%s`` (the text)."""
+        if not template.startswith("%s"):
+            raise AssertionError(f"template {template!r} must start with %s")
+        cols = [np.asarray(c) for c in cols]
+        pid = self.piece[rows]
+        for p in np.unique(pid).tolist():
+            m = pid == p
+            if p < 0:
+                out[rows[m]] = _tmpl(template, _s(int(m.sum())), *(c[m] for c in cols))
+                continue
+            p_rows, p_template, p_cols = self.parts[p]
+            at = np.searchsorted(p_rows, rows[m])
+            out[rows[m]] = _tmpl(p_template + template[2:], *(c[at] for c in p_cols), *(c[m] for c in cols))
 
 
 def vip_clv_threshold(clv_12m: pd.Series | np.ndarray, top_share: float) -> float:
@@ -205,7 +299,7 @@ def _validate_scores(scores: pd.DataFrame, oc: OffersConfig) -> None:
 
 # ---------------------------------------------------------------------------------------------- channels
 def _customer_side(
-    ids: np.ndarray, customers: pd.DataFrame | None, as_of: pd.Timestamp, oc: OffersConfig
+    ids: np.ndarray, customers: pd.DataFrame | None, as_of: pd.Timestamp, oc: OffersConfig, ids_arrow: Any = None
 ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
     """Aligned (age in years or NaN, consent per channel, birth_date) for the score table's customers."""
     n = len(ids)
@@ -215,14 +309,27 @@ def _customer_side(
         return np.full(n, np.nan), consent, nat
     if "customer_id" not in customers.columns:
         raise OffersInputError("customers: missing column 'customer_id'")
-    cust_ids = pd.Index(_ids(customers["customer_id"]), dtype=object)
-    dup = cust_ids.duplicated(keep="last")
-    if dup.any():
-        log.warning("customers: %d duplicated customer_id row(s); the last one is used", int(dup.sum()))
     wanted = [c for c in ("age", "birth_date", *(f"consent_{ch}" for ch in CHANNELS)) if c in customers.columns]
-    cust = customers.loc[~dup, wanted]
-    cust.index = cust_ids[~dup]
-    pos = cust.index.get_indexer(ids)
+    cid_arrow = _arrow_str(customers["customer_id"]) if ids_arrow is not None else None
+    if cid_arrow is not None and len(cid_arrow) <= n and cid_arrow.equals(ids_arrow[: len(cid_arrow)]):
+        # the customers table lists the scored customers in the same order (ids are unique)
+        cust = customers[wanted]
+        pos = np.arange(n, dtype=np.intp)
+        pos[len(cid_arrow):] = -1
+    elif cid_arrow is not None and cid_arrow.null_count == 0 and _distinct(cid_arrow) == len(cid_arrow):
+        # string ids, none missing or duplicated (the usual case): hash in Arrow
+        import pyarrow.compute as pc
+
+        cust = customers[wanted]
+        pos = pc.fill_null(pc.index_in(ids_arrow, value_set=cid_arrow), -1).to_numpy().astype(np.intp)
+    else:
+        cust_ids = pd.Index(_ids(customers["customer_id"]), dtype=object)
+        dup = cust_ids.duplicated(keep="last")
+        if dup.any():
+            log.warning("customers: %d duplicated customer_id row(s); the last one is used", int(dup.sum()))
+        cust = customers.loc[~dup, wanted]
+        cust.index = cust_ids[~dup]
+        pos = cust.index.get_indexer(ids)
     known = pos >= 0
     aligned = cust.iloc[np.where(known, pos, 0)] if len(cust) else cust.reindex(range(len(ids)))
     consent: dict[str, np.ndarray] = {}
@@ -331,6 +438,7 @@ def _browse_products(
     last_purchase: np.ndarray,
     last_order_products: pd.Series | None,
     transactions: pd.DataFrame | None,
+    ids_arrow: Any = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(abandoned products per customer, latest abandoned event time) aligned to ``id_index``.
 
@@ -350,26 +458,34 @@ def _browse_products(
     keep = events["event"].isin(["view", "cart"]).to_numpy(dtype=bool) & (ts >= start) & (ts < end)
     if not keep.any():
         return _empty_lists(n), latest
-    pos = id_index.get_indexer(_ids(events["customer_id"].to_numpy()[keep]))
+    pos = _positions(events["customer_id"].array[keep], id_index, ids_arrow, _ids)
     ev_ts = ts[keep]
     codes, products = pd.factorize(events["product_id"].to_numpy(dtype=object)[keep])
     ok = pos >= 0
     pos, ev_ts, codes = pos[ok], ev_ts[ok], codes[ok]
+    if len(pos) == 0:
+        return _empty_lists(n), latest
     width = np.int64(len(products) + 1)
     key = pos.astype(np.int64) * width + codes
     prod_index = pd.Index(products, dtype=object)
+    prod_arrow = _arrow_str(prod_index)
     if transactions is not None:
         for c in ("customer_id", "product_id", "timestamp"):
             if c not in transactions.columns:
                 raise OffersInputError(f"transactions: missing column {c!r} needed for browse abandonment")
-        t_pos = id_index.get_indexer(_ids(transactions["customer_id"]))
-        t_code = prod_index.get_indexer(transactions["product_id"].to_numpy(dtype=object))
+        t_pos = _positions(transactions["customer_id"], id_index, ids_arrow, _ids)
+        t_code = _positions(transactions["product_id"], prod_index, prod_arrow)
         t_ok = (t_pos >= 0) & (t_code >= 0)
         t_key = t_pos[t_ok].astype(np.int64) * width + t_code[t_ok]
         t_ts = pd.to_datetime(transactions["timestamp"]).to_numpy(dtype="datetime64[ns]")[t_ok]
-        last_buy = pd.Series(t_ts).groupby(t_key).max()
-        at = last_buy.index.get_indexer(key)
-        bought_at = np.where(at >= 0, last_buy.to_numpy()[np.maximum(at, 0)], np.datetime64("NaT"))
+        # latest purchase of each viewed (customer, product): sorted keys + maximum.at, no hashing
+        ukey = np.unique(key)
+        at = np.minimum(np.searchsorted(ukey, t_key), len(ukey) - 1)
+        hit = ukey[at] == t_key
+        nat = np.iinfo(np.int64).min  # NaT; below every time, so a max ignores it
+        last_buy = np.full(len(ukey), nat, dtype=np.int64)
+        np.maximum.at(last_buy, at[hit], t_ts[hit].view(np.int64))
+        bought_at = last_buy[np.searchsorted(ukey, key)].view("datetime64[ns]")
         abandoned = ~(bought_at >= ev_ts)  # NaT compares False -> abandoned
     else:
         lp_day = last_purchase[pos].astype("datetime64[D]")
@@ -377,8 +493,8 @@ def _browse_products(
         in_last = np.zeros(len(key), dtype=bool)
         if last_order_products is not None and len(last_order_products):
             pairs = last_order_products.explode().dropna()
-            p_pos = id_index.get_indexer(_ids(pairs.index))
-            p_code = prod_index.get_indexer(pairs.to_numpy(dtype=object))
+            p_pos = _positions(pairs.index, id_index, ids_arrow, _ids)
+            p_code = _positions(pairs.to_numpy(dtype=object), prod_index, prod_arrow)
             p_ok = (p_pos >= 0) & (p_code >= 0)
             in_last = pd.Series(key).isin(p_pos[p_ok].astype(np.int64) * width + p_code[p_ok]).to_numpy()
         abandoned |= ~in_last
@@ -390,7 +506,9 @@ def _browse_products(
     pos, ev_ts, codes, key = pos[order], ev_ts[order], codes[order], key[order]
     first = ~pd.Series(key).duplicated().to_numpy()
     pos, ev_ts, codes = pos[first], ev_ts[first], codes[first]
-    pos_u, start_i, counts = np.unique(pos, return_index=True, return_counts=True)
+    start_i = np.flatnonzero(np.r_[True, pos[1:] != pos[:-1]])  # pos is sorted
+    pos_u = pos[start_i]
+    counts = np.diff(np.r_[start_i, len(pos)])
     counts = np.minimum(counts, oc.max_offer_products)
     cols = [products[codes[np.minimum(start_i + j, len(codes) - 1)]] for j in range(oc.max_offer_products)]
     out = _empty_lists(n)
@@ -431,7 +549,35 @@ def assign_offers(
     Returns
     -------
     DataFrame with :data:`OFFER_COLUMNS`, same index and order as ``scores``.
+
+    The cyclic garbage collector is paused during the call (restored after): it only creates
+    acyclic lists and strings, and at a million rows the collector's repeated passes over every
+    tracked object in the process cost more than the offers themselves.
     """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _assign_offers(scores, config, as_of=as_of, customers=customers, events=events,
+                              last_order_products=last_order_products, cross_sell=cross_sell,
+                              transactions=transactions, vip_min_clv=vip_min_clv)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _assign_offers(
+    scores: pd.DataFrame,
+    config: Config,
+    *,
+    as_of: pd.Timestamp | str,
+    customers: pd.DataFrame | None,
+    events: pd.DataFrame | None,
+    last_order_products: pd.Series | None,
+    cross_sell: Callable[[list, int], Sequence] | None,
+    transactions: pd.DataFrame | None,
+    vip_min_clv: float | None,
+) -> pd.DataFrame:
+    """:func:`assign_offers` with the garbage collector paused."""
     oc = config.offers
     _validate_scores(scores, oc)
     as_of = pd.Timestamp(as_of).normalize()
@@ -440,6 +586,7 @@ def assign_offers(
     id_index = pd.Index(ids, dtype=object)
     if not id_index.is_unique:
         raise OffersInputError("scores: column 'customer_id' has duplicated ids")
+    ids_arrow = _arrow_str(ids)
 
     def num(c: str) -> np.ndarray:
         return pd.to_numeric(scores[c]).to_numpy(dtype=float)
@@ -454,13 +601,17 @@ def assign_offers(
     last_purchase = pd.to_datetime(scores["last_purchase"]).to_numpy(dtype="datetime64[ns]")
     next_purchase = pd.to_datetime(scores["next_purchase_date"]).to_numpy(dtype="datetime64[ns]")
     recs = scores["recommended_products"].to_numpy(dtype=object).copy()
-    not_list = np.fromiter((not isinstance(x, list | tuple | np.ndarray) for x in recs), dtype=bool, count=n)
+    not_list = np.fromiter((type(x) is not list and not isinstance(x, tuple | np.ndarray) for x in recs),
+                           dtype=bool, count=n)
     if not_list.any():  # None/NaN -> no products; a single id -> [id]
         recs[not_list] = _obj([tuple(_as_list(x)) for x in recs[not_list]])
     k = oc.max_offer_products
+    # each row's first k recommendations as its own new list, made once: rows offered their
+    # recommendations output that list as is (``owned``); other product lists are copied on output
+    recs = _obj([x[:k] if type(x) is list else list(x[:k]) for x in recs])
     base = as_of.to_datetime64()
 
-    age, consent, birth = _customer_side(ids, customers, as_of, oc)
+    age, consent, birth = _customer_side(ids, customers, as_of, oc, ids_arrow)
     channel, contacts, too_young = _assign_channels(age, consent, oc)
 
     # --- who qualifies for which rule
@@ -475,9 +626,9 @@ def assign_offers(
     if "browse_abandonment" in enabled and events is not None:
         bp, latest = _browse_products(
             id_index, events, as_of, oc, last_purchase=last_purchase,
-            last_order_products=last_order_products, transactions=transactions,
+            last_order_products=last_order_products, transactions=transactions, ids_arrow=ids_arrow,
         )
-        masks["browse_abandonment"] = np.fromiter((len(x) > 0 for x in bp), dtype=bool, count=n)
+        masks["browse_abandonment"] = ~np.isnat(latest)  # a latest time exactly where products were found
         extra["browse"] = (bp, latest)
     days_since = (base - last_purchase) / np.timedelta64(1, "D")
     if "cross_sell" in enabled:
@@ -519,91 +670,100 @@ def assign_offers(
         for rule in oc.priority[: oc.priority.index("cross_sell")]:
             if rule in masks:
                 higher |= masks[rule]
-        idx = np.flatnonzero(masks["cross_sell"] & ~higher)
+        # below the P(alive) floor the offer is dropped whatever rule wins (and the reason does not
+        # depend on it): no recommender calls for those customers
+        wasted = p_alive < oc.p_alive_floor
+        idx = np.flatnonzero(masks["cross_sell"] & ~higher & ~wasted)
         cs = _cross_sell_products(ids[idx], recs[idx], last_order_products, cross_sell, k)
         has = np.fromiter((len(x) > 0 for x in cs), dtype=bool, count=len(idx))
         masks["cross_sell"][idx[~has]] = False
-        full = np.empty(n, dtype=object)
+        full = _empty_lists(n)
         full[idx] = cs
         extra["cross_sell"] = full
 
-    # --- pick one rule per customer (the first in priority order)
-    offer_type = _s(n, "none")
+    # --- pick one rule per customer (the first in priority order); offer types as small integer codes
+    type_names = ["none", "reminder", *(r for r in dict.fromkeys(oc.priority) if r not in ("none", "reminder"))]
+    code = {t: np.int8(i) for i, t in enumerate(type_names)}
+    offer_type = np.zeros(n, dtype=np.int8)
     for rule in reversed(oc.priority):
         if rule in masks:
-            offer_type[masks[rule]] = rule
+            offer_type[masks[rule]] = code[rule]
 
     value = np.zeros(n)
     products = _empty_lists(n)  # references to product lists; sliced to k on output
-    trigger = _s(n)
+    owned = np.zeros(n, dtype=bool)  # products[i] is row i's own list of at most k (recs or browse)
+    trigger = _Texts(n)  # what triggered the offer; formatted only inside the final reason
     detail = _s(n)
     days_since_i = np.nan_to_num(days_since, nan=0).astype(np.int64)
     for rule in oc.priority:
-        idx = np.flatnonzero(offer_type == rule)
+        idx = np.flatnonzero(offer_type == code[rule])
         if len(idx) == 0:
             continue
         if rule == "birthday":
             value[idx] = oc.birthday_discount
             products[idx] = recs[idx]
+            owned[idx] = True
             d = extra["days_bd"][idx].astype(np.int64)
-            trigger[idx] = _tmpl("Birthday on %s (in %d days)", _day(base + d * np.timedelta64(1, "D")), d)
+            trigger.set(idx, "Birthday on %s (in %d days)", _day(base + d * np.timedelta64(1, "D")), d)
         elif rule == "browse_abandonment":
             bp, latest = extra["browse"]
             value[idx] = oc.browse_discount
             products[idx] = bp[idx]
-            trigger[idx] = _tmpl("Viewed or carted %s (latest on %s) without buying",
-                                 _join(products[idx], k), _day(latest[idx]))
+            owned[idx] = True
+            trigger.set(idx, "Viewed or carted %s (latest on %s) without buying",
+                        _join(products[idx], k), _day(latest[idx]))
         elif rule == "cross_sell":
             value[idx] = oc.cross_sell_discount
             products[idx] = extra["cross_sell"][idx]
-            trigger[idx] = _tmpl("Ordered %d days ago (%s)", days_since_i[idx], _day(last_purchase[idx]))
+            trigger.set(idx, "Ordered %d days ago (%s)", days_since_i[idx], _day(last_purchase[idx]))
         elif rule == "win_back":
             value[idx] = oc.winback_discount
             products[idx] = _obj([oc.new_products] * len(idx)) if oc.new_products else recs[idx]
+            owned[idx] = not oc.new_products
             f, o = falling[idx], overdue[idx]
-            trig = _s(len(idx))
             sub = idx[f & o]
-            trig[f & o] = _tmpl("P(alive) fell to %.2f and the expected next purchase was %s",
-                                p_alive[sub], _day(next_purchase[sub]))
+            trigger.set(sub, "P(alive) fell to %.2f and the expected next purchase was %s",
+                        p_alive[sub], _day(next_purchase[sub]))
             sub = idx[f & ~o]
-            trig[f & ~o] = _tmpl("P(alive) fell to %.2f", p_alive[sub])
+            trigger.set(sub, "P(alive) fell to %.2f", p_alive[sub])
             sub = idx[~f]
-            trig[~f] = _tmpl("The expected next purchase was %s (%d days ago) and P(alive) is %.2f",
-                             _day(next_purchase[sub]), np.nan_to_num(overdue_days[sub]).astype(np.int64),
-                             p_alive[sub])
-            trigger[idx] = trig
+            trigger.set(sub, "The expected next purchase was %s (%d days ago) and P(alive) is %.2f",
+                        _day(next_purchase[sub]), np.nan_to_num(overdue_days[sub]).astype(np.int64), p_alive[sub])
         elif rule == "vip":
             value[idx] = oc.vip_discount
             products[idx] = recs[idx]
-            trigger[idx] = _tmpl(f"Among the top {oc.vip_top_share * 100:g}%% of customers by 12-month CLV (%.2f)",
-                                 clv[idx])
+            owned[idx] = True
+            trigger.set(idx, f"Among the top {oc.vip_top_share * 100:g}%% of customers by 12-month CLV (%.2f)",
+                        clv[idx])
         elif rule == "spend_tier":
             cur, nxt_i, gap = extra["tier"]
             value[idx] = shares[nxt_i[idx]]
             products[idx] = recs[idx]
+            owned[idx] = True
             c = cur[idx]
             prev = np.maximum(c - 1, 0)
-            trig = _tmpl("Cumulative spend is %.2f (now at the %.2f tier with %g%% off)",
-                         spend[idx], tiers[prev], np.round(shares[prev] * 100, 2))
-            trig[c == 0] = _tmpl("Cumulative spend is %.2f", spend[idx[c == 0]])
-            trigger[idx] = trig
+            at = c > 0
+            trigger.set(idx[at], "Cumulative spend is %.2f (now at the %.2f tier with %g%% off)",
+                        spend[idx[at]], tiers[prev[at]], np.round(shares[prev[at]] * 100, 2))
+            trigger.set(idx[~at], "Cumulative spend is %.2f", spend[idx[~at]])
             detail[idx] = _tmpl("spend %.2f more to reach the %.2f tier and unlock ", gap[idx], tiers[nxt_i[idx]])
         elif rule == "referral":
             value[idx] = oc.referral_bonus
-            trigger[idx] = _tmpl("%s (R%d F%d)", segment[idx], num("r_score")[idx], num("f_score")[idx])
+            trigger.set(idx, "%s (R%d F%d)", segment[idx], num("r_score")[idx], num("f_score")[idx])
         elif rule == "loyalty_points":
             value[idx] = np.round(oc.points_per_currency_unit * eov[idx] * oc.loyalty_points_multiplier)
             products[idx] = recs[idx]
-            trigger[idx] = _tmpl("Active repeat buyer with %g repeat purchases and P(alive) %.2f",
-                                 freq[idx], p_alive[idx])
+            owned[idx] = True
+            trigger.set(idx, "Active repeat buyer with %g repeat purchases and P(alive) %.2f",
+                        freq[idx], p_alive[idx])
 
     # --- downgrades; `note` explains a withdrawn or capped discount
     note = _s(n)
-    is_discount = _in(offer_type, DISCOUNT_RULES) & (value > 0)
+    is_discount = np.isin(offer_type, [code[r] for r in DISCOUNT_RULES if r in code]) & (value > 0)
     reminder = np.zeros(n, dtype=bool)
 
     floor = p_alive < oc.p_alive_floor
-    anyway = is_discount & _in(offer_type, BUY_ANYWAY_RULES) & (e30 >= oc.buy_anyway_purchases_30d) & ~floor
+    anyway = is_discount & np.isin(offer_type, [code[r] for r in BUY_ANYWAY_RULES if r in code]) & (e30 >= oc.buy_anyway_purchases_30d) & ~floor
     if anyway.any():
         note[anyway] = _tmpl("expected %.2f purchases in the next 30 days anyway, so no discount", e30[anyway])
         reminder |= anyway
@@ -652,14 +812,15 @@ def assign_offers(
     # --- reminders keep the trigger and the products (recommendations if none)
     r_idx = np.flatnonzero(reminder)
     if len(r_idx):
-        offer_type[r_idx] = "reminder"
+        offer_type[r_idx] = code["reminder"]
         value[r_idx] = 0.0
         empty_p = np.fromiter((len(p) == 0 for p in products[r_idx]), dtype=bool, count=len(r_idx))
         products[r_idx[empty_p]] = recs[r_idx[empty_p]]
+        owned[r_idx[empty_p]] = True
 
     # --- offers nobody will receive
     reason = _s(n)
-    has_offer = offer_type != "none"
+    has_offer = offer_type != code["none"]
     idle = np.flatnonzero(~has_offer & ~floor)
     reason[idle] = _tmpl("No offer rule applies (P(alive) %.2f, last order %s, %g repeat purchases).",
                          p_alive[idle], _day(last_purchase[idle]), freq[idle])
@@ -670,30 +831,34 @@ def assign_offers(
     for young, why in ((True, "the customer is younger than the minimum contact age"),
                        (False, "there is no consented channel")):
         sub = np.flatnonzero(silent & (too_young == young))
-        reason[sub] = _tmpl(f"%s, but {why}: no message offer.", trigger[sub])
+        trigger.fill(reason, sub, f"%s, but {why}: no message offer.")
     dropped = floor | silent
-    offer_type[dropped] = "none"
-    is_none = offer_type == "none"
+    offer_type[dropped] = code["none"]
+    is_none = offer_type == code["none"]
     value[is_none] = 0.0
     discount_cost[is_none] = 0.0
     products[is_none] = _empty_lists(int(is_none.sum()))
+    owned[is_none] = False
 
     # --- reasons for the offers sent
-    for t in np.unique(offer_type):
-        if t != "none":
-            idx = np.flatnonzero(offer_type == t)
-            reason[idx] = _offer_reason(t, trigger[idx], value[idx], _join(products[idx], k), note[idx],
+    for c in np.unique(offer_type).tolist():
+        if c != code["none"]:
+            t = type_names[c]
+            idx = np.flatnonzero(offer_type == c)
+            _offer_reason(reason, idx, t, trigger, value[idx], _join(products[idx], k), note[idx],
                                         detail[idx], oc)
 
-    products_out = _obj([p[:k] if type(p) is list else list(p[:k]) for p in products])
+    products_out = products.copy()
+    copy = np.flatnonzero(~owned)
+    products_out[copy] = _obj([p[:k] if type(p) is list else list(p[:k]) for p in products[copy]])
     out = pd.DataFrame(
         {
-            "offer_type": pd.array(offer_type, dtype="string"),
+            "offer_type": _string_array(np.array(type_names, dtype=object)[offer_type]),
             "offer_value": np.round(value, 4),
             "offer_products": products_out,
-            "channel": pd.array(channel, dtype="string"),
+            "channel": _string_array(channel),
             "max_contacts_per_month": contacts.astype(np.int64),
-            "offer_reason": pd.array(reason, dtype="string"),
+            "offer_reason": _string_array(reason),
             "discount_cost": np.round(discount_cost, 2),
         },
         index=scores.index,
@@ -713,11 +878,21 @@ def _cross_sell_products(
     out = _take(recs, k)
     if cross_sell is None or last_order_products is None or not len(last_order_products):
         return out
-    lop = pd.Series(last_order_products.to_numpy(dtype=object),
-                    index=pd.Index(_ids(last_order_products.index), dtype=object))
-    lop = lop[~lop.index.duplicated(keep="last")]
-    at = lop.index.get_indexer(ids)
-    baskets = np.where(at >= 0, lop.to_numpy(dtype=object)[np.maximum(at, 0)], None)
+    lop_ids = _arrow_str(last_order_products.index)
+    want = _arrow_str(ids) if lop_ids is not None and lop_ids.null_count == 0 else None
+    if want is not None:  # string ids: hash in Arrow; the last of duplicated ids wins (search reversed)
+        import pyarrow.compute as pc
+
+        rev = pc.fill_null(pc.index_in(want, value_set=lop_ids[::-1]), -1).to_numpy().astype(np.int64)
+        at = np.where(rev >= 0, len(lop_ids) - 1 - rev, -1)
+        lop_values = last_order_products.to_numpy(dtype=object)
+    else:
+        lop = pd.Series(last_order_products.to_numpy(dtype=object),
+                        index=pd.Index(_ids(last_order_products.index), dtype=object))
+        lop = lop[~lop.index.duplicated(keep="last")]
+        at = lop.index.get_indexer(ids)
+        lop_values = lop.to_numpy(dtype=object)
+    baskets = np.where(at >= 0, lop_values[np.maximum(at, 0)], None)
     cache: dict[tuple, list] = {}
     for i, b in enumerate(baskets):
         basket = _as_list(b)
@@ -732,34 +907,39 @@ def _cross_sell_products(
     return out
 
 
-def _offer_reason(t: str, trigger: np.ndarray, v: np.ndarray, prods: np.ndarray, note: np.ndarray,
-                  detail: np.ndarray, oc: OffersConfig) -> np.ndarray:
-    """The full reason sentence for rows of offer type ``t`` (trigger; offer text)."""
+def _offer_reason(reason: np.ndarray, rows: np.ndarray, t: str, trigger: _Texts, v: np.ndarray, prods: np.ndarray,
+                  note: np.ndarray, detail: np.ndarray, oc: OffersConfig) -> None:
+    """Write the full reason sentence (trigger; offer text) of ``rows``, all of offer type ``t``, into ``reason``.
+
+    ``v``, ``prods``, ``note`` and ``detail`` are aligned to ``rows``.
+    """
     pct = np.round(v * 100, 2)
     on = _prefixed(prods, " on ")
     if t == "reminder":
-        return _tmpl("%s; %s: a reminder%s instead.", trigger, note, _prefixed(prods, " of "))
+        return trigger.fill(reason, rows, "%s; %s: a reminder%s instead.", note, _prefixed(prods, " of "))
     if t == "birthday":
-        return _tmpl("%s; a %g%% birthday discount%s%s.", trigger, pct, on, note)
+        return trigger.fill(reason, rows, "%s; a %g%% birthday discount%s%s.", pct, on, note)
     if t == "browse_abandonment":
-        return _tmpl("%s; a %g%% discount on them%s.", trigger, pct, note)
+        return trigger.fill(reason, rows, "%s; a %g%% discount on them%s.", pct, note)
     if t == "cross_sell":
         disc = _tmpl(" with %g%% off", pct)
         disc[v <= 0] = ""
-        return _tmpl("%s; complementary products to that order%s%s%s.", trigger, _prefixed(prods, ": "), disc, note)
+        return trigger.fill(reason, rows, "%s; complementary products to that order%s%s%s.", _prefixed(prods, ": "),
+                            disc, note)
     if t == "win_back":
-        return _tmpl("%s; we miss you: a %g%% win-back discount%s%s.", trigger, pct, on, note)
+        return trigger.fill(reason, rows, "%s; we miss you: a %g%% win-back discount%s%s.", pct, on, note)
     if t == "vip":
         perk = _tmpl("an exclusive %g%% discount", pct)
         perk[v <= 0] = "exclusive early access"
-        return _tmpl("%s; VIP status with %s%s%s.", trigger, perk, _prefixed(prods, " to "), note)
+        return trigger.fill(reason, rows, "%s; VIP status with %s%s%s.", perk, _prefixed(prods, " to "), note)
     if t == "spend_tier":
-        return _tmpl("%s; %s%g%% off every order%s.", trigger, detail, pct, note)
+        return trigger.fill(reason, rows, "%s; %s%g%% off every order%s.", detail, pct, note)
     if t == "referral":
-        return _tmpl("%s; an invitation to refer a friend: both get %.2f off when the friend orders.", trigger, v)
+        return trigger.fill(reason, rows,
+                            "%s; an invitation to refer a friend: both get %.2f off when the friend orders.", v)
     if t == "loyalty_points":
-        return _tmpl(f"%s; {oc.loyalty_points_multiplier:g}x points on the next order: about %d points%s.",
-                     trigger, v, on)
+        return trigger.fill(reason, rows,
+                            f"%s; {oc.loyalty_points_multiplier:g}x points on the next order: about %d points%s.", v, on)
     raise AssertionError(f"unknown offer type {t!r}")
 
 

@@ -89,6 +89,29 @@ def _to_key(x: Any) -> str:
     return x if isinstance(x, str) else str(x)
 
 
+class _SegmentLookup:
+    """customer_id -> segment label (None when missing/NaN), converted lazily: the score table passes
+    a Series for every customer, but only cold-start customers need a label."""
+
+    def __init__(self, segments: Mapping[str, str] | pd.Series | None) -> None:
+        self._src = segments
+        self._series: pd.Series | None = None
+
+    def labels(self, keys: Sequence[str]) -> list[str | None]:
+        if self._src is None or not len(keys):
+            return [None] * len(keys)
+        if self._series is None:
+            src = self._src
+            if isinstance(src, pd.Series):
+                ser = pd.Series(src.to_numpy(dtype=object), index=src.index.map(_to_key).astype(object))
+            else:
+                d = {_to_key(k): v for k, v in dict(src).items()}
+                ser = pd.Series(list(d.values()), index=pd.Index(list(d.keys()), dtype=object), dtype=object)
+            self._series = ser[~ser.index.duplicated(keep="last")]  # as a dict: the last value wins
+        vals = self._series.reindex(pd.Index(list(keys), dtype=object)).to_numpy(dtype=object)
+        return [None if pd.isna(v) else str(v) for v in vals]
+
+
 class Recommender:
     """Customer x product recommender on implicit feedback (purchases).
 
@@ -284,7 +307,7 @@ class Recommender:
         p_codes, p_uniques = pd.factorize(prod, sort=True)
         self.customer_ids_ = np.asarray(c_uniques, dtype=object)
         self.product_ids_ = np.asarray(p_uniques, dtype=object)
-        self.customer_index_ = {c: i for i, c in enumerate(self.customer_ids_)}
+        self._drop_caches()  # customer_index_ and the exclusion mask are rebuilt lazily from the ids
         self.product_index_ = {p: i for i, p in enumerate(self.product_ids_)}
         n_c, n_p = len(self.customer_ids_), len(self.product_ids_)
 
@@ -471,10 +494,8 @@ class Recommender:
         itf = np.asarray(model.item_factors, dtype=np.float32)
         if not (np.isfinite(uf).all() and np.isfinite(itf).all()):
             raise FloatingPointError("Recommender: implicit produced non-finite factors")
-        self.model_ = model
+        self.model_ = model  # holds the factors: user_factors_/item_factors_ are views of it (pickled once)
         self.factors_ = factors
-        self.user_factors_ = uf
-        self.item_factors_ = itf
         norms = np.linalg.norm(itf, axis=1)
         self.item_norms_ = np.where(norms > 0, norms, 1.0).astype(np.float32)
 
@@ -483,10 +504,82 @@ class Recommender:
         if not hasattr(self, "product_ids_"):
             raise RuntimeError("Recommender is not fitted; call fit(transactions) first")
 
+    # Learned state derived from other attributes is rebuilt lazily and never pickled: the user
+    # factors live in the implicit model only (one copy of n_customers x factors floats in the bundle)
+    # and the customer id -> row dict is rebuilt from ``customer_ids_`` on first use after a load
+    # (a million-entry dict pickles and unpickles slowly).
+    _CACHE_ATTRS = ("_cache",)
+    _DERIVED_ATTRS = ("user_factors_", "item_factors_", "customer_index_")
+
+    def _drop_caches(self) -> None:
+        self.__dict__.pop("_cache", None)
+
+    def _cached(self) -> dict[str, Any]:
+        c = self.__dict__.get("_cache")
+        if c is None:
+            c = self.__dict__["_cache"] = {}
+        return c
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        for k in (*self._CACHE_ATTRS, *self._DERIVED_ATTRS):
+            state.pop(k, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = {k: v for k, v in state.items() if k not in self._DERIVED_ATTRS}  # older pickles held copies
+        self.__dict__.update(state)
+
+    @property
+    def user_factors_(self) -> np.ndarray:
+        """Customer factors (customers x factors, float32): the implicit model's own array."""
+        if self.__dict__.get("model_") is None:
+            raise AttributeError("Recommender has no user factors (not fitted, or popularity only)")
+        return np.asarray(self.model_.user_factors, dtype=np.float32)
+
+    @property
+    def item_factors_(self) -> np.ndarray:
+        """Product factors (products x factors, float32): the implicit model's own array."""
+        if self.__dict__.get("model_") is None:
+            raise AttributeError("Recommender has no item factors (not fitted, or popularity only)")
+        return np.asarray(self.model_.item_factors, dtype=np.float32)
+
+    @property
+    def customer_index_(self) -> dict[str, int]:
+        """customer_id -> row of ``history_`` / the user factors (built on first use, not pickled)."""
+        if "customer_ids_" not in self.__dict__:
+            raise AttributeError("Recommender is not fitted: no customer_index_")
+        c = self._cached()
+        if "customer_index" not in c:
+            c["customer_index"] = dict(zip(self.customer_ids_.tolist(), range(len(self.customer_ids_)), strict=True))
+        return c["customer_index"]
+
+    def _customer_rows(self, keys: Sequence[str]) -> np.ndarray:
+        """Rows of ``keys`` (-1 for unknown customers), via a hash index built once."""
+        c = self._cached()
+        idx = c.get("customer_pos")
+        if idx is None:
+            idx = c["customer_pos"] = pd.Index(self.customer_ids_, dtype=object)
+        if not len(keys):
+            return np.zeros(0, dtype=np.int64)
+        return np.asarray(idx.get_indexer(np.asarray(keys, dtype=object)), dtype=np.int64)
+
+    def _exclusion_state(self) -> tuple[np.ndarray, np.ndarray, frozenset[int]]:
+        """(mask, indices, set) of products never recommended now, cached per exclusion settings
+        (the settings may be changed after fit)."""
+        key = (tuple(self.excluded_products), tuple(self.excluded_product_prefixes))
+        c = self._cached()
+        hit = c.get("excluded")
+        if hit is None or hit[0] != key:
+            mask = self._is_excluded(pd.Series(self.product_ids_, dtype="string"))
+            mask.flags.writeable = False
+            idx = np.flatnonzero(mask)
+            hit = c["excluded"] = (key, mask, idx, frozenset(idx.tolist()))
+        return hit[1], hit[2], hit[3]
+
     def _request_excluded(self) -> np.ndarray:
-        """Products never recommended now (exclusions may have been extended after fit)."""
-        ids = pd.Series(self.product_ids_, dtype="string")
-        return self._is_excluded(ids)
+        """Products never recommended now (exclusions may have been extended after fit); read-only."""
+        return self._exclusion_state()[0]
 
     def _repurchasable(self) -> np.ndarray:
         n_p = len(self.product_ids_)
@@ -553,87 +646,171 @@ class Recommender:
         scores[bought.row[keep], bought.col[keep]] = -np.inf
         return scores
 
-    def _recommend_batch(
-        self,
-        keys: list[str],
-        n: int,
-        seg_map: dict[str, str | None],
-        excluded: np.ndarray,
-        repurch: np.ndarray,
-    ) -> tuple[list[list[int]], list[list[float]], list[str]]:
-        """Product indices, scores and source for one batch of customer keys."""
-        banned_all = set(np.flatnonzero(excluded).tolist())
-        items_out: list[list[int]] = [[] for _ in keys]
-        scores_out: list[list[float]] = [[] for _ in keys]
-        source_out: list[str] = ["popularity"] * len(keys)
-        rows = np.array([self.customer_index_.get(k, -1) for k in keys], dtype=np.int64)
+    def _model_top(
+        self, rows: np.ndarray, k: int, excluded: np.ndarray, excluded_idx: np.ndarray, repurch: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` product indices and scores for fitted rows; index -1 where fewer than ``k`` are allowed.
+
+        Without a repurchase blend this is implicit's fused, multi-threaded ``topk`` (the same call as
+        ``model.recommend(..., filter_already_liked_items=True, filter_items=excluded)``), with the
+        already-bought filter on the purchase history minus re-purchasable products. With the blend
+        (re-purchasable products and ``history_weight`` > 0) every score of the row is needed (min-max
+        scaling), so rows are scored densely in blocks of bounded size.
+        """
+        n_p = len(self.product_ids_)
+        w = float(self.history_weight)
+        if repurch.any() and w > 0:
+            chunk = int(max(1, _SCORE_CELLS // max(n_p, 1)))  # bounds the dense score block
+            tops, top_ss = [], []
+            for start in range(0, len(rows), chunk):
+                sc = self._score_rows(rows[start : start + chunk], excluded, repurch)
+                top = (
+                    np.argpartition(-sc, k - 1, axis=1)[:, :k]
+                    if k < n_p
+                    else np.tile(np.arange(n_p), (sc.shape[0], 1))
+                )
+                tops.append(top)
+                top_ss.append(np.take_along_axis(sc, top, axis=1))
+            top = np.concatenate(tops).astype(np.int64, copy=False)
+            top_s = np.concatenate(top_ss).astype(np.float64)
+            ok = np.isfinite(top_s)
+        else:
+
+            filt = self.history_[rows]
+            if repurch.any():  # w == 0: re-purchasable products are ranked by the model like any other
+                filt = sp.csr_matrix(filt @ sp.diags((~repurch).astype(np.float32)))
+                filt.eliminate_zeros()
+            top, top_s = self._topk_filtered(rows, k, filt, excluded_idx)
+            ok = top_s > np.finfo(np.float32).min  # implicit marks filtered products with -FLT_MAX
+            top_s = top_s.astype(np.float64)
+        # best first, ties by product index (deterministic); not-allowed products last, then dropped
+        o = np.lexsort((top, -np.where(ok, top_s, -np.inf)), axis=1)
+        top, top_s, ok = (np.take_along_axis(a, o, axis=1) for a in (top, top_s, ok))
+        top[~ok] = -1
+        top_s[~ok] = 0.0
+        return top, top_s
+
+    def _topk_filtered(
+        self, rows: np.ndarray, k: int, filt: sp.csr_matrix, excluded_idx: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """implicit's ``topk`` of ``rows`` with the products of ``filt`` (one row per customer) scored
+        -FLT_MAX, as ``filter_query_items`` does. Rows with few filtered products take an unfiltered
+        ``topk`` of ``k`` + their count and are filtered here with one vectorised lookup (implicit
+        slices the filter matrix in small Python-level batches, which costs more than the extra
+        candidates); the rest go through implicit's own filter."""
+        from implicit.cpu.topk import topk
+        from threadpoolctl import threadpool_limits
+
+        n_p = len(self.product_ids_)
+        user = self.user_factors_[rows]
+        items = self.item_factors_
+        f_items = excluded_idx.astype(np.int32) if len(excluded_idx) else None
+        nf = np.diff(filt.indptr)
+        extra = int(min(int(nf.max()) if len(nf) else 0, max(2 * k, 16)))
+        kk = min(k + extra, n_p)
+        light = nf <= kk - k
+        top = np.empty((len(rows), k), dtype=np.int64)
+        top_s = np.empty((len(rows), k), dtype=np.float32)
+        floor = np.finfo(np.float32).min
+        with threadpool_limits(limits=1, user_api="blas"):
+            heavy = np.flatnonzero(~light)
+            if len(heavy):
+                ids, sc = topk(
+                    items, user[heavy], k, filter_query_items=filt[heavy], filter_items=f_items,
+                    num_threads=int(self.num_threads),
+                )
+                top[heavy], top_s[heavy] = ids, sc
+            pos = np.flatnonzero(light)
+            if len(pos):
+                ids, sc = topk(items, user[pos], kk, filter_items=f_items, num_threads=int(self.num_threads))
+                ids = np.asarray(ids, dtype=np.int64)
+                sc = np.array(sc, dtype=np.float32)
+                sub = filt[pos]
+                sub.sort_indices()
+                if sub.nnz:
+                    bought = np.repeat(np.arange(len(pos), dtype=np.int64), np.diff(sub.indptr)) * n_p
+                    bought += sub.indices
+                    cand = (np.arange(len(pos), dtype=np.int64)[:, None] * n_p + ids).ravel()
+                    at = np.minimum(np.searchsorted(bought, cand), len(bought) - 1)
+                    sc.ravel()[bought[at] == cand] = floor
+                # keep the best k allowed, in implicit's order (score descending)
+                o = np.argsort(sc <= floor, axis=1, kind="stable")[:, :k]
+                top[pos] = np.take_along_axis(ids, o, axis=1)
+                top_s[pos] = np.take_along_axis(sc, o, axis=1)
+        return top, top_s
+
+    def _recommend_arrays(
+        self, keys: list[str], n: int, segments: _SegmentLookup, repurch: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """One batch: (product index matrix len(keys) x n with -1 padding, scores, list lengths,
+        from-model flags)."""
+        excluded, excluded_idx, banned_all = self._exclusion_state()
+        m = len(keys)
+        items = np.full((m, n), -1, dtype=np.int64)
+        scores = np.zeros((m, n), dtype=np.float64)
+        rows = self._customer_rows(keys)
         use_model = (rows >= 0) & (self.model_ is not None)
         if use_model.any():
             use_model[use_model] = self.n_history_[rows[use_model]] >= max(int(self.min_history), 1)
         model_pos = np.flatnonzero(use_model)
-        n_p = len(self.product_ids_)
-        chunk = int(max(1, _SCORE_CELLS // max(n_p, 1)))  # bounds the dense score block
-        k = min(n, n_p)
-        for start in range(0, len(model_pos), chunk):
-            pos = model_pos[start : start + chunk]
-            sc = self._score_rows(rows[pos], excluded, repurch)
-            top = (
-                np.argpartition(-sc, k - 1, axis=1)[:, :k]
-                if k < n_p
-                else np.tile(np.arange(n_p), (len(pos), 1))
-            )
-            top_s = np.take_along_axis(sc, top, axis=1)
-            o = np.lexsort((top, -top_s), axis=1)
-            top, top_s = np.take_along_axis(top, o, axis=1), np.take_along_axis(top_s, o, axis=1)
-            for j, p in enumerate(pos):
-                ok = np.isfinite(top_s[j])
-                items_out[p] = top[j][ok].tolist()
-                scores_out[p] = top_s[j][ok].astype(float).tolist()
-                source_out[p] = "model"
-        # popularity for cold customers and padding of short lists
-        for i, key in enumerate(keys):
-            if len(items_out[i]) >= n:
-                continue
+        k = min(n, len(self.product_ids_))
+        if len(model_pos):
+            top, top_s = self._model_top(rows[model_pos], k, excluded, excluded_idx, repurch)
+            items[model_pos, :k] = top
+            scores[model_pos, :k] = top_s
+        lens = (items >= 0).sum(axis=1)
+        from_model = use_model & (lens > 0)
+        # popularity for cold customers and padding of short lists (few rows: a Python loop is fine)
+        short = np.flatnonzero(lens < n)
+        labels = segments.labels([keys[i] for i in short]) if len(short) else []
+        indptr, indices = self.history_.indptr, self.history_.indices
+        for i, label in zip(short.tolist(), labels, strict=True):
             row = int(rows[i]) if rows[i] >= 0 else None
-            banned = set(banned_all)
+            banned: set[int] | frozenset[int] = banned_all
             if row is not None:
-                bought = self.history_.indices[self.history_.indptr[row] : self.history_.indptr[row + 1]]
-                banned |= {int(b) for b in bought if not repurch[b]}
-            before = len(items_out[i])
+                bought = indices[indptr[row] : indptr[row + 1]]
+                bought = bought[~repurch[bought]]
+                if len(bought):
+                    banned = banned_all | set(bought.tolist())
+            before = int(lens[i])
             chosen = self._fill(
-                items_out[i], n, [self._popular_for(row, seg_map.get(key)), self.popular_], banned
+                items[i, :before].tolist(), n, [self._popular_for(row, label), self.popular_], banned
             )
             if not chosen:  # everything left was bought already: popularity, exclusions only
                 chosen = self._fill([], n, [self.popular_], banned_all)
-            items_out[i] = chosen
-            scores_out[i] = scores_out[i][:before] + [0.0] * (len(chosen) - before)
-            if before == 0:
-                source_out[i] = "popularity"
-        return items_out, scores_out, source_out
+            items[i, : len(chosen)] = chosen
+            scores[i, before:] = 0.0
+            lens[i] = len(chosen)
+        return items, scores, lens, from_model
 
     def _batch_frame(
-        self, keys: list[str], items: list[list[int]], scores: list[list[float]], sources: list[str]
+        self, keys: list[str], items: np.ndarray, scores: np.ndarray, lens: np.ndarray, from_model: np.ndarray
     ) -> pd.DataFrame:
-        lens = np.array([len(it) for it in items], dtype=np.int64)
-        total = int(lens.sum())
-        flat = np.fromiter((p for it in items for p in it), dtype=np.int64, count=total)
+        n = items.shape[1] if items.ndim == 2 else 0
+        mask = np.arange(n)[None, :] < np.asarray(lens)[:, None]
+        src = np.where(from_model, "model", "popularity").astype(object)
         return pd.DataFrame(
             {
                 "customer_id": pd.array(np.repeat(np.array(keys, dtype=object), lens), dtype="string"),
-                "rank": (
-                    np.concatenate([np.arange(1, m + 1) for m in lens])
-                    if len(lens)
-                    else np.array([], dtype=np.int64)
-                ).astype(np.int64),
-                "product_id": pd.array(self.product_ids_[flat], dtype="string"),
-                "score": np.fromiter((x for sc in scores for x in sc), dtype=np.float64, count=total),
-                "source": pd.array(np.repeat(np.array(sources, dtype=object), lens), dtype="string"),
+                "rank": np.broadcast_to(np.arange(1, n + 1, dtype=np.int64), items.shape)[mask],
+                "product_id": pd.array(self.product_ids_[items[mask]], dtype="string"),
+                "score": scores[mask].astype(np.float64),
+                "source": pd.array(np.repeat(src, lens), dtype="string"),
             }
         )
 
+    def _lists(self, items: np.ndarray, lens: np.ndarray) -> list[list[str]]:
+        """Product id lists from a padded index matrix (one C-level ``tolist`` for full rows)."""
+        if not len(items):
+            return []
+        out = self.product_ids_[np.maximum(items, 0)].tolist()
+        for i in np.flatnonzero(lens < items.shape[1]).tolist():
+            out[i] = out[i][: lens[i]]
+        return out
+
     def _batches(
         self, customer_ids: Iterable[Any] | str, n: int | None, segments: Mapping[str, str] | pd.Series | None
-    ) -> Iterator[tuple[list[str], list[list[int]], list[list[float]], list[str]]]:
+    ) -> Iterator[tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
         self._check_fitted()
         n = int(self.n_items if n is None else n)
         if n < 1:
@@ -641,17 +818,14 @@ class Recommender:
         if isinstance(customer_ids, (str, bytes)):
             customer_ids = [customer_ids]
         keys = [_to_key(c) for c in customer_ids]
-        if isinstance(segments, pd.Series):
-            segments = segments.to_dict()
-        seg_map = {_to_key(k): (None if pd.isna(v) else str(v)) for k, v in dict(segments or {}).items()}
-        excluded = self._request_excluded()
+        lookup = _SegmentLookup(segments)
         repurch = self._repurchasable()
         size = max(1, int(self.batch_size))
         starts = range(0, len(keys), size)
-        # scoring is one BLAS matrix product per chunk, with BLAS's default (all cores) threads
+        # implicit's topk scores each batch with its own threads (num_threads; BLAS held at 1 thread)
         for start in progress(starts, desc="recommend", total=len(starts)):
             batch = keys[start : start + size]
-            yield (batch, *self._recommend_batch(batch, n, seg_map, excluded, repurch))
+            yield (batch, *self._recommend_arrays(batch, n, lookup, repurch))
 
     # ------------------------------------------------------------------ public API
     def recommend(
@@ -660,8 +834,8 @@ class Recommender:
         n: int | None = None,
         *,
         segments: Mapping[str, str] | pd.Series | None = None,
-        output: Literal["dict", "frame"] = "dict",
-    ) -> dict[str, list[str]] | pd.DataFrame:
+        output: Literal["dict", "lists", "frame"] = "dict",
+    ) -> dict[str, list[str]] | list[list[str]] | pd.DataFrame:
         """Top-``n`` products for each customer, in batches of ``batch_size`` customers.
 
         Unknown customers, and customers with fewer than ``min_history`` products, get the
@@ -669,22 +843,27 @@ class Recommender:
         country name), else their country, else the global list. Never raises for unknown ids
         and never returns an empty list while the catalogue has a recommendable product.
 
-        Returns ``{customer_id: [product_id, ...]}`` or, with ``output="frame"``, a DataFrame with
-        columns customer_id, rank (1 = best), product_id, score (model score; 0 for popularity
-        fill), source ("model" or "popularity"). For very many customers use
-        ``iter_recommendations`` to stream one batch at a time.
+        Returns ``{customer_id: [product_id, ...]}``; with ``output="lists"`` the lists alone, in
+        the order of ``customer_ids`` (the fast path for a score table: no dict of a million keys);
+        with ``output="frame"`` a DataFrame with columns customer_id, rank (1 = best), product_id,
+        score (model score; 0 for popularity fill), source ("model" or "popularity"). For very many
+        customers use ``iter_recommendations`` to stream one batch at a time.
         """
-        if output not in ("dict", "frame"):
-            raise ValueError(f"Recommender.recommend: output must be 'dict' or 'frame', got {output!r}")
-        if output == "dict":
-            out: dict[str, list[str]] = {}
-            pid = self.product_ids_ if hasattr(self, "product_ids_") else None
-            for keys, items, _, _ in self._batches(customer_ids, n, segments):
-                out.update({k: [str(pid[p]) for p in it] for k, it in zip(keys, items, strict=True)})
-            return out
+        if output not in ("dict", "lists", "frame"):
+            raise ValueError(
+                f"Recommender.recommend: output must be 'dict', 'lists' or 'frame', got {output!r}"
+            )
+        if output in ("dict", "lists"):
+            keys_all: list[str] = []
+            lists: list[list[str]] = []
+            for keys, items, _, lens, _ in self._batches(customer_ids, n, segments):
+                keys_all.extend(keys)
+                lists.extend(self._lists(items, lens))
+            return lists if output == "lists" else dict(zip(keys_all, lists, strict=True))
         frames = list(self.iter_recommendations(customer_ids, n, segments=segments))
         if not frames:
-            return self._batch_frame([], [], [], [])
+            z = np.zeros((0, 0), dtype=np.int64)
+            return self._batch_frame([], z, z.astype(np.float64), np.zeros(0, np.int64), np.zeros(0, bool))
         return pd.concat(frames, ignore_index=True)
 
     def iter_recommendations(
@@ -698,8 +877,8 @@ class Recommender:
 
         Columns as ``recommend(..., output="frame")``.
         """
-        for keys, items, scores, sources in self._batches(customer_ids, n, segments):
-            yield self._batch_frame(keys, items, scores, sources)
+        for keys, items, scores, lens, from_model in self._batches(customer_ids, n, segments):
+            yield self._batch_frame(keys, items, scores, lens, from_model)
 
     def recommend_one(
         self, customer_id: Any, n: int | None = None, *, segment: str | None = None
@@ -755,15 +934,23 @@ class Recommender:
         basket = [
             i for i in (self._known_product(p, "bought_together") for p in product_ids) if i is not None
         ]
-        excluded = self._request_excluded()
-        scores: dict[int, float] = {}
-        for b in basket:
-            for p, s in zip(self.cooc_neighbours_[b], self.cooc_scores_[b], strict=True):
-                if p >= 0:
-                    scores[int(p)] = scores.get(int(p), 0.0) + float(s)
-        banned = set(basket) | set(np.flatnonzero(excluded).tolist())
-        ranked = sorted((p for p in scores if p not in banned), key=lambda p: (-scores[p], p))
-        chosen = self._fill(ranked[:n], n, [self.popular_], banned)
+        _, _, banned_excluded = self._exclusion_state()
+        if basket:
+            b = np.asarray(basket, dtype=np.int64)
+            nb = self.cooc_neighbours_[b].ravel()
+            sc = self.cooc_scores_[b].ravel().astype(np.float64)
+            ok = nb >= 0
+            nb, sc = nb[ok], sc[ok]
+            # sums in basket then neighbour order, as a running float64 sum per product
+            uniq, inv = np.unique(nb, return_inverse=True)
+            tot = np.bincount(inv, weights=sc, minlength=len(uniq))
+            keep = ~np.isin(uniq, b) & ~self._request_excluded()[uniq]
+            uniq, tot = uniq[keep], tot[keep]
+            ranked = uniq[np.lexsort((uniq, -tot))][:n].tolist()
+        else:
+            ranked = []
+        banned = banned_excluded | set(basket) if basket else banned_excluded
+        chosen = self._fill(ranked, n, [self.popular_], banned)
         return [str(self.product_ids_[p]) for p in chosen]
 
     def upsell(self, product_id: Any, n: int | None = None, *, min_price_ratio: float = 1.0) -> list[str]:

@@ -277,13 +277,12 @@ def fit_value_models_spark(summary_sdf: SparkDataFrame, config: Config) -> tuple
     spend = distinct_spend_rows(summary_sdf)
     logger.info("fit_value_models_spark: %d distinct (frequency, recency, T) rows for %d customers; "
                 "%d distinct (frequency, monetary_value) rows", len(frt), int(frt["count"].sum()), len(spend))
-    bgnbd = BGNBDModel(penalizer=config.bgnbd.penalizer, retry_penalizer=config.bgnbd.retry_penalizer)
-    bgnbd.fit(frt[["frequency", "recency", "T"]], time_unit=unit, sample_weight=frt["count"].to_numpy())
-    gg = GammaGammaModel(
-        penalizer=config.gamma_gamma.penalizer,
-        retry_penalizer=config.gamma_gamma.retry_penalizer,
-        independence_threshold=config.gamma_gamma.independence_threshold,
-    ).fit(spend[["frequency", "monetary_value"]], sample_weight=spend["count"].to_numpy())
+    bgnbd = BGNBDModel.from_config(config.bgnbd).fit(
+        frt[["frequency", "recency", "T"]], time_unit=unit, sample_weight=frt["count"].to_numpy()
+    )
+    gg = GammaGammaModel.from_config(config.gamma_gamma).fit(
+        spend[["frequency", "monetary_value"]], sample_weight=spend["count"].to_numpy()
+    )
     return bgnbd, gg
 
 

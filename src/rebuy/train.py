@@ -46,13 +46,9 @@ def fit_models(transactions: pd.DataFrame, config: Config, as_of: pd.Timestamp) 
     with step("RFM summary", log):
         summary = rfm_summary(transactions, as_of=as_of, time_unit=config.time_unit)
     with step("BG/NBD fit", log):
-        bgnbd = BGNBDModel(penalizer=config.bgnbd.penalizer, retry_penalizer=config.bgnbd.retry_penalizer).fit(summary)
+        bgnbd = BGNBDModel.from_config(config.bgnbd).fit(summary)
     with step("Gamma-Gamma fit", log):
-        gg = GammaGammaModel(
-            penalizer=config.gamma_gamma.penalizer,
-            retry_penalizer=config.gamma_gamma.retry_penalizer,
-            independence_threshold=config.gamma_gamma.independence_threshold,
-        ).fit(summary)
+        gg = GammaGammaModel.from_config(config.gamma_gamma).fit(summary)
     value = score_value(summary, bgnbd, gg, config)
     with step("RFM scores and segments", log):
         rfm = RFMScorer(n_bins=config.segments.n_bins).fit(summary)

@@ -293,3 +293,100 @@ def test_as_of_keeps_purchases_up_to_that_day(tx: pd.DataFrame) -> None:
     upto = tx[(tx.timestamp < pd.Timestamp("2024-03-02")) & (tx.product_id != "POST")]
     assert m.history_.sum() == pytest.approx(len(upto))  # purchase lines counted, none after the day
     assert set(m.customer_ids_) == set(upto["customer_id"])
+
+
+def test_factors_stored_once_and_ids_index_rebuilt_after_load(fitted: Recommender, tmp_path: Path) -> None:
+    # the user factors are the implicit model's own array: a bundle holds them once
+    assert np.shares_memory(fitted.user_factors_, fitted.model_.user_factors)
+    path = tmp_path / "rec.joblib"
+    joblib.dump(fitted, path)
+    back = joblib.load(path)
+    assert "user_factors_" not in back.__dict__ and "_cache" not in back.__dict__
+    np.testing.assert_array_equal(back.user_factors_, fitted.user_factors_)
+    assert back.customer_ids_.dtype == object and list(back.customer_ids_) == list(fitted.customer_ids_)
+    assert back.customer_index_ == {c: i for i, c in enumerate(fitted.customer_ids_)}
+
+
+def test_lists_output_follows_input_order(fitted: Recommender) -> None:
+    customers = [*fitted.customer_ids_[::-7], "nobody", fitted.customer_ids_[0]]
+    as_dict = fitted.recommend(customers, 6)
+    lists = fitted.recommend(customers, 6, output="lists")
+    assert isinstance(lists, list) and len(lists) == len(customers)
+    assert all(lst == as_dict[str(c)] for c, lst in zip(customers, lists, strict=True))
+
+
+def test_topk_filter_split_matches_implicit_filter(fitted: Recommender) -> None:
+    # rows with many filtered products go through implicit's own filter, the others are filtered here
+    from implicit.cpu.topk import topk
+
+    n_c, n_p = fitted.history_.shape
+    rows = np.arange(min(n_c, 60))
+    rng = np.random.default_rng(3)
+    dense = np.zeros((len(rows), n_p), dtype=np.float32)
+    for i in range(len(rows)):
+        dense[i, rng.choice(n_p, size=i % 25, replace=False)] = 1.0  # 0..24 filtered products per row
+    filt = sp.csr_matrix(dense)
+    excluded = np.array([3], dtype=np.int64)
+    ours, our_s = fitted._topk_filtered(rows, 4, filt, excluded)
+    ids, ref_s = topk(
+        fitted.item_factors_, fitted.user_factors_[rows], 4, filter_query_items=filt,
+        filter_items=excluded.astype(np.int32),
+    )
+    np.testing.assert_allclose(our_s, ref_s, rtol=1e-5)
+    for r in range(len(rows)):
+        ok = ref_s[r] > np.finfo(np.float32).min
+        assert set(ours[r][ok]) == set(ids[r][ok])
+        assert not set(ours[r][ok]) & (set(np.flatnonzero(dense[r])) | {3})
+
+
+def test_repurchase_categories_without_blend_equal_dense_scores(tx: pd.DataFrame) -> None:
+    cat = tx.assign(category=np.where(tx["product_id"].str[1:2] == "1", "food", "durable"))
+    m = Recommender(factors=8, iterations=5, repurchase_categories=["food"], history_weight=0.0).fit(cat)
+    scores = m.user_factors_ @ m.item_factors_.T
+    food = np.array([c == "food" for c in m.product_category_])
+    h = m.history_.tocoo()
+    nofood = ~food[h.col]
+    scores[h.row[nofood], h.col[nofood]] = -np.inf
+    expected = {
+        c: [m.product_ids_[j] for j in np.lexsort((np.arange(scores.shape[1]), -scores[i]))[:5]]
+        for i, c in enumerate(m.customer_ids_)
+    }
+    assert m.recommend(list(m.customer_ids_), 5) == expected
+
+
+def test_bought_together_equals_plain_sum(fitted: Recommender) -> None:
+    for basket in (["P01"], ["P12", "P15", "P12"], ["P21", "P40", "P00"]):
+        idx = [fitted.product_index_[p] for p in basket]
+        total: dict[int, float] = {}
+        for b in idx:
+            for p, s in zip(fitted.cooc_neighbours_[b], fitted.cooc_scores_[b], strict=True):
+                if p >= 0:
+                    total[int(p)] = total.get(int(p), 0.0) + float(s)
+        ranked = sorted((p for p in total if p not in idx), key=lambda p: (-total[p], p))[:6]
+        ranked += [int(p) for p in fitted.popular_ if p not in idx and p not in ranked][: 6 - len(ranked)]
+        assert fitted.bought_together(basket, 6) == [fitted.product_ids_[p] for p in ranked]
+
+
+def test_product_category_is_the_mode_and_neighbours_the_top_cooccurrence(tx: pd.DataFrame) -> None:
+    extra = tx.iloc[:5].copy()
+    df = pd.concat([tx, extra], ignore_index=True)
+    cats = np.where(df["product_id"] == "P01", "b", "x").astype(object)
+    p01 = np.flatnonzero(df["product_id"].to_numpy() == "P01")
+    cats[p01[: len(p01) // 2]] = "a"  # a tie or near tie between "a" and "b"
+    df["category"] = pd.array(cats, dtype="string")
+    df.loc[df["product_id"] == "P02", "category"] = pd.NA
+    m = Recommender(factors=4, iterations=2).fit(df)
+    got = dict(zip(m.product_ids_, m.product_category_, strict=True))
+    expected = df[df["product_id"] == "P01"]["category"].astype(object).mode().iloc[0]
+    assert got["P01"] == expected and got["P02"] is None and got["P05"] == "x"
+    # neighbours: brute-force cosine co-occurrence over orders
+    orders = pd.crosstab(df["order_id"], df["product_id"]).clip(upper=1)[list(m.product_ids_)].to_numpy(float)
+    co = orders.T @ orders
+    np.fill_diagonal(co, 0.0)
+    norm = np.sqrt(np.maximum(orders.sum(axis=0), 1.0))
+    co = co / (norm[:, None] * norm[None, :])
+    for i in range(len(m.product_ids_)):
+        k = int((m.cooc_neighbours_[i] >= 0).sum())
+        assert k == min(int((co[i] > 0).sum()), m.cooc_neighbours_.shape[1])
+        np.testing.assert_allclose(m.cooc_scores_[i, :k], np.sort(co[i])[::-1][:k], rtol=1e-6)
+        assert set(co[i, m.cooc_neighbours_[i, :k]] > 0) == {True} or k == 0

@@ -10,7 +10,15 @@ customer x product purchase matrix of the cleaned transactions, plus:
   for the post-order cross-sell) and ``upsell`` (similar products at a higher unit price).
 
 The fitted object pickles with joblib (it holds numpy arrays, scipy ``csr_matrix`` and the
-implicit model) and reloads to give identical recommendations.
+implicit model) and reloads to give identical recommendations. The customer factors are pickled
+once (inside the implicit model; ``user_factors_`` is a view of them), customer ids as one unicode
+buffer, and the id -> row dict is rebuilt on first use.
+
+Scoring every customer: ``recommend`` calls implicit's fused, multi-threaded ``topk`` per batch of
+``batch_size`` customers (BLAS held at 1 thread, ``num_threads`` implicit threads), so it costs no
+more than implicit's own ``model.recommend(..., filter_already_liked_items=True)``; only the
+repurchase blend (``history_weight`` > 0 with re-purchasable products) scores densely. Use
+``output="lists"`` for a list per customer in input order (no dict of a million keys).
 """
 
 from __future__ import annotations
@@ -348,12 +356,19 @@ class Recommender:
         else:
             self.product_price_ = np.full(n_p, np.nan)
         if "category" in tx.columns:
-            cat = (
-                pd.Series(tx["category"].astype("string").to_numpy(dtype=object))
-                .groupby(p_codes)
-                .agg(lambda s: s.mode().iloc[0] if s.notna().any() else None)
+            # the mode per product (ties: the smallest label, as Series.mode), vectorised
+            cat = tx["category"].astype("string")
+            valid = cat.notna().to_numpy(dtype=bool)
+            counts = (
+                pd.DataFrame({"p": p_codes[valid], "c": cat[valid].to_numpy(dtype=object)})
+                .groupby(["p", "c"], sort=False)
+                .size()
+                .reset_index(name="n")
+                .sort_values(["p", "n", "c"], ascending=[True, False, True], kind="stable")
+                .drop_duplicates("p")
             )
-            self.product_category_ = np.asarray(cat.reindex(range(n_p)).to_numpy(), dtype=object)
+            self.product_category_ = np.full(n_p, None, dtype=object)
+            self.product_category_[counts["p"].to_numpy(dtype=np.int64)] = counts["c"].to_numpy(dtype=object)
         else:
             self.product_category_ = None
         if "description" in tx.columns:
@@ -375,10 +390,22 @@ class Recommender:
         segments: Mapping[str, str] | pd.Series | None,
     ) -> None:
         # popularity = (decayed) number of distinct customers who bought the product
-        pairs = (
-            pd.DataFrame({"c": c_codes, "p": p_codes, "w": decay}).groupby(["c", "p"], sort=False)["w"].max()
-        )
-        pairs = pairs.reset_index()
+        if self.recency_half_life_days is None:  # every line weighs 1: the pairs are history_'s pattern
+            h = self.history_
+            pairs = pd.DataFrame(
+                {
+                    "c": np.repeat(np.arange(h.shape[0], dtype=np.int64), np.diff(h.indptr)),
+                    "p": h.indices.astype(np.int64),
+                    "w": np.ones(h.nnz),
+                }
+            )
+        else:
+            pairs = (
+                pd.DataFrame({"c": c_codes, "p": p_codes, "w": decay})
+                .groupby(["c", "p"], sort=False)["w"]
+                .max()
+                .reset_index()
+            )
         glob = pairs.groupby("p")["w"].sum()
         order = np.lexsort((glob.index.to_numpy(), -glob.to_numpy()))
         self.popular_ = glob.index.to_numpy()[order].astype(np.int64)
@@ -434,21 +461,26 @@ class Recommender:
         k = min(_NEIGHBOURS_KEEP, max(n_p - 1, 0))
         nb = np.full((n_p, k), -1, dtype=np.int64)
         nb_score = np.zeros((n_p, k), dtype=np.float32)
-        chunk = max(1, _SCORE_CELLS // max(n_p, 1))
         norm = np.sqrt(np.maximum(n_orders, 1.0))
-        for start in range(0, n_p, chunk):
-            stop = min(n_p, start + chunk)
-            co = (item_orders[start:stop] @ orders).toarray().astype(np.float64)
-            co[np.arange(stop - start), np.arange(start, stop)] = 0.0
-            co /= norm[start:stop, None] * norm[None, :]
-            if k == 0:
-                continue
-            top = np.argpartition(-co, k - 1, axis=1)[:, :k] if k < n_p else np.argsort(-co, axis=1)[:, :k]
-            top_s = np.take_along_axis(co, top, axis=1)
-            o = np.argsort(-top_s, axis=1, kind="stable")
-            top, top_s = np.take_along_axis(top, o, axis=1), np.take_along_axis(top_s, o, axis=1)
-            top[top_s <= 0] = -1
-            nb[start:stop], nb_score[start:stop] = top, top_s
+        if k > 0:
+            # top-k of each sparse co-occurrence row: sort the non-zeros by (row, -score, product)
+            chunk = max(1, _SCORE_CELLS // max(n_p, 1)) * 4
+            for start in range(0, n_p, chunk):
+                stop = min(n_p, start + chunk)
+                co = (item_orders[start:stop] @ orders).tocoo()
+                r = co.row.astype(np.int64)
+                c = co.col.astype(np.int64)
+                v = co.data.astype(np.float64)
+                keep = (c != r + start) & (v > 0)
+                r, c, v = r[keep], c[keep], v[keep]
+                v = v / (norm[start + r] * norm[c])
+                o = np.lexsort((c, -v, r))
+                r, c, v = r[o], c[o], v[o]
+                first = np.concatenate(([0], np.cumsum(np.bincount(r, minlength=stop - start))[:-1]))
+                rank = np.arange(len(r)) - first[r]
+                sel = rank < k
+                nb[start + r[sel], rank[sel]] = c[sel]
+                nb_score[start + r[sel], rank[sel]] = v[sel]
         self.cooc_neighbours_ = nb
         self.cooc_scores_ = nb_score
 
@@ -524,10 +556,22 @@ class Recommender:
         state = dict(self.__dict__)
         for k in (*self._CACHE_ATTRS, *self._DERIVED_ATTRS):
             state.pop(k, None)
+        ids = state.get("customer_ids_")
+        if isinstance(ids, np.ndarray) and ids.dtype == object and len(ids):
+            # a fixed-width unicode array pickles as one buffer (a million str objects load ~100x slower)
+            try:
+                u = ids.astype(str)
+            except (TypeError, ValueError):
+                u = None
+            if u is not None and np.array_equal(u.astype(object), ids):
+                state["customer_ids_"] = u
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state = {k: v for k, v in state.items() if k not in self._DERIVED_ATTRS}  # older pickles held copies
+        ids = state.get("customer_ids_")
+        if isinstance(ids, np.ndarray) and ids.dtype.kind == "U":
+            state["customer_ids_"] = ids.astype(object)
         self.__dict__.update(state)
 
     @property
@@ -562,7 +606,12 @@ class Recommender:
             idx = c["customer_pos"] = pd.Index(self.customer_ids_, dtype=object)
         if not len(keys):
             return np.zeros(0, dtype=np.int64)
-        return np.asarray(idx.get_indexer(np.asarray(keys, dtype=object)), dtype=np.int64)
+        arr = np.asarray(keys, dtype=object)
+        # fast path: a run of consecutive fitted customers (a score table of the training customers)
+        r0 = int(idx.get_indexer(arr[:1])[0])
+        if r0 >= 0 and r0 + len(arr) <= len(idx) and np.array_equal(self.customer_ids_[r0 : r0 + len(arr)], arr):
+            return np.arange(r0, r0 + len(arr), dtype=np.int64)
+        return np.asarray(idx.get_indexer(arr), dtype=np.int64)
 
     def _exclusion_state(self) -> tuple[np.ndarray, np.ndarray, frozenset[int]]:
         """(mask, indices, set) of products never recommended now, cached per exclusion settings
@@ -675,7 +724,6 @@ class Recommender:
             top_s = np.concatenate(top_ss).astype(np.float64)
             ok = np.isfinite(top_s)
         else:
-
             filt = self.history_[rows]
             if repurch.any():  # w == 0: re-purchasable products are ranked by the model like any other
                 filt = sp.csr_matrix(filt @ sp.diags((~repurch).astype(np.float32)))

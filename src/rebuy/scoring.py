@@ -160,8 +160,9 @@ class Scorer:
                 country = None
                 if "country" in tx.columns:
                     country = tx.groupby("customer_id", observed=True)["country"].last()
-                recs = rec.recommend(table["customer_id"].tolist(), n=n_items, segments=country)
-            table["recommended_products"] = [list(recs.get(c, [])) for c in table["customer_id"]]
+                table["recommended_products"] = rec.recommend(
+                    table["customer_id"].tolist(), n=n_items, segments=country, output="lists"
+                )
             # products the recommender never saw (postage, fees, new items) cannot seed a cross-sell
             known = tx["product_id"].isin(rec.product_ids_)
             last_products = _last_order_products(tx[known])

@@ -647,7 +647,7 @@ def markdown(res: dict[str, Any]) -> str:
             L.append(f"| {ra['stage']} | {_growth(ra['reference_median'], rb['reference_median'])} | "
                      f"{_growth(ra['rebuy_median'], rb['rebuy_median'])} |")
         pa, pb = a["peak_rss_mb"], b["peak_rss_mb"]
-        if pa["reference_full"] and pb["reference_full"]:
+        if all((pa["reference_full"], pb["reference_full"], pa["rebuy_full"], pb["rebuy_full"])):
             L.append(f"| peak RSS (full pipeline) | {_fmt_r(pb['reference_full'] / pa['reference_full'])} | "
                      f"{_fmt_r(pb['rebuy_full'] / pa['rebuy_full'])} |")
     return "\n".join(L) + "\n"

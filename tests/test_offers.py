@@ -511,3 +511,105 @@ def test_offer_config_validation_and_example_file():
     assert cfg.offers.priority[0] == "win_back"
     scores = frame(row(segment="Champions", p_alive=0.3, next_purchase_date=AS_OF - pd.Timedelta(days=30)))
     assert run(scores, cfg)["offer_type"].iloc[0] == "win_back"
+
+
+# ------------------------------------------------------------------------------------------ fast paths
+def test_string_and_object_ids_give_the_same_offers():
+    """Arrow-hashed string ids (string dtype) and pandas-hashed object/int ids must agree; a customers table in
+    another order, with extra rows or duplicates, gives the same offers as an aligned one."""
+    scores, cust, ev, lop, pool = _random_tables(1500, seed=3)
+    cross = lambda b, n: [p for p in pool[:n + 2] if p not in b][:n]  # noqa: E731
+    tx = pd.DataFrame({"customer_id": ev["customer_id"].to_numpy()[::3], "product_id": ev["product_id"].to_numpy()[::3],
+                       "timestamp": ev["timestamp"].to_numpy()[::3] + np.timedelta64(1, "h")})
+    base = assign_offers(scores, Config(), as_of=AS_OF, customers=cust, events=ev, last_order_products=lop,
+                         cross_sell=cross, transactions=tx)
+    as_string = lambda df, c: df.assign(**{c: df[c].astype("string")})  # noqa: E731
+    shuffled = as_string(cust.sample(frac=1.0, random_state=0), "customer_id")
+    extra = pd.concat([shuffled, shuffled.iloc[:5].assign(customer_id=["X1", "X2", "X3", "X4", "X5"])])
+    lop_obj = pd.Series([list(b) for b in lop], index=pd.Index(lop.index.astype(str), dtype="string"))
+    for kw in (dict(customers=shuffled), dict(customers=extra),
+               dict(events=as_string(as_string(ev, "customer_id"), "product_id")),
+               dict(last_order_products=lop_obj, transactions=as_string(tx, "customer_id"))):
+        args = dict(customers=cust, events=ev, last_order_products=lop, cross_sell=cross, transactions=tx) | kw
+        pd.testing.assert_frame_equal(assign_offers(scores, Config(), as_of=AS_OF, **args), base)
+    # the last of duplicated customers rows wins, whatever the id dtype
+    dup = pd.concat([cust, cust.iloc[:20].assign(consent_email=False, consent_sms=False, consent_messenger=False)])
+    for d in (dup, as_string(dup, "customer_id")):
+        out = assign_offers(scores, Config(), as_of=AS_OF, customers=d)
+        first = scores["customer_id"].isin(cust["customer_id"].iloc[:20]).to_numpy()
+        assert (out.loc[first, "channel"] == "none").all()
+    # integer customer ids (no Arrow path) still match the scores' string ids
+    int_ids = scores.assign(customer_id=np.arange(len(scores)))
+    int_cust = cust.assign(customer_id=cust["customer_id"].str[1:].astype(int))
+    out_int = assign_offers(int_ids, Config(), as_of=AS_OF, customers=int_cust)
+    out_str = assign_offers(scores, Config(), as_of=AS_OF, customers=cust)
+    pd.testing.assert_series_equal(out_int["channel"], out_str["channel"])
+
+
+def test_no_recommender_calls_for_customers_below_the_p_alive_floor():
+    calls = []
+
+    def bought_together(products, n):
+        calls.append(list(products))
+        return ["X", "Y", "Z", "W"][:n]
+
+    recent = AS_OF - pd.Timedelta(days=2)
+    scores = frame(row("dead", last_purchase=recent, p_alive=0.01), row("alive", last_purchase=recent))
+    lop = pd.Series({"dead": ["D"], "alive": ["A"]})
+    out = run(scores, last_order_products=lop, cross_sell=bought_together)
+    assert calls == [["A"]]
+    assert out["offer_type"].tolist() == ["none", "cross_sell"]
+    assert out["offer_reason"].iloc[0].startswith("P(alive) is 0.010, below the floor")
+
+
+def test_garbage_collector_state_is_restored():
+    import gc
+
+    scores = frame(row())
+    run(scores)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        run(scores)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    with pytest.raises(OffersInputError):
+        run(frame(row(clv_12m=np.nan)))
+    assert gc.isenabled()
+
+
+def test_dates_in_reasons_match_numpy_formatting():
+    from rebuy.offers import _day
+
+    rng = np.random.default_rng(5)
+    for lo, hi in ((-(10**17), 10**17), (10**18, 10**18 + 86_400 * 10**9 * 700), (-(10**18), 10**18)):
+        ts = rng.integers(lo, hi, 3000).view("datetime64[ns]")
+        ts[::11] = np.datetime64("NaT")
+        expected = np.datetime_as_string(ts, unit="D").astype(object)
+        expected[np.isnat(ts)] = "unknown"
+        assert _day(ts).tolist() == expected.tolist()
+
+
+def test_days_to_birthday_matches_a_per_row_calendar():
+    import datetime as dt
+
+    from rebuy.offers import _days_to_birthday
+
+    rng = np.random.default_rng(6)
+    births = np.datetime64("1930-01-01", "ns") + rng.integers(0, 80 * 365, 2000).astype("timedelta64[D]")
+    births[::13] = np.datetime64("NaT")
+    births[1::17] = np.datetime64("1992-02-29", "ns")
+    for as_of in ("2023-02-28", "2023-12-31", "2024-02-29", "2024-06-01"):
+        today = pd.Timestamp(as_of).date()
+
+        def next_birthday(b, today=today):
+            for year in (today.year, today.year + 1):
+                leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+                day = 28 if (b.month, b.day) == (2, 29) and not leap else b.day
+                d = dt.date(year, b.month, day)
+                if d >= today:
+                    return (d - today).days
+
+        expected = [np.nan if pd.isna(b) else next_birthday(pd.Timestamp(b)) for b in births]
+        np.testing.assert_array_equal(_days_to_birthday(births, pd.Timestamp(as_of)), np.array(expected, dtype=float))

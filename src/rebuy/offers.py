@@ -52,8 +52,10 @@ redeemed, so the run budget is a hard cap); points and referral bonuses are not 
 from __future__ import annotations
 
 import gc
+import itertools
 import logging
 import math
+import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -112,14 +114,22 @@ def _tmpl(template: str, *cols: Any) -> np.ndarray:
     """Fill a printf ``template`` row by row from equal-length columns: one pass, object array of str."""
     lists = [c.tolist() if isinstance(c, np.ndarray) else list(c) for c in cols]
     n = len(lists[0]) if lists else 0
-    return np.fromiter((template % row for row in zip(*lists, strict=True)), dtype=object, count=n)
+    return np.fromiter(map(template.__mod__, zip(*lists, strict=True)), dtype=object, count=n)
 
 
 def _day(ts: Any) -> np.ndarray:
     """Datetimes -> 'YYYY-MM-DD' strings (NaT -> 'unknown')."""
     arr = np.asarray(ts, dtype="datetime64[ns]")
-    out = np.datetime_as_string(arr, unit="D").astype(object)
-    out[np.isnat(arr)] = "unknown"
+    nat = np.isnat(arr)
+    days = arr.astype("datetime64[D]").astype(np.int64)
+    lo, hi = (int(days[~nat].min()), int(days[~nat].max())) if (~nat).any() else (0, -1)
+    if len(arr) > 1000 and hi - lo < len(arr):
+        # few distinct days: format each day of the range once, then look the rows up
+        table = np.datetime_as_string(np.arange(lo, hi + 1).astype("datetime64[D]"), unit="D").astype(object)
+        out = table[np.where(nat, 0, days - lo)] if hi >= lo else _s(len(arr))
+    else:
+        out = np.datetime_as_string(arr, unit="D").astype(object)
+    out[nat] = "unknown"
     return out
 
 
@@ -134,6 +144,13 @@ def _as_list(x: Any) -> list:
     if isinstance(x, str):
         return [x]
     return list(x)
+
+
+def _first_k(x: Any, k: int) -> list:
+    """The first ``k`` products of a list-like (tuple, array) or of a single id / missing value, as a new list."""
+    if isinstance(x, tuple | np.ndarray):
+        return list(x[:k])
+    return _as_list(x)[:k]
 
 
 def _obj(items: Sequence) -> np.ndarray:
@@ -179,9 +196,10 @@ def _arrow_str(values: Any) -> Any:
             return None
         values = arr
     try:
-        return pa.array(values, type=pa.large_string(), from_pandas=True)
+        arr = pa.array(values, type=pa.large_string(), from_pandas=True)
     except (pa.ArrowException, TypeError, ValueError):
         return None
+    return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
 
 
 def _positions(values: Any, ref_index: pd.Index, ref_arrow: Any = None,
@@ -225,7 +243,7 @@ def _distinct(arr: Any) -> int:
 def _join(lists: np.ndarray, k: int) -> np.ndarray:
     """Lists of product ids -> 'A, B, C' strings (first ``k`` of each)."""
     try:
-        return np.fromiter((", ".join(p[:k]) for p in lists), dtype=object, count=len(lists))
+        return np.fromiter(map(", ".join, map(operator.itemgetter(slice(k)), lists)), dtype=object, count=len(lists))
     except TypeError:  # non-str ids
         return np.fromiter((", ".join(map(str, p[:k])) for p in lists), dtype=object, count=len(lists))
 
@@ -419,7 +437,8 @@ def _days_to_birthday(birth: np.ndarray, as_of: pd.Timestamp) -> np.ndarray:
     def on_year(year: int) -> np.ndarray:
         leap = (year % 4 == 0 and year % 100 != 0) or year % 400 == 0
         d = np.where((month == 2) & (day == 29) & (not leap), 28, day)
-        return pd.to_datetime(pd.DataFrame({"year": year, "month": month, "day": d})).to_numpy()
+        first = np.datetime64(f"{year:04d}-01", "M") + (month - 1).astype(np.int64)
+        return (first.astype("datetime64[D]") + (d - 1).astype(np.int64)).astype("datetime64[ns]")
 
     this_year = on_year(as_of.year)
     next_year = on_year(as_of.year + 1)
@@ -492,9 +511,21 @@ def _browse_products(
         abandoned = ev_ts.astype("datetime64[D]") > lp_day
         in_last = np.zeros(len(key), dtype=bool)
         if last_order_products is not None and len(last_order_products):
-            pairs = last_order_products.explode().dropna()
-            p_pos = _positions(pairs.index, id_index, ids_arrow, _ids)
-            p_code = _positions(pairs.to_numpy(dtype=object), prod_index, prod_arrow)
+            baskets = last_order_products.to_numpy(dtype=object)
+            lop_ids = _arrow_str(last_order_products.index) if ids_arrow is not None else None
+            if lop_ids is not None and lop_ids.null_count == 0 and all(type(b) is list for b in baskets):
+                # the scorer's lists under string ids: flatten without explode
+                import pyarrow.compute as pc
+
+                sizes = np.fromiter(map(len, baskets), dtype=np.int64, count=len(baskets))
+                at = pc.fill_null(pc.index_in(lop_ids, value_set=ids_arrow), -1).to_numpy().astype(np.intp)
+                p_pos = np.repeat(at, sizes)
+                flat = np.fromiter(itertools.chain.from_iterable(baskets), dtype=object, count=int(sizes.sum()))
+                p_code = _positions(flat, prod_index, prod_arrow)  # missing products match nothing
+            else:
+                pairs = last_order_products.explode().dropna()
+                p_pos = _positions(pairs.index, id_index, ids_arrow, _ids)
+                p_code = _positions(pairs.to_numpy(dtype=object), prod_index, prod_arrow)
             p_ok = (p_pos >= 0) & (p_code >= 0)
             in_last = pd.Series(key).isin(p_pos[p_ok].astype(np.int64) * width + p_code[p_ok]).to_numpy()
         abandoned |= ~in_last
@@ -600,15 +631,12 @@ def _assign_offers(
     segment = _ids(scores["segment"])
     last_purchase = pd.to_datetime(scores["last_purchase"]).to_numpy(dtype="datetime64[ns]")
     next_purchase = pd.to_datetime(scores["next_purchase_date"]).to_numpy(dtype="datetime64[ns]")
-    recs = scores["recommended_products"].to_numpy(dtype=object).copy()
-    not_list = np.fromiter((type(x) is not list and not isinstance(x, tuple | np.ndarray) for x in recs),
-                           dtype=bool, count=n)
-    if not_list.any():  # None/NaN -> no products; a single id -> [id]
-        recs[not_list] = _obj([tuple(_as_list(x)) for x in recs[not_list]])
     k = oc.max_offer_products
-    # each row's first k recommendations as its own new list, made once: rows offered their
-    # recommendations output that list as is (``owned``); other product lists are copied on output
-    recs = _obj([x[:k] if type(x) is list else list(x[:k]) for x in recs])
+    # each row's first k recommendations as its own new list, made once (None/NaN -> no products; a
+    # single id -> [id]): rows offered their recommendations output that list as is (``owned``);
+    # other product lists are copied on output
+    recs = _obj([x[:k] if type(x) is list else _first_k(x, k)
+                 for x in scores["recommended_products"].to_numpy(dtype=object)])
     base = as_of.to_datetime64()
 
     age, consent, birth = _customer_side(ids, customers, as_of, oc, ids_arrow)

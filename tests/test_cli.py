@@ -107,3 +107,14 @@ def test_evaluate_writes_a_report(demo):
     assert set(modes) == {"new_items", "repurchase"}
     assert {"model", "popularity", "own_history"} <= set(modes["repurchase"])
     assert "recommender new_items ndcg@10" in res.output
+
+
+def test_config_command_validates_and_prints(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    res = invoke("config", "--config", root / "configs" / "online_retail_ii.yaml")
+    assert res.exit_code == 0
+    assert json.loads(res.output)["data"]["columns"]["customer_id"] == "Customer ID"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("offers:\n  budgett: 10\n")
+    res = runner.invoke(app, ["config", "--config", str(bad)])
+    assert res.exit_code == 2 and "offers.budgett: unknown key" in res.output

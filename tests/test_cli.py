@@ -118,3 +118,23 @@ def test_config_command_validates_and_prints(tmp_path):
     bad.write_text("offers:\n  budgett: 10\n")
     res = runner.invoke(app, ["config", "--config", str(bad)])
     assert res.exit_code == 2 and "offers.budgett: unknown key" in res.output
+
+
+def test_score_takes_offer_settings_and_columns_without_retraining(demo, tmp_path):
+    models = tmp_path / "models"
+    assert invoke("train", "--transactions", demo / "shop.csv.gz", "--models-dir", models).exit_code == 0
+    renamed = pd.read_csv(demo / "shop.csv.gz").rename(columns={"customer_id": "Kunde"})
+    src = tmp_path / "renamed.parquet"
+    renamed.to_parquet(src)
+    playbook = tmp_path / "offers.yaml"
+    playbook.write_text("offers:\n  priority: [loyalty_points]\n  assume_consent_without_customers: true\n")
+    res = invoke(
+        "score", "--transactions", src, "--models-dir", models, "--out", tmp_path / "s.parquet", "--no-db",
+        "--config", playbook, "--column", "customer_id=Kunde",
+    )
+    assert res.exit_code == 0, res.output
+    offers = set(pd.read_parquet(tmp_path / "s.parquet")["offer_type"])
+    assert "loyalty_points" in offers and offers <= {"loyalty_points", "none", "reminder"}
+    res = runner.invoke(app, ["score", "--transactions", str(demo / "shop.csv.gz"), "--models-dir", str(models),
+                              "--out", str(tmp_path / "t.parquet"), "--no-db", "--time-unit", "days"])
+    assert res.exit_code == 2 and "trained in weeks" in res.output

@@ -562,10 +562,19 @@ def test_no_recommender_calls_for_customers_below_the_p_alive_floor():
     assert out["offer_reason"].iloc[0].startswith("P(alive) is 0.010, below the floor")
 
 
-def test_garbage_collector_state_is_restored():
+def test_garbage_collector_state_is_restored(monkeypatch):
     import gc
 
+    import rebuy.offers as offers_module
+
     scores = frame(row())
+    seen = []
+    monkeypatch.setattr(offers_module, "_assign_offers", lambda *a, **k: seen.append(gc.isenabled()) or None)
+    run(scores)  # a small (request-path) call leaves the collector alone
+    monkeypatch.setattr(offers_module, "GC_PAUSE_MIN_ROWS", 1)
+    run(scores)  # a batch pauses it while it runs
+    assert seen == [True, False]
+    monkeypatch.undo()
     run(scores)
     assert gc.isenabled()
     gc.disable()

@@ -450,11 +450,12 @@ def record_latest_scores(
     scores_path: str | os.PathLike[str],
     db_path: str | os.PathLike[str] | None = None,
     table: str | None = None,
+    run_id: str | None = None,
 ) -> Path:
     """Record (atomically) where the latest scores table was written, in ``models_dir/latest_scores.json``.
 
     Paths are stored absolute. ``table`` defaults to ``customer_scores`` when ``db_path`` is given.
-    The run id of the current latest bundle is recorded too (null when there is none).
+    ``run_id`` is the bundle that scored (default: the current latest bundle; null when there is none).
     """
     models_dir = Path(models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
@@ -464,7 +465,7 @@ def record_latest_scores(
         "scores_path": str(Path(scores_path).resolve()),
         "db_path": str(Path(db_path).resolve()) if db_path is not None else None,
         "table": table,
-        "model_run_id": latest_run_id(models_dir),
+        "model_run_id": run_id if run_id is not None else latest_run_id(models_dir),
         "recorded_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
     }
     out = models_dir / LATEST_SCORES_FILE

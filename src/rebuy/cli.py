@@ -171,7 +171,12 @@ def score(
     models_dir: Annotated[Path, typer.Option("--models-dir", help="Models directory holding latest.")] = Path("models"),
     db: Annotated[Path | None, typer.Option("--db", help="DuckDB file to upsert customer_scores into.")] = Path("scores.duckdb"),
     no_db: Annotated[bool, typer.Option("--no-db", help="Do not write the DuckDB table.")] = False,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Take the data, clv and offers sections from this YAML.")
+    ] = None,
     as_of: AsOfOpt = None,
+    time_unit: TimeUnitOpt = None,
+    column: ColumnOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Score every customer with the latest bundle; write Parquet/CSV and the DuckDB table atomically."""
@@ -179,6 +184,7 @@ def score(
     from rebuy.scoring import run_scoring, score_summary
 
     try:
+        settings = _config(config, None, time_unit, None) if (config or time_unit) else None
         run = run_scoring(
             transactions,
             models_dir=models_dir,
@@ -187,6 +193,8 @@ def score(
             events=events,
             db=None if no_db else db,
             as_of=as_of,
+            config=settings,
+            columns=parse_column_overrides(column),
         )
     except _user_errors() as e:
         _fail(e)
@@ -213,11 +221,15 @@ def evaluate(
     cutoff: Annotated[str | None, typer.Option("--cutoff", help="Recommender train/test cutoff (default: calibration end).")] = None,
     test_end: Annotated[str | None, typer.Option("--test-end", help="Recommender test end (default: holdout end).")] = None,
     config: ConfigOpt = None,
+    as_of: AsOfOpt = None,
     time_unit: TimeUnitOpt = None,
     column: ColumnOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Validate the value models on a calibration/holdout split (and the recommender with --recommender)."""
+    """Validate the value models on a calibration/holdout split (and the recommender with --recommender).
+
+    ``--as-of`` drops transactions after that day; the holdout ends there unless ``--holdout-end`` is given.
+    """
     _setup_logging(verbose)
     from rebuy.data import load_transactions
     from rebuy.outputs import write_json
@@ -225,7 +237,7 @@ def evaluate(
     t0 = time.perf_counter()
     report: dict = {}
     try:
-        cfg = _config(config, None, time_unit, column)
+        cfg = _config(config, as_of, time_unit, column)
         tx = load_transactions(transactions, cfg)
         holdout = holdout_end or str(tx["timestamp"].max().date())
         if calibration_end is None and not recommender:
@@ -261,7 +273,7 @@ def evaluate(
                 ratio = model[metric] / pop[metric] if pop[metric] > 0 else float("inf")
                 line = f"{model[metric]:.4f} ({ratio:.2f}x popularity"
                 own = res.get("own_history", {}).get(metric)
-                line += f", own most-bought {own:.4f})" if own else ")"
+                line += f", own most-bought {own:.4f})" if own is not None else ")"
                 rows.append((f"recommender {mode} {metric}", line))
     rows += [("report written to", str(out)), ("seconds", f"{time.perf_counter() - t0:.1f}")]
     typer.echo(_table("rebuy evaluate", rows))

@@ -549,6 +549,10 @@ def _browse_products(
 
 
 # ---------------------------------------------------------------------------------------------- engine
+GC_PAUSE_MIN_ROWS = 100_000
+"""assign_offers pauses the cyclic garbage collector only for tables at least this long."""
+
+
 def assign_offers(
     scores: pd.DataFrame,
     config: Config,
@@ -581,12 +585,14 @@ def assign_offers(
     -------
     DataFrame with :data:`OFFER_COLUMNS`, same index and order as ``scores``.
 
-    The cyclic garbage collector is paused during the call (restored after): it only creates
-    acyclic lists and strings, and at a million rows the collector's repeated passes over every
-    tracked object in the process cost more than the offers themselves.
+    For tables of at least :data:`GC_PAUSE_MIN_ROWS` customers (the nightly batch) the cyclic
+    garbage collector is paused during the call and restored after: it only creates acyclic lists
+    and strings, and at a million rows the collector's repeated passes over every tracked object in
+    the process cost more than the offers themselves. Small calls (a request path) leave it alone.
     """
     was_enabled = gc.isenabled()
-    gc.disable()
+    if len(scores) >= GC_PAUSE_MIN_ROWS:
+        gc.disable()
     try:
         return _assign_offers(scores, config, as_of=as_of, customers=customers, events=events,
                               last_order_products=last_order_products, cross_sell=cross_sell,

@@ -968,7 +968,8 @@ def build_report(
     if transactions is not None:
         from rebuy.data import load_transactions
 
-        tx = load_transactions(transactions, config, as_of=config.as_of)
+        # KPIs as of the scored data, not the training run's as-of date
+        tx = load_transactions(transactions, config.model_copy(update={"as_of": None}))
     ev = _read_evaluation(evaluation) if evaluation is not None else None
     ctx = _Context(
         models_dir=models_dir, scores_path=scores_path, scores=score_df, scored_at=_scored_at(score_df, scores_path),

@@ -58,10 +58,12 @@ class Scorer:
         self.artefacts = artefacts
         self.manifest = manifest
         self.bundle_dir = bundle_dir
-        self.config = Config.model_validate(manifest["config"])
+        # The training run's as-of date stays in the manifest; scoring dates come from the data scored.
+        self.config = Config.model_validate({**manifest["config"], "as_of": None})
         self.run_id: str = manifest["run_id"]
         self._lookup_index: dict[str, int] | None = None
         self._lookup_columns: dict[str, np.ndarray] | None = None
+        self._lookup_stamp: int | None = None
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -72,6 +74,28 @@ class Scorer:
         bundle_dir = resolve_bundle(path)
         artefacts, manifest = load_bundle(bundle_dir)
         return cls(artefacts, manifest, bundle_dir)
+
+    SCORING_SECTIONS = ("data", "clv", "offers")
+    """Config sections a scoring run may change without retraining (column mapping, CLV money
+    settings, the offer playbook); the models' own settings stay as trained."""
+
+    def with_settings(self, config: Config | None = None, columns: dict[str, str] | None = None) -> Scorer:
+        """This scorer with the :data:`SCORING_SECTIONS` of ``config`` and extra ``columns`` mappings.
+
+        ``config.time_unit`` must equal the trained one (the models' parameters are per time unit).
+        """
+        cfg = self.config.model_dump()
+        if config is not None:
+            if config.time_unit != self.config.time_unit:
+                raise ScoringError(
+                    f"the models were trained in {self.config.time_unit}; they cannot score in {config.time_unit}"
+                )
+            cfg.update({k: getattr(config, k).model_dump() for k in self.SCORING_SECTIONS})
+        if columns:
+            cfg["data"]["columns"] = {**cfg["data"]["columns"], **columns}
+        other = Scorer(self.artefacts, {**self.manifest, "config": Config.model_validate(cfg).model_dump(mode="json")},
+                       self.bundle_dir)
+        return other
 
     @property
     def vip_min_clv(self) -> float | None:
@@ -94,17 +118,17 @@ class Scorer:
     ) -> pd.DataFrame:
         """Score every customer in ``transactions`` (raw source or DataFrame; cleaned with the bundle's config).
 
-        ``as_of`` defaults to the config's as-of date, else the last transaction's day.
+        ``as_of`` defaults to the last transaction's day of ``transactions`` (not the training date:
+        a bundle trained with a fixed as-of date still scores each night's data as of that night).
         Returns one row per customer with :data:`SCORE_COLUMNS`.
         """
         from rebuy.data import load_customers, load_events, load_transactions
         from rebuy.train import resolve_as_of
 
         cfg = self.config
-        as_of_in = as_of if as_of is not None else cfg.as_of
         with step("load and clean transactions", log):
-            tx = load_transactions(transactions, cfg, as_of=as_of_in)
-        as_of_ts = resolve_as_of(tx, as_of_in)
+            tx = load_transactions(transactions, cfg, as_of=as_of)
+        as_of_ts = resolve_as_of(tx, as_of)
         cust = load_customers(customers, cfg, as_of=as_of_ts) if customers is not None else None
         ev = load_events(events, cfg) if events is not None else None
         return self.score_frame(tx, as_of_ts, customers=cust, events=ev, scored_at=scored_at)
@@ -155,6 +179,9 @@ class Scorer:
 
         n_items = cfg.recommend.n_items
         rec = self.recommender
+        if rec is not None and "product_id" not in tx.columns:
+            log.warning("transactions have no product_id column: no recommendations or product offers")
+            rec = None
         if rec is not None:
             with step("recommendations", log):
                 country = None
@@ -199,55 +226,67 @@ class Scorer:
         self,
         history: pd.DataFrame,
         customer: dict[str, Any] | pd.DataFrame | None = None,
+        events: pd.DataFrame | None = None,
         *,
         as_of: dt.date | str | None = None,
     ) -> dict[str, Any]:
         """Score one customer from their transaction history (canonical or configured columns).
 
-        Uses the training-time RFM score boundaries, so the result equals that customer's row in a batch.
+        ``customer`` is their customers-table row (age, consents); ``events`` their view/cart events.
+        Uses the training-time RFM score boundaries and VIP threshold, so the result equals that
+        customer's row in a batch scored with the same inputs, except that a run-wide discount
+        ``offers.budget`` cannot apply to a single request.
         """
-        from rebuy.data import load_customers, load_transactions
+        from rebuy.data import load_customers, load_events, load_transactions
         from rebuy.train import resolve_as_of
 
         cfg = self.config
-        as_of_in = as_of if as_of is not None else cfg.as_of
-        tx = load_transactions(history, cfg, as_of=as_of_in, min_customers=1)
+        tx = load_transactions(history, cfg, as_of=as_of, min_customers=1)
         if tx["customer_id"].nunique() != 1:
             raise ScoringError(f"score_customer expects one customer's history, got {tx['customer_id'].nunique()}")
-        as_of_ts = resolve_as_of(tx, as_of_in)
+        as_of_ts = resolve_as_of(tx, as_of)
         cust = None
         if customer is not None:
             frame = pd.DataFrame([customer]) if isinstance(customer, dict) else customer
             cust = load_customers(frame, cfg, as_of=as_of_ts)
-        return self.score_frame(tx, as_of_ts, customers=cust).iloc[0].to_dict()
+        ev = load_events(events, cfg) if events is not None and len(events) else None
+        return self.score_frame(tx, as_of_ts, customers=cust, events=ev).iloc[0].to_dict()
 
-    def _load_lookup(self) -> None:
-        from rebuy.bundle import read_latest_scores
+    def _lookup_tables(self) -> tuple[dict[str, int], dict[str, np.ndarray]]:
+        """The id -> row dict and the column arrays of the latest scores; reloaded when ``rebuy score``
+        records a newer table (one ``stat`` of ``latest_scores.json`` per look-up)."""
+        from rebuy.bundle import LATEST_SCORES_FILE, read_latest_scores
         from rebuy.outputs import read_table_for_lookup
 
         if self.bundle_dir is None:
             raise ScoringError("lookup needs a Scorer loaded from a models directory")
-        info = read_latest_scores(self.bundle_dir.parent)
-        if info is None:
-            raise ScoringError(f"{self.bundle_dir.parent}: no scores recorded yet; run `rebuy score` first")
-        frame = read_table_for_lookup(info["scores_path"])
-        # One array per column and a dict from id to row: a look-up is ~40 array reads, no pandas.
-        self._lookup_index = {str(cid): i for i, cid in enumerate(frame.index)}
-        self._lookup_columns = {str(frame.index.name or "customer_id"): np.asarray(frame.index, dtype=object)}
-        self._lookup_columns.update({c: frame[c].to_numpy() for c in frame.columns})
+        record = self.bundle_dir.parent / LATEST_SCORES_FILE
+        try:
+            stamp = record.stat().st_mtime_ns
+        except FileNotFoundError:
+            raise ScoringError(f"{self.bundle_dir.parent}: no scores recorded yet; run `rebuy score` first") from None
+        if self._lookup_stamp != stamp or self._lookup_index is None or self._lookup_columns is None:
+            info = read_latest_scores(self.bundle_dir.parent)
+            if info is None:
+                raise ScoringError(f"{self.bundle_dir.parent}: no scores recorded yet; run `rebuy score` first")
+            frame = read_table_for_lookup(info["scores_path"])
+            # One array per column and a dict from id to row: a look-up is ~40 array reads, no pandas.
+            self._lookup_index = {str(cid): i for i, cid in enumerate(frame.index)}
+            columns = {str(frame.index.name or "customer_id"): np.asarray(frame.index, dtype=object)}
+            columns.update({c: frame[c].to_numpy() for c in frame.columns})
+            self._lookup_columns, self._lookup_stamp = columns, stamp
+        return self._lookup_index, self._lookup_columns
 
     def lookup(self, customer_id: str | int) -> dict[str, Any]:
-        """The latest nightly score row of one customer (the table is loaded once, then a dict look-up).
+        """The latest nightly score row of one customer (the table is loaded once per nightly run).
 
         Raises KeyError when the customer is not in the latest scores.
         """
-        if self._lookup_index is None:
-            self._load_lookup()
-        assert self._lookup_index is not None and self._lookup_columns is not None
-        i = self._lookup_index.get(str(customer_id))
+        index, columns = self._lookup_tables()
+        i = index.get(str(customer_id))
         if i is None:
             raise KeyError(f"customer {customer_id!r} is not in the latest scores")
-        return {c: _plain(col[i]) for c, col in self._lookup_columns.items()}
+        return {c: _plain(col[i]) for c, col in columns.items()}
 
 
 def _plain(value: Any) -> Any:
@@ -278,8 +317,12 @@ def run_scoring(
     db: str | Path | None = None,
     table: str = "customer_scores",
     as_of: dt.date | str | None = None,
+    config: Config | None = None,
+    columns: dict[str, str] | None = None,
 ) -> ScoreRun:
     """The nightly batch behind ``rebuy score``: score, write atomically, record where.
+
+    ``config`` / ``columns`` change the scoring settings (see :meth:`Scorer.with_settings`).
 
     Output (Parquet or CSV by extension) and the DuckDB table are replaced atomically, so a failed run
     leaves yesterday's results intact. ``models_dir/latest_scores.json`` records the paths for
@@ -290,6 +333,8 @@ def run_scoring(
 
     t0 = time.perf_counter()
     scorer = Scorer.load(Path(models_dir) / "latest")
+    if config is not None or columns:
+        scorer = scorer.with_settings(config, columns)
     scores = scorer.score(transactions, customers, events, as_of=as_of)
     _check_scores(scores)
     out = Path(out)
@@ -299,7 +344,7 @@ def run_scoring(
     if db_path is not None:
         with step(f"upsert {db_path}:{table}", log):
             upsert_duckdb(scores, db_path, table=table)
-    record_latest_scores(models_dir, out, db_path=db_path, table=table if db_path else None)
+    record_latest_scores(models_dir, out, db_path=db_path, table=table if db_path else None, run_id=scorer.run_id)
     return ScoreRun(scores=scores, out_path=out, db_path=db_path, seconds=time.perf_counter() - t0)
 
 

@@ -403,7 +403,9 @@ class Config(BaseModel):
     @property
     def time_unit_days(self) -> float:
         """Length of one model time unit in days (weeks are exactly 7 days)."""
-        return 7.0 if self.time_unit == "weeks" else 1.0
+        from rebuy.features import unit_days
+
+        return unit_days(self.time_unit)
 
 
 def _format_error(err: ValidationError, source: str) -> str:

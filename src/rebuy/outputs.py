@@ -101,13 +101,16 @@ def _to_arrow(df: pd.DataFrame, where: str) -> pa.Table:
     return table.cast(schema) if schema != table.schema else table
 
 
-def _warn_non_finite(df: pd.DataFrame, where: str) -> None:
+def non_finite_columns(df: pd.DataFrame) -> list[str]:
+    """Numeric columns of ``df`` holding NaN or +-inf."""
     numeric = df.select_dtypes(include="number")
-    if numeric.empty:
-        return
-    bad = [
+    return [
         c for c in numeric.columns if not np.isfinite(numeric[c].to_numpy(dtype=float, na_value=np.nan)).all()
     ]
+
+
+def _warn_non_finite(df: pd.DataFrame, where: str) -> None:
+    bad = non_finite_columns(df)
     if bad:
         logger.warning("%s: columns %s contain NaN or inf", where, bad)
 

@@ -352,8 +352,9 @@ def _check_scores(scores: pd.DataFrame) -> None:
     """Refuse to publish a table with a missing segment or a non-finite number."""
     if scores["segment"].isna().any():
         raise ScoringError("score table has customers without a segment")
-    num = scores.select_dtypes(include=[np.number])
-    bad = [c for c in num.columns if not np.isfinite(num[c].to_numpy(dtype=float)).all()]
+    from rebuy.outputs import non_finite_columns
+
+    bad = non_finite_columns(scores)
     if bad:
         raise ScoringError(f"score table has NaN or infinite values in {bad}")
 

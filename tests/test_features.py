@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from rebuy.datasets import load_cdnow_master, load_cdnow_sample
-from rebuy.features import FeatureError, calibration_holdout_split, rfm_summary
+from rebuy.features import FeatureError, calibration_holdout_split, rfm_summary, spend_concentration
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -209,3 +209,16 @@ def test_calibration_holdout_split_hand_example():
     assert (row["duration_holdout"], row["total_spend_holdout"]) == (7.0, 42.0)
     with pytest.raises(FeatureError, match="holdout_end"):
         calibration_holdout_split(tx, "2024-01-10", "2024-01-10")
+
+
+def test_spend_concentration_flags_large_order_customers():
+    # hand-made: 18 consumers ordering 30 a time, 2 businesses ordering 3,000 a time
+    summary = pd.DataFrame({"orders": [2] * 18 + [5, 5], "total_spend": [60.0] * 18 + [15_000.0, 15_000.0]})
+    c = spend_concentration(summary)
+    assert c["median_order_value"] == 30.0
+    assert c["large_order_customers_share"] == pytest.approx(0.1)
+    assert c["large_order_revenue_share"] == pytest.approx(30_000 / 31_080)
+    assert c["top_1pct_revenue_share"] == pytest.approx(15_000 / 31_080)
+    assert "wholesalers" in c["finding"] and "97% of revenue" in c["finding"]
+    consumers = spend_concentration(summary.iloc[:18])
+    assert consumers["large_order_customers_share"] == 0.0 and consumers["finding"] is None

@@ -157,6 +157,7 @@ def train(
         ("clusters", str(m["clustering"]["n_clusters"])),
         ("recommender", "trained" if m["recommender"].get("trained") else f"skipped ({m['recommender'].get('reason')})"),
         *[("warning", w) for w in m["model_diagnostics"]["warnings"]],
+        *([("finding", m["spend_concentration"]["finding"])] if m["spend_concentration"]["finding"] else []),
         ("seconds", f"{time.perf_counter() - t0:.1f}"),
     ]
     typer.echo(_table("rebuy train", rows))

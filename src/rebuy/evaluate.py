@@ -18,7 +18,7 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from rebuy.config import Config
-from rebuy.features import calibration_holdout_split, unit_days
+from rebuy.features import calibration_holdout_split, spend_concentration, unit_days
 from rebuy.models import BGNBDModel, GammaGammaModel, ModelFitError, _clv_arrays
 
 logger = logging.getLogger(__name__)
@@ -126,6 +126,9 @@ def evaluate_value_models(
     duration = float(split["duration_holdout"].iloc[0])
     hold_end = cal_end + pd.Timedelta(days=round(duration * u))
     warnings_: list[str] = []
+    concentration = spend_concentration(split)
+    if concentration["finding"]:
+        warnings_.append(str(concentration["finding"]))
     n_hold_tx = float(split["frequency_holdout"].sum())
     if n_hold_tx == 0:
         warnings_.append("no repeat purchases by calibration customers in the holdout window")
@@ -329,6 +332,7 @@ def evaluate_value_models(
         "tracking": tracking,
         "p_alive_calibration": p_alive_cal,
         "clv_ranking": clv_rank,
+        "spend_concentration": concentration,
         "warnings": warnings_,
     }
 

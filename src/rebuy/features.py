@@ -286,3 +286,37 @@ def calibration_holdout_split(
     if not hold.any():
         logger.warning("calibration_holdout_split: no transactions in the holdout window")
     return summary
+
+
+def spend_concentration(summary: pd.DataFrame, large_order_multiple: float = 5.0) -> dict[str, object]:
+    """How concentrated revenue is, and whether a few customers place very large orders.
+
+    Reads ``orders`` and ``total_spend`` (currency) of an RFM summary. Customers whose mean order
+    value exceeds ``large_order_multiple`` x the median customer's are counted as large-order
+    customers (on retail data usually wholesalers or businesses). ``finding`` is a plain sentence
+    when they bring at least 20% of revenue, else None: the Gamma-Gamma spend model and the
+    offers treat every customer as a consumer, so such a base deserves a look before CLV is trusted.
+    """
+    spend = summary["total_spend"].to_numpy(dtype=float)
+    orders = np.maximum(summary["orders"].to_numpy(dtype=float), 1.0)
+    total = float(spend.sum())
+    aov = spend / orders
+    median = float(np.median(aov)) if len(aov) else 0.0
+    large = aov > large_order_multiple * median
+    top = max(1, int(np.ceil(0.01 * len(spend))))
+    out: dict[str, object] = {
+        "median_order_value": median,
+        "large_order_multiple": float(large_order_multiple),
+        "large_order_customers_share": float(large.mean()) if len(large) else 0.0,
+        "large_order_revenue_share": float(spend[large].sum() / total) if total > 0 else 0.0,
+        "top_1pct_revenue_share": float(np.sort(spend)[::-1][:top].sum() / total) if total > 0 else 0.0,
+        "finding": None,
+    }
+    if out["large_order_revenue_share"] >= 0.2:
+        out["finding"] = (
+            f"{out['large_order_customers_share']:.1%} of customers order more than {large_order_multiple:g}x the "
+            f"median order value ({median:,.2f}) and bring {out['large_order_revenue_share']:.0%} of revenue: likely "
+            "wholesalers or businesses. The spend model and the offers treat them as consumers; consider "
+            "separating them before trusting their CLV."
+        )
+    return out

@@ -38,13 +38,16 @@ def resolve_as_of(transactions: pd.DataFrame, as_of: dt.date | str | None) -> pd
 
 def fit_models(transactions: pd.DataFrame, config: Config, as_of: pd.Timestamp) -> tuple[dict[str, Any], dict]:
     """Fit every model on cleaned transactions; return (artefacts, manifest entries)."""
-    from rebuy.features import rfm_summary
+    from rebuy.features import rfm_summary, spend_concentration
     from rebuy.models import BGNBDModel, GammaGammaModel, score_value
     from rebuy.offers import vip_clv_threshold
     from rebuy.segment import RFMClusterer, RFMScorer, assign_segments, cluster_profiles
 
     with step("RFM summary", log):
         summary = rfm_summary(transactions, as_of=as_of, time_unit=config.time_unit)
+    concentration = spend_concentration(summary)
+    if concentration["finding"]:
+        log.warning("%s", concentration["finding"])
     with step("BG/NBD fit", log):
         bgnbd = BGNBDModel.from_config(config.bgnbd).fit(summary)
     with step("Gamma-Gamma fit", log):
@@ -100,6 +103,7 @@ def fit_models(transactions: pd.DataFrame, config: Config, as_of: pd.Timestamp) 
             "silhouette_scores": {str(k): float(v) for k, v in getattr(clusterer, "silhouette_scores_", {}).items()},
         },
         "recommender": recommender_info,
+        "spend_concentration": concentration,
         "segment_counts": {str(k): int(v) for k, v in segments.value_counts().items()},
         "offers": {"vip_min_clv": vip_clv_threshold(value["clv_12m"], config.offers.vip_top_share)},
     }

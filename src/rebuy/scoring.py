@@ -61,9 +61,8 @@ class Scorer:
         # The training run's as-of date stays in the manifest; scoring dates come from the data scored.
         self.config = Config.model_validate({**manifest["config"], "as_of": None})
         self.run_id: str = manifest["run_id"]
-        self._lookup_index: dict[str, int] | None = None
-        self._lookup_columns: dict[str, np.ndarray] | None = None
-        self._lookup_stamp: int | None = None
+        # (mtime of latest_scores.json, id -> row, column arrays) of the table lookup serves
+        self._lookup: tuple[int, dict[str, int], dict[str, np.ndarray]] | None = None
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -93,9 +92,8 @@ class Scorer:
             cfg.update({k: getattr(config, k).model_dump() for k in self.SCORING_SECTIONS})
         if columns:
             cfg["data"]["columns"] = {**cfg["data"]["columns"], **columns}
-        other = Scorer(self.artefacts, {**self.manifest, "config": Config.model_validate(cfg).model_dump(mode="json")},
-                       self.bundle_dir)
-        return other
+        manifest = {**self.manifest, "config": Config.model_validate(cfg).model_dump(mode="json")}
+        return Scorer(self.artefacts, manifest, self.bundle_dir)
 
     @property
     def vip_min_clv(self) -> float | None:
@@ -260,22 +258,23 @@ class Scorer:
 
         if self.bundle_dir is None:
             raise ScoringError("lookup needs a Scorer loaded from a models directory")
-        record = self.bundle_dir.parent / LATEST_SCORES_FILE
+        models_dir = self.bundle_dir.parent
+        missing = ScoringError(f"{models_dir}: no scores recorded yet; run `rebuy score` first")
         try:
-            stamp = record.stat().st_mtime_ns
+            stamp = (models_dir / LATEST_SCORES_FILE).stat().st_mtime_ns
         except FileNotFoundError:
-            raise ScoringError(f"{self.bundle_dir.parent}: no scores recorded yet; run `rebuy score` first") from None
-        if self._lookup_stamp != stamp or self._lookup_index is None or self._lookup_columns is None:
-            info = read_latest_scores(self.bundle_dir.parent)
+            raise missing from None
+        if self._lookup is None or self._lookup[0] != stamp:
+            info = read_latest_scores(models_dir)
             if info is None:
-                raise ScoringError(f"{self.bundle_dir.parent}: no scores recorded yet; run `rebuy score` first")
+                raise missing
             frame = read_table_for_lookup(info["scores_path"])
             # One array per column and a dict from id to row: a look-up is ~40 array reads, no pandas.
-            self._lookup_index = {str(cid): i for i, cid in enumerate(frame.index)}
+            index = {str(cid): i for i, cid in enumerate(frame.index)}
             columns = {str(frame.index.name or "customer_id"): np.asarray(frame.index, dtype=object)}
             columns.update({c: frame[c].to_numpy() for c in frame.columns})
-            self._lookup_columns, self._lookup_stamp = columns, stamp
-        return self._lookup_index, self._lookup_columns
+            self._lookup = (stamp, index, columns)
+        return self._lookup[1], self._lookup[2]
 
     def lookup(self, customer_id: str | int) -> dict[str, Any]:
         """The latest nightly score row of one customer (the table is loaded once per nightly run).

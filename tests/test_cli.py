@@ -138,3 +138,14 @@ def test_score_takes_offer_settings_and_columns_without_retraining(demo, tmp_pat
     res = runner.invoke(app, ["score", "--transactions", str(demo / "shop.csv.gz"), "--models-dir", str(models),
                               "--out", str(tmp_path / "t.parquet"), "--no-db", "--time-unit", "days"])
     assert res.exit_code == 2 and "trained in weeks" in res.output
+    # --time-unit alone only checks the unit: the playbook the bundle was trained with stays in force
+    trained_with_playbook = tmp_path / "models2"
+    res = invoke("train", "--transactions", demo / "shop.csv.gz", "--models-dir", trained_with_playbook,
+                 "--config", playbook)
+    assert res.exit_code == 0, res.output
+    res = invoke("score", "--transactions", demo / "shop.csv.gz", "--customers", demo / "shop_customers.csv.gz",
+                 "--models-dir", trained_with_playbook, "--out", tmp_path / "u.parquet", "--no-db",
+                 "--time-unit", "weeks")
+    assert res.exit_code == 0, res.output
+    offers = set(pd.read_parquet(tmp_path / "u.parquet")["offer_type"])
+    assert "loyalty_points" in offers and offers <= {"loyalty_points", "none", "reminder"}

@@ -185,7 +185,7 @@ def score(
     from rebuy.scoring import run_scoring, score_summary
 
     try:
-        settings = _config(config, None, time_unit, None) if (config or time_unit) else None
+        settings = _config(config, None, None, None) if config else None
         run = run_scoring(
             transactions,
             models_dir=models_dir,
@@ -196,6 +196,7 @@ def score(
             as_of=as_of,
             config=settings,
             columns=parse_column_overrides(column),
+            time_unit=time_unit,
         )
     except _user_errors() as e:
         _fail(e)

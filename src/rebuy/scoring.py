@@ -78,17 +78,19 @@ class Scorer:
     """Config sections a scoring run may change without retraining (column mapping, CLV money
     settings, the offer playbook); the models' own settings stay as trained."""
 
-    def with_settings(self, config: Config | None = None, columns: dict[str, str] | None = None) -> Scorer:
+    def with_settings(
+        self, config: Config | None = None, columns: dict[str, str] | None = None, time_unit: str | None = None
+    ) -> Scorer:
         """This scorer with the :data:`SCORING_SECTIONS` of ``config`` and extra ``columns`` mappings.
 
-        ``config.time_unit`` must equal the trained one (the models' parameters are per time unit).
+        ``time_unit`` (default ``config.time_unit``) must equal the trained one: the models'
+        parameters are per time unit, so it is checked, never changed.
         """
         cfg = self.config.model_dump()
+        unit = time_unit or (config.time_unit if config is not None else None)
+        if unit is not None and unit != self.config.time_unit:
+            raise ScoringError(f"the models were trained in {self.config.time_unit}; they cannot score in {unit}")
         if config is not None:
-            if config.time_unit != self.config.time_unit:
-                raise ScoringError(
-                    f"the models were trained in {self.config.time_unit}; they cannot score in {config.time_unit}"
-                )
             cfg.update({k: getattr(config, k).model_dump() for k in self.SCORING_SECTIONS})
         if columns:
             cfg["data"]["columns"] = {**cfg["data"]["columns"], **columns}
@@ -318,6 +320,7 @@ def run_scoring(
     as_of: dt.date | str | None = None,
     config: Config | None = None,
     columns: dict[str, str] | None = None,
+    time_unit: str | None = None,
 ) -> ScoreRun:
     """The nightly batch behind ``rebuy score``: score, write atomically, record where.
 
@@ -332,8 +335,8 @@ def run_scoring(
 
     t0 = time.perf_counter()
     scorer = Scorer.load(Path(models_dir) / "latest")
-    if config is not None or columns:
-        scorer = scorer.with_settings(config, columns)
+    if config is not None or columns or time_unit:
+        scorer = scorer.with_settings(config, columns, time_unit)
     scores = scorer.score(transactions, customers, events, as_of=as_of)
     _check_scores(scores)
     out = Path(out)

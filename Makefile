@@ -1,16 +1,22 @@
-# The two commands of the README: `make demo` and `make test`. Each sets up .venv itself.
+# The two commands of the README: `make demo` and `make test`. Each sets up .venv itself, from the lock.
+SHELL  := /bin/bash
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO   := models/demo
+PIP    := $(BIN)/python -m pip --quiet --disable-pip-version-check
+# uv only resolves the lock (make lock); installs use pip from requirements.lock.
+UV_VERSION := 0.13.9
+LOCK_ARGS  := pyproject.toml --extra dev --universal --python-version 3.11 --no-header
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test test-latest bench lint lock check-lock clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	$(PIP) install -r requirements.lock
+	$(PIP) install --no-deps -e .
+	$(BIN)/python -m pip check --disable-pip-version-check
 	@touch $(STAMP)
 
 demo: $(STAMP)
@@ -24,6 +30,29 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# The same suite against the newest releases of every dependency (ignores the lock), in its own venv.
+test-latest:
+	rm -rf .venv-latest && $(PYTHON) -m venv .venv-latest
+	.venv-latest/bin/python -m pip --quiet --disable-pip-version-check install --upgrade -e ".[dev]"
+	@echo "newer than the lock:"
+	@diff <(grep -v '^ *#' requirements.lock | sed 's/ *;.*//' | tr 'A-Z_' 'a-z-' | sort) \
+	      <(.venv-latest/bin/python -m pip freeze --exclude-editable | tr 'A-Z_' 'a-z-' | sort) | grep '^>' || true
+	.venv-latest/bin/python -m pytest -q
+
+$(BIN)/uv: $(STAMP)
+	$(PIP) install uv==$(UV_VERSION)
+
+# Re-resolve the lock from pyproject.toml (newest releases that satisfy it), keeping the header.
+lock: $(BIN)/uv
+	{ sed -n '1,3p' requirements.lock; $(BIN)/uv pip compile $(LOCK_ARGS) --upgrade -o -; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock
+
+# Fails when pyproject.toml changed without `make lock` (every pin still resolves the same way).
+check-lock: $(BIN)/uv
+	cp requirements.lock $(VENV)/lock.check
+	$(BIN)/uv pip compile $(LOCK_ARGS) --quiet -o $(VENV)/lock.check
+	diff <(grep -v '^#' requirements.lock) <(grep -v '^#' $(VENV)/lock.check)
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py --sizes 100000 1000000 --repeats 3 --als-iterations 3
 
@@ -31,4 +60,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache
+	rm -rf $(VENV) .venv-latest build *.egg-info src/*.egg-info .pytest_cache

@@ -29,13 +29,20 @@ import argparse
 import json
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from rebuy.evaluate_recommender import _own_history_lists, _summarise, prepare_split, score_model
 from rebuy.recommend import Recommender
+from rebuy.recommend.evaluate import (
+    own_history_lists,
+    popularity_lists,
+    prepare_split,
+    score_model,
+    summarise,
+)
 
 log = logging.getLogger("tune_recommender")
 
@@ -74,15 +81,9 @@ def main() -> None:
     # baselines, computed once
     probe = Recommender(factors=2, iterations=1).fit(split.train)
     cat = split.catalogue(probe)
-    pop = [str(probe.product_ids_[p]) for p in probe.popular_ if p in cat]
-    pop_new = _summarise(
-        {c: [p for p in pop if p not in split.bought_before.get(c, set())][:10] for c in rel_new},
-        rel_new,
-        10,
-        len(cat),
-    )
-    own_rep = _summarise(
-        _own_history_lists(split.train, sorted(rel_rep), 10, split.excluded_ids), rel_rep, 10, len(cat)
+    pop_new = summarise(split.new_only(popularity_lists(probe, cat, list(rel_new)), 10), rel_new, 10, len(cat))
+    own_rep = summarise(
+        own_history_lists(split.train, sorted(rel_rep), 10, split.excluded_ids), rel_rep, 10, len(cat)
     )
     log.info("popularity (new items): %s", pop_new)
     log.info("own most-bought (repurchase): %s", own_rep)
@@ -172,8 +173,7 @@ def main() -> None:
     m = Recommender(**best).fit(split.train)
     best_w, best_rep = 0.0, -1.0
     for w in [0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0]:
-        m.history_weight = w
-        res = score_model(m, split, "repurchase")
+        res = score_model(m, split, "repurchase", policy=replace(m.policy, history_weight=w))
         o = 0.5 * (res["ndcg@10"] / own_rep["ndcg@10"] + res["recall@10"] / own_rep["recall@10"])
         trials.append(
             {"stage": "repurchase", "params": {**best, "history_weight": w}, "metrics": res, "objective": o}

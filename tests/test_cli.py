@@ -149,3 +149,50 @@ def test_score_takes_offer_settings_and_columns_without_retraining(demo, tmp_pat
     assert res.exit_code == 0, res.output
     offers = set(pd.read_parquet(tmp_path / "u.parquet")["offer_type"])
     assert "loyalty_points" in offers and offers <= {"loyalty_points", "none", "reminder"}
+
+
+def _train_raising(exc: Exception, demo: Path, tmp_path: Path, monkeypatch, *extra: str):
+    """`rebuy train` on the demo shop with pipeline.fit raising ``exc``."""
+    import rebuy.pipeline
+
+    def broken(*args, **kwargs):
+        raise exc
+
+    monkeypatch.setattr(rebuy.pipeline, "fit", broken)
+    args = ["train", "--transactions", str(demo / "shop.csv.gz"), "--models-dir", str(tmp_path / "models")]
+    return runner.invoke(app, [*args, *extra])
+
+
+def _error_lines(res) -> list[str]:
+    return [ln for ln in res.output.splitlines() if ln.startswith("error:")]
+
+
+def test_a_bug_is_an_internal_error_not_a_user_error(demo, tmp_path, monkeypatch):
+    """A ValueError from inside rebuy is a bug: exit 1 and "internal error", never exit 2."""
+    res = _train_raising(ValueError("operands could not be broadcast together"), demo, tmp_path, monkeypatch)
+    assert res.exit_code == 1
+    lines = _error_lines(res)
+    assert len(lines) == 1 and "internal error" in lines[0] and "rerun with -v" in lines[0], res.output
+    assert "Traceback" not in res.output
+
+
+def test_verbose_shows_the_traceback_of_an_internal_error(demo, tmp_path, monkeypatch):
+    res = _train_raising(KeyError("internal"), demo, tmp_path, monkeypatch, "-v")
+    assert res.exit_code == 1
+    assert "Traceback" in res.output and "KeyError" in res.output
+
+
+def test_every_user_error_is_a_rebuy_error(demo, tmp_path, monkeypatch):
+    """Any RebuyError subclass raised anywhere below the CLI is one line and exit 2."""
+    from rebuy.errors import ModelFitError
+
+    res = _train_raising(ModelFitError("BG/NBD: every customer bought once"), demo, tmp_path, monkeypatch)
+    assert res.exit_code == 2
+    assert _error_lines(res) == ["error: BG/NBD: every customer bought once"]
+
+
+def test_missing_file_is_one_line_naming_it(tmp_path):
+    res = runner.invoke(app, ["train", "--transactions", str(tmp_path / "nope.parquet")])
+    assert res.exit_code == 2, res.output
+    lines = _error_lines(res)
+    assert len(lines) == 1 and "nope.parquet" in lines[0]

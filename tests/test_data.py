@@ -668,3 +668,21 @@ def test_numeric_looking_order_ids_count_as_text():
     assert load_transactions(_frame(rows), with_report=True)[1].orders == 3
     rows[1] = ("1", "8", "2021-01-02", "P", 1, 1.0)
     assert load_transactions(_frame(rows), with_report=True)[1].orders == 3
+
+
+def test_bad_config_type_is_an_invalid_parameter_error():
+    from rebuy.errors import InvalidParameterError
+
+    with pytest.raises(InvalidParameterError, match="config must be a rebuy Config, DataConfig, YAML path or None, "
+                                                    "not int"):
+        load_transactions(_frame([("1", "a", "2021-01-01", "P", 1, 1.0)]), 42)
+    with pytest.raises(TypeError):  # still a TypeError, as before
+        load_customers(_frame([("1", "a", "2021-01-01", "P", 1, 1.0)]), [])
+
+
+def test_age_from_birth_date_uses_365_25_day_years(tmp_path):
+    path = _write(tmp_path / "c.csv", "customer_id,birth_date\n1,2000-03-01\n2,2000-03-02\n3,\n")
+    out = load_customers(path, as_of="2030-03-01")
+    days = (pd.Timestamp("2030-03-01") - pd.Timestamp("2000-03-01")).days
+    assert out["age"].iloc[0] == days / 365.25 and out["age"].iloc[1] == (days - 1) / 365.25
+    assert np.isnan(out["age"].iloc[2])

@@ -11,7 +11,14 @@ import pandas as pd
 import pytest
 
 from rebuy.datasets import load_cdnow_master, load_cdnow_sample
-from rebuy.features import FeatureError, calibration_holdout_split, rfm_summary, spend_concentration
+from rebuy.features import (
+    SUMMARY_COLUMNS,
+    FeatureError,
+    calibration_holdout_split,
+    rfm_summary,
+    spend_concentration,
+    unit_days,
+)
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -124,7 +131,7 @@ def test_hand_worked_example():
     assert list(s.index) == ["a", "b", "c"]
     a, b, c = (s.loc[k] for k in "abc")
     assert (a["frequency"], a["recency"], a["T"], a["monetary_value"]) == (2, 14, 28, 15.0)
-    assert (a["orders"], a["total_spend"]) == (3, 45.0)
+    assert (a["purchase_days"], a["total_spend"]) == (3, 45.0)
     assert a["first_purchase"] == pd.Timestamp("2024-01-01") and a["last_purchase"] == pd.Timestamp(
         "2024-01-15"
     )
@@ -135,11 +142,23 @@ def test_hand_worked_example():
         0.0,
         7.0,
     )
-    assert (c["frequency"], c["T"], c["orders"], c["total_spend"]) == (0, 0, 1, 3.0)
+    assert (c["frequency"], c["T"], c["purchase_days"], c["total_spend"]) == (0, 0, 1, 3.0)
     weeks = rfm_summary(tx, as_of="2024-01-29")
     np.testing.assert_allclose(weeks["T"] * 7, s["T"])
     np.testing.assert_allclose(weeks["recency"] * 7, s["recency"])
     assert s.attrs["as_of"] == pd.Timestamp("2024-01-29")
+
+
+def test_time_zone_aware_timestamps_and_as_of_count_utc_days():
+    # rebuy.dates: aware values are converted to UTC, so a day boundary is UTC midnight
+    tx = _tx([("a", "2024-01-01 09:00", 10.0), ("a", "2024-01-02 21:00", 5.0)])
+    tx["timestamp"] = tx["timestamp"].dt.tz_localize("America/New_York")  # 14:00 and 02:00 (+1 day) UTC
+    s = rfm_summary(tx, time_unit="days")
+    assert (s.loc["a", "recency"], s.loc["a", "T"], s.loc["a", "purchase_days"]) == (2, 2, 2)
+    assert s.loc["a", "last_purchase"] == pd.Timestamp("2024-01-03")
+    early = rfm_summary(tx, as_of="2024-01-03T01:00+02:00", time_unit="days")  # 2024-01-02 23:00 UTC
+    assert (early.loc["a", "frequency"], early.loc["a", "T"], early.loc["a", "total_spend"]) == (0, 1, 10.0)
+    assert list(s.columns) == list(SUMMARY_COLUMNS) and "orders" not in s.columns
 
 
 def test_unsorted_input_and_default_as_of(cdnow):
@@ -163,8 +182,9 @@ def test_bad_input_errors(cdnow):
         rfm_summary(cdnow, time_unit="months")
     with pytest.raises(FeatureError, match="no transactions on or before"):
         rfm_summary(cdnow, as_of="1990-01-01")
-    with pytest.raises(FeatureError, match="as_of"):
+    with pytest.raises(FeatureError, match="as_of 'not a date': not a date"):
         rfm_summary(cdnow, as_of="not a date")
+    assert unit_days("weeks") == 7.0 and unit_days("days") == 1.0  # re-exported from rebuy.dates
 
 
 def test_calibration_holdout_split_cdnow(cdnow):
@@ -213,7 +233,7 @@ def test_calibration_holdout_split_hand_example():
 
 def test_spend_concentration_flags_large_order_customers():
     # hand-made: 18 consumers ordering 30 a time, 2 businesses ordering 3,000 a time
-    summary = pd.DataFrame({"orders": [2] * 18 + [5, 5], "total_spend": [60.0] * 18 + [15_000.0, 15_000.0]})
+    summary = pd.DataFrame({"purchase_days": [2] * 18 + [5, 5], "total_spend": [60.0] * 18 + [15_000.0, 15_000.0]})
     c = spend_concentration(summary)
     assert c["median_order_value"] == 30.0
     assert c["large_order_customers_share"] == pytest.approx(0.1)

@@ -305,3 +305,16 @@ def test_bad_input_errors():
         kpis.cohort_retention(tx.assign(customer_id=pd.array([None] + ["x"] * (len(tx) - 1), dtype="string")))
     with pytest.raises(KPIInputError, match="'amount' has 1 NaN"):
         kpis.average_order_value(tx.assign(amount=[np.nan] + [1.0] * (len(tx) - 1)))
+
+
+def test_dates_follow_rebuy_dates():
+    tx = crr_textbook()
+    with pytest.raises(KPIInputError, match=r"^period_start 'soon': not a date \("):
+        kpis.churn_rate(tx, "soon", "2022-01-01")
+    with pytest.raises(KPIInputError, match="^period_end: missing date$"):
+        kpis.average_order_value(tx, "2021-01-01", pd.NaT)
+    with pytest.raises(KPIInputError, match="^as_of 'later': not a date"):
+        kpis.kpi_summary(tx, as_of="later")
+    # an aware bound is the same instant in UTC
+    naive = kpis.churn_rate(tx, "2021-01-01", "2022-01-01")
+    assert kpis.churn_rate(tx, "2021-01-01T02:00+02:00", "2022-01-01T00:00Z") == naive

@@ -565,7 +565,7 @@ def test_no_recommender_calls_for_customers_below_the_p_alive_floor():
 def test_garbage_collector_state_is_restored(monkeypatch):
     import gc
 
-    import rebuy.offers as offers_module
+    import rebuy.offers.engine as offers_module
 
     scores = frame(row())
     seen = []
@@ -589,7 +589,7 @@ def test_garbage_collector_state_is_restored(monkeypatch):
 
 
 def test_dates_in_reasons_match_numpy_formatting():
-    from rebuy.offers import _day
+    from rebuy.offers.text import day_strings as _day
 
     rng = np.random.default_rng(5)
     for lo, hi in ((-(10**17), 10**17), (10**18, 10**18 + 86_400 * 10**9 * 700), (-(10**18), 10**18)):
@@ -603,7 +603,7 @@ def test_dates_in_reasons_match_numpy_formatting():
 def test_days_to_birthday_matches_a_per_row_calendar():
     import datetime as dt
 
-    from rebuy.offers import _days_to_birthday
+    from rebuy.offers.rules import days_to_birthday as _days_to_birthday
 
     rng = np.random.default_rng(6)
     births = np.datetime64("1930-01-01", "ns") + rng.integers(0, 80 * 365, 2000).astype("timedelta64[D]")

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from rebuy import outputs
+from rebuy.errors import OutputError
 from rebuy.outputs import read_table_for_lookup, upsert_duckdb, write_table
 
 
@@ -86,7 +87,7 @@ def test_index_written_as_column(tmp_path):
 
 
 def test_unknown_extension_names_path(tmp_path):
-    with pytest.raises(ValueError, match=r"scores\.xlsx: unknown table extension"):
+    with pytest.raises(OutputError, match=r"scores\.xlsx: unknown table extension"):
         write_table(_scores(), tmp_path / "scores.xlsx")
     assert list(tmp_path.iterdir()) == []
 
@@ -127,12 +128,12 @@ def test_failed_rename_leaves_old_file(tmp_path, monkeypatch):
 
 def test_lookup_reader_rejects_bad_tables(tmp_path):
     dup = pd.DataFrame({"customer_id": ["a", "a"], "x": [1, 2]})
-    with pytest.raises(ValueError, match="duplicates"):
+    with pytest.raises(OutputError, match="duplicates"):
         read_table_for_lookup(write_table(dup, tmp_path / "d.parquet"))
     nokey = pd.DataFrame({"id": ["a"], "x": [1]})
-    with pytest.raises(ValueError, match="key column 'customer_id' is missing"):
+    with pytest.raises(OutputError, match="key column 'customer_id' is missing"):
         read_table_for_lookup(write_table(nokey, tmp_path / "n.parquet"))
-    with pytest.raises(ValueError, match="not found"):
+    with pytest.raises(OutputError, match="not found"):
         read_table_for_lookup(tmp_path / "missing.parquet")
 
 
@@ -185,7 +186,7 @@ def test_duckdb_upsert_mode_replaces_matching_keys(tmp_path):
     assert upsert_duckdb(new, db, mode="upsert") == 4
     assert upsert_duckdb(new, db, mode="upsert") == 4
     assert _table(db)["clv_12m"].tolist() == [7.0, 14.0, 3.0, 4.0]
-    with pytest.raises(ValueError, match=r"columns differ .*missing \['segment'\]"):
+    with pytest.raises(OutputError, match=r"columns differ .*missing \['segment'\]"):
         upsert_duckdb(new.drop(columns="segment"), db, mode="upsert")
     assert _table(db)["clv_12m"].tolist() == [7.0, 14.0, 3.0, 4.0]
 
@@ -236,13 +237,24 @@ def test_duckdb_bad_input(tmp_path):
     before = _table(db)
     dup = pd.DataFrame({"customer_id": ["a", "a"], "x": [1.0, 2.0]})
     with pytest.raises(
-        ValueError, match=r"s\.duckdb:customer_scores: key column 'customer_id' has duplicates"
+        OutputError, match=r"s\.duckdb:customer_scores: key column 'customer_id' has duplicates"
     ):
         upsert_duckdb(dup, db)
-    with pytest.raises(ValueError, match="missing values"):
+    with pytest.raises(OutputError, match="missing values"):
         upsert_duckdb(pd.DataFrame({"customer_id": ["a", None], "x": [1.0, 2.0]}), db)
-    with pytest.raises(ValueError, match="invalid table name"):
+    with pytest.raises(OutputError, match="invalid table name"):
         upsert_duckdb(_scores(2), db, table="scores; DROP TABLE x")
     pd.testing.assert_frame_equal(_table(db), before)
-    with pytest.raises(ValueError, match="no table 'other'"):
+    with pytest.raises(OutputError, match="no table 'other'"):
         read_table_for_lookup(db, table="other")
+
+
+def test_output_errors_are_value_errors_naming_the_problem(tmp_path):
+    with pytest.raises(ValueError, match="unknown table extension"):  # OutputError is a ValueError
+        outputs.table_format(tmp_path / "x.json")
+    with pytest.raises(OutputError, match="expected a pandas DataFrame, got list"):
+        write_table([1, 2], tmp_path / "x.parquet")
+    with pytest.raises(OutputError, match="invalid key column name"):
+        upsert_duckdb(_scores(2), tmp_path / "k.duckdb", key="customer id")
+    with pytest.raises(OutputError, match="mode must be 'replace' or 'upsert'"):
+        upsert_duckdb(_scores(2), tmp_path / "k.duckdb", mode="merge")

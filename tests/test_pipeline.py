@@ -55,7 +55,7 @@ def test_manifest_records_params_versions_and_checksums(trained):
     assert m["customers_table"]["rows"] == m["customers_table"]["with_transactions"] == 2_500
     assert 0 < m["customers_table"]["consent_email"] < 2_500
     assert {"rebuy", "lifetimes", "implicit"} <= set(m["versions"])
-    for name in ("bgnbd", "gamma_gamma", "rfm_scorer", "clusterer", "cluster_profiles", "recommender"):
+    for name in ("purchase_model", "spend_model", "rfm_scorer", "clusterer", "cluster_profiles", "recommender"):
         assert len(m["artefacts"][name]["sha256"]) == 64
     assert (trained["models"] / "latest").resolve() == trained["result"].bundle_dir.resolve()
 
@@ -124,14 +124,14 @@ def test_tampered_artefact_is_refused_before_unpickling(trained, tmp_path, monke
     bundle = trained["result"].bundle_dir
     copy = tmp_path / bundle.name
     shutil.copytree(bundle, copy)
-    target = copy / "bgnbd.joblib"
+    target = copy / "purchase_model.joblib"
     data = bytearray(target.read_bytes())
     data[len(data) // 2] ^= 0xFF
     target.write_bytes(bytes(data))
     import joblib
 
     monkeypatch.setattr(joblib, "load", lambda *a, **k: pytest.fail("unpickled an unverified artefact"))
-    with pytest.raises(BundleError, match="bgnbd.joblib.*checksum"):
+    with pytest.raises(BundleError, match="purchase_model.joblib.*checksum"):
         Scorer.load(copy)
 
 

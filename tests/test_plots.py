@@ -228,7 +228,7 @@ def test_clv_distribution_at_200k(tmp_path):
 def test_cluster_profiles(tmp_path):
     prof = pd.DataFrame({
         "size": [1000, 5000, 300], "share": [0.16, 0.79, 0.05],
-        "mean_days_since_last": [30.0, 300.0, 10.0], "mean_orders": [4.0, 1.1, 20.0],
+        "mean_days_since_last": [30.0, 300.0, 10.0], "mean_purchase_days": [4.0, 1.1, 20.0],
         "mean_total_spend": [200.0, 30.0, 3000.0], "one_time_share": [0.1, 0.9, 0.0],
         "label": ["Mid value, active", "Lapsed one-timers", "High value, active"],
         "dominant_segment": ["Loyal Customers", "Lost", "Champions"],

@@ -319,6 +319,8 @@ def test_topk_filter_split_matches_implicit_filter(fitted: Recommender) -> None:
     # rows with many filtered products go through implicit's own filter, the others are filtered here
     from implicit.cpu.topk import topk
 
+    from rebuy.recommend.implicit_model import topk_filtered
+
     n_c, n_p = fitted.history_.shape
     rows = np.arange(min(n_c, 60))
     rng = np.random.default_rng(3)
@@ -327,7 +329,7 @@ def test_topk_filter_split_matches_implicit_filter(fitted: Recommender) -> None:
         dense[i, rng.choice(n_p, size=i % 25, replace=False)] = 1.0  # 0..24 filtered products per row
     filt = sp.csr_matrix(dense)
     excluded = np.array([3], dtype=np.int64)
-    ours, our_s = fitted._topk_filtered(rows, 4, filt, excluded)
+    ours, our_s = topk_filtered(fitted.user_factors_[rows], fitted.item_factors_, 4, filt, excluded)
     ids, ref_s = topk(
         fitted.item_factors_, fitted.user_factors_[rows], 4, filter_query_items=filt,
         filter_items=excluded.astype(np.int32),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import numpy as np
@@ -13,6 +14,7 @@ from sklearn.metrics import adjusted_rand_score, silhouette_score
 from sklearn.utils.estimator_checks import check_estimator
 
 from rebuy.config import ConfigError, SegmentConfig, load_config
+from rebuy.errors import InvalidParameterError
 from rebuy.segment import (
     FEATURE_COLUMNS,
     RFMClusterer,
@@ -44,7 +46,8 @@ NAMED_SEGMENTS = {
 
 
 def make_summary(since_last, orders, spend, T=None, unit_days: float = 1.0) -> pd.DataFrame:
-    """An RFM summary frame (time unit = ``unit_days`` days) from days since last purchase, orders, spend."""
+    """An RFM summary frame (time unit = ``unit_days`` days) from days since last purchase, purchase
+    days (``orders``: one order per purchase day here) and spend."""
     since_last = np.asarray(since_last, dtype=float)
     orders = np.asarray(orders, dtype=float)
     spend = np.asarray(spend, dtype=float)
@@ -65,7 +68,7 @@ def make_summary(since_last, orders, spend, T=None, unit_days: float = 1.0) -> p
             "monetary_value": np.where(freq > 0, spend / np.maximum(orders, 1), 0.0),
             "first_purchase": first,
             "last_purchase": last,
-            "orders": orders.astype(np.int64),
+            "purchase_days": orders.astype(np.int64),
             "total_spend": spend,
         },
         index=pd.Index([f"c{i}" for i in range(n)], name="customer_id", dtype="string"),
@@ -199,8 +202,8 @@ def test_scorer_conventions_and_fallback_columns():
     with pytest.raises(NotFittedError):
         scorer.transform(s)
     assert scorer.fit(s) is scorer
-    assert scorer.frequency_column_ == "orders" and scorer.monetary_column_ == "total_spend"
-    # a lifetimes-style frame (no orders / total_spend) ranks F by frequency, M by monetary_value
+    assert scorer.frequency_column_ == "purchase_days" and scorer.monetary_column_ == "total_spend"
+    # a lifetimes-style frame (no purchase_days / total_spend) ranks F by frequency, M by monetary_value
     lt = s[["frequency", "recency", "T", "monetary_value"]]
     sc = rfm_scores(lt)
     assert sc["f_score"].tolist() == [1, 2, 3, 4, 5]
@@ -213,7 +216,7 @@ def test_scorer_conventions_and_fallback_columns():
         (lambda s: s.drop(columns="T"), "missing column 'T'"),
         (lambda s: s.assign(total_spend=[1.0, np.nan, 2.0]), "'total_spend' has 1 missing"),
         (lambda s: s.assign(recency=s["T"] + 1), "'recency' exceeds 'T'"),
-        (lambda s: s.assign(orders=["a", "b", "c"]), "'orders' must be numeric"),
+        (lambda s: s.assign(purchase_days=["a", "b", "c"]), "'purchase_days' must be numeric"),
         (lambda s: s.assign(total_spend=[1.0, -2.0, 2.0]), "'total_spend' has 1 negative"),
         (lambda s: s.iloc[:0], "no customers"),
         (lambda s: s.to_numpy(), "expected the RFM summary DataFrame"),
@@ -364,7 +367,7 @@ def test_clusterer_conventions():
     np.testing.assert_array_equal(est.predict(s), est.labels_)
     np.testing.assert_array_equal(est.predict(rfm_features(s)), est.labels_)
     assert est.cluster_centers_.shape == (4, 3)
-    with pytest.raises(ValueError, match="scaler"):
+    with pytest.raises(InvalidParameterError, match="scaler"):
         RFMClusterer(scaler="minmax").fit(s)
 
 
@@ -405,10 +408,38 @@ def test_too_few_customers():
     with pytest.warns(UserWarning, match="reduced"):
         est = RFMClusterer(k_range=(3, 8)).fit(s)
     assert 3 <= est.n_clusters_ <= 4 and set(est.silhouette_scores_) <= {3, 4}
-    with pytest.raises(ValueError, match="n_clusters=10 but only n_samples=5"):
+    with pytest.raises(SegmentError, match="n_clusters=10 but only n_samples=5"):
         RFMClusterer(n_clusters=10).fit(s)
-    with pytest.raises(ValueError, match="at least 3 distinct"):
+    with pytest.raises(SegmentError, match="at least 3 distinct"):
         RFMClusterer().fit(s.iloc[:2])
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: RFMClusterer(scaler="minmax"), "scaler must be"),
+        (lambda: RFMClusterer(k_range=(1, 4)), "2 <= low <= high"),
+        (lambda: RFMClusterer(k_range="many"), "k_range must be"),
+        (lambda: RFMClusterer(n_clusters=0), "n_clusters must be a positive integer"),
+        (lambda: RFMClusterer(silhouette_sample=1), "silhouette_sample must be"),
+        (lambda: RFMScorer(n_bins=1), "n_bins must be"),
+    ],
+)
+def test_bad_parameters_are_invalid_parameter_errors(make, match):
+    s = make_summary([1, 50, 100, 200, 400], [1, 2, 3, 5, 8], [5, 50, 100, 200, 800])
+    with pytest.raises(InvalidParameterError, match=match):
+        make().fit(s)
+    with pytest.raises(InvalidParameterError, match="time_unit_days"):
+        rfm_features(s, time_unit_days=-7)
+
+
+def test_scorer_fitted_on_the_old_orders_column_scores_new_summaries():
+    # a scorer saved before ``orders`` was renamed ``purchase_days`` (e.g. in a model bundle)
+    s = make_summary([50, 40, 30, 20, 10], [1, 2, 3, 4, 5], [10, 40, 90, 160, 250])
+    new = RFMScorer(n_bins=4).fit(s)
+    old = copy.deepcopy(new)
+    old.frequency_column_ = "orders"  # what a scorer fitted by earlier versions holds
+    pd.testing.assert_frame_equal(old.transform(s), new.transform(s))
 
 
 def test_silhouette_scores_match_sklearn():
@@ -456,7 +487,7 @@ def test_cluster_profiles_complete_and_readable():
         "mean_T",
         "mean_days_since_last",
         "mean_frequency",
-        "mean_orders",
+        "mean_purchase_days",
         "mean_monetary_value",
         "mean_total_spend",
         "one_time_share",

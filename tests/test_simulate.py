@@ -16,6 +16,7 @@ import pytest
 from lifetimes import BetaGeoFitter, GammaGammaFitter
 from lifetimes.utils import summary_data_from_transaction_data
 
+from rebuy.errors import OutputError, SimulationError
 from rebuy.simulate import Simulation, simulate, simulation_paths, write_simulation
 
 TRANSACTION_COLUMNS = ["customer_id", "order_id", "timestamp", "product_id", "quantity", "price", "amount", "category"]
@@ -189,10 +190,14 @@ def test_truth_parameters(small: Simulation) -> None:
         ({"n_products": 10, "n_categories": 20}, "n_products"),
         ({"taste_strength": 1.5}, "taste_strength"),
         ({"seed": -1}, "seed"),
+        ({"alpha": "fast"}, "'alpha' must be a number"),
+        ({"n_customers": "many"}, "n_customers must be a positive integer"),
+        ({"end": None}, "'end': missing date"),
+        ({"mean_lines": 0.5}, "mean_lines must be >= 1"),
     ],
 )
 def test_bad_parameters_name_the_parameter(kwargs: dict, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(SimulationError, match=message):
         simulate(**{"n_customers": 10, **kwargs})
 
 
@@ -252,7 +257,7 @@ def test_write_simulation_overwrites_and_can_skip_latent(tmp_path: Path) -> None
 @pytest.mark.parametrize("name", ["shop.xlsx", "shop", "shop.json", ".csv"])
 def test_unknown_extension_is_an_error_naming_the_path(tmp_path: Path, name: str) -> None:
     out = tmp_path / name
-    with pytest.raises(ValueError, match="unknown file extension") as err:
+    with pytest.raises(OutputError, match="unknown file extension") as err:
         write_simulation(simulate(50, seed=0), out)
     assert str(out) in str(err.value)
     assert list(tmp_path.iterdir()) == []

@@ -25,11 +25,12 @@ from rebuy.data import load_customers, load_events, load_transactions  # noqa: E
 from rebuy.features import FeatureError, rfm_summary  # noqa: E402
 from rebuy.models import BGNBDModel, GammaGammaModel  # noqa: E402
 from rebuy.offers import vip_clv_threshold  # noqa: E402
+from rebuy.schema import score_columns  # noqa: E402
 from rebuy.scoring import Scorer  # noqa: E402
 from rebuy.simulate import simulate, write_simulation  # noqa: E402
 from rebuy.spark import (  # noqa: E402
     SparkScoringError,
-    _score_output_columns,
+    _score_schema,
     _vip_cut,
     distinct_rfm_rows,
     distinct_spend_rows,
@@ -46,7 +47,7 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:The copy keyword is deprecated:DeprecationWarning"),
 ]
 
-SUMMARY_COLS = ["frequency", "recency", "T", "monetary_value", "first_purchase", "last_purchase", "orders",
+SUMMARY_COLS = ["frequency", "recency", "T", "monetary_value", "first_purchase", "last_purchase", "purchase_days",
                 "total_spend"]
 
 
@@ -98,7 +99,7 @@ def _assert_summary_equal(spark_summary: pd.DataFrame, expected: pd.DataFrame) -
     assert got["customer_id"].astype(str).tolist() == exp["customer_id"].astype(str).tolist()
     for c in ("frequency", "recency", "T", "monetary_value", "total_spend"):
         np.testing.assert_allclose(got[c].to_numpy(float), exp[c].to_numpy(float), rtol=1e-9, atol=1e-9, err_msg=c)
-    assert (got["orders"].to_numpy() == exp["orders"].to_numpy()).all()
+    assert (got["purchase_days"].to_numpy() == exp["purchase_days"].to_numpy()).all()
     for c in ("first_purchase", "last_purchase"):
         assert (got[c].to_numpy(dtype="datetime64[ns]") == exp[c].to_numpy(dtype="datetime64[ns]")).all(), c
 
@@ -120,7 +121,7 @@ def test_rfm_summary_matches_hand_worked_case(spark):
     np.testing.assert_allclose(got["T"], [3.0, 2 / 7, 12 / 7])
     np.testing.assert_allclose(got["monetary_value"], [30.0, 0.0, 0.0])  # mean of 20 and 40; first day excluded
     np.testing.assert_allclose(got["total_spend"], [75.0, 7.5, 3.0])
-    assert got["orders"].tolist() == [3, 1, 1]
+    assert got["purchase_days"].tolist() == [3, 1, 1]
     _assert_summary_equal(got, rfm_summary(tx, as_of="2024-01-22"))
 
 
@@ -272,9 +273,9 @@ def test_score_spark_refuses_a_run_wide_budget(spark, shop, tmp_path):
     cfg = Config.model_validate({"offers": {"budget": 100.0}, "recommend": {"enabled": False},
                                  "clv": {"horizons_days": [60, 30], "horizon_months": 24}})
     bundle = train(shop["paths"]["transactions"], cfg, models_dir=tmp_path / "models").bundle_dir
-    # the Spark schema follows the columns a config adds to the score table
+    # the Spark schema follows the columns a config adds to the score table (rebuy.schema)
     table = Scorer.load(bundle).score_frame(shop["tx"].head(500), shop["as_of"])
-    assert _score_output_columns(cfg) == list(table.columns)
+    assert [f.name for f in _score_schema(score_columns(cfg)).fields] == list(table.columns)
     assert {"expected_purchases_60d", "clv_24m"} <= set(table.columns)
     with pytest.raises(SparkScoringError, match="offers.budget=100.0 is a run-wide cap"):
         score_spark(spark.createDataFrame(shop["tx"].head(100)), bundle, shop["as_of"])

@@ -22,10 +22,15 @@ _EXPORTS = {
     "load_transactions": "rebuy.data",
     "load_customers": "rebuy.data",
     "load_events": "rebuy.data",
-    "DataError": "rebuy.data",
+    "RebuyError": "rebuy.errors",
+    "DataError": "rebuy.errors",
+    "ModelBundle": "rebuy.bundle",
+    "load_model_bundle": "rebuy.bundle",
     "rfm_summary": "rebuy.features",
     "calibration_holdout_split": "rebuy.features",
     "Scorer": "rebuy.scoring",
+    "fit": "rebuy.pipeline",
+    "score": "rebuy.pipeline",
 }
 
 __all__ = ["__version__", *_EXPORTS]

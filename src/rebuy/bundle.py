@@ -11,6 +11,11 @@ Layout written by :func:`write_bundle`::
       LATEST                  # text file holding the run id (fallback where symlinks are unavailable)
       latest_scores.json      # where the last `rebuy score` wrote its table (record_latest_scores)
 
+The typed view: a trained model is a :class:`ModelBundle` (what ``rebuy.pipeline.fit`` returns and
+``rebuy.pipeline.score`` takes); :func:`save_model_bundle` writes its models as the artefacts named
+in :data:`MODEL_ARTEFACTS` (``recommender`` only when one was trained) with its ``manifest`` entries,
+and :func:`load_model_bundle` reads one back after the checks below.
+
 Safety rules of :func:`load_bundle`: the manifest signature (when a key is configured), the package
 major version, the presence of every listed artefact, the absence of unlisted files and the sha256 of
 EVERY artefact are all checked before a single byte is unpickled; the bytes that are unpickled are
@@ -34,14 +39,24 @@ import secrets
 import shutil
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import joblib
 
 import rebuy
+from rebuy.errors import BundleError  # noqa: F401 (re-exported)
 from rebuy.outputs import atomic_write_bytes, fsync_dir, to_jsonable
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from rebuy.config import Config
+    from rebuy.models import BGNBDModel, GammaGammaModel
+    from rebuy.recommend import Recommender
+    from rebuy.segment import RFMClusterer, RFMScorer
 
 logger = logging.getLogger(__name__)
 
@@ -63,10 +78,6 @@ VERSIONED_PACKAGES = ("numpy", "pandas", "scikit-learn", "lifetimes", "implicit"
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _CHUNK = 1 << 20
-
-
-class BundleError(ValueError):
-    """A bundle cannot be written or must not be loaded. The message names the file and the problem."""
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -490,3 +501,78 @@ def read_latest_scores(models_dir: str | os.PathLike[str]) -> dict[str, Any] | N
     except (ValueError, KeyError, TypeError) as exc:
         raise BundleError(f"{file}: malformed scores record ({exc})") from None
     return record
+
+
+# --------------------------------------------------------------------------------------------- typed bundle
+
+MODEL_ARTEFACTS = ("purchase_model", "spend_model", "rfm_scorer", "clusterer", "cluster_profiles", "recommender")
+"""The :class:`ModelBundle` fields stored as artefacts, each in ``<field>.joblib``."""
+
+
+@dataclass
+class ModelBundle:
+    """Everything one training run learned, typed: the input of scoring.
+
+    ``config`` holds the settings the models were trained with (its ``as_of`` cleared: scoring dates
+    come from the data scored). ``manifest`` holds the run's JSON record: the training's own entries
+    (``params``, ``model_diagnostics``, ``clustering``, ``recommender``, ``offers.vip_min_clv``, ...)
+    and, once saved or loaded, ``run_id``, versions and checksums. ``bundle_dir`` is where it lives
+    on disk (None until saved).
+    """
+
+    config: Config
+    purchase_model: BGNBDModel
+    spend_model: GammaGammaModel
+    rfm_scorer: RFMScorer
+    clusterer: RFMClusterer
+    cluster_profiles: pd.DataFrame
+    recommender: Recommender | None = None
+    manifest: dict[str, Any] = field(default_factory=dict)
+    bundle_dir: Path | None = None
+
+    @property
+    def run_id(self) -> str:
+        """The training run's id ("unsaved" before :func:`save_model_bundle`)."""
+        return str(self.manifest.get("run_id", "unsaved"))
+
+    @property
+    def vip_min_clv(self) -> float | None:
+        """12-month CLV (currency) a customer needs for VIP status, fixed at training time."""
+        return self.manifest.get("offers", {}).get("vip_min_clv")
+
+    def with_config(self, config: Config) -> ModelBundle:
+        """The same models with another config (recorded in the manifest too)."""
+        manifest = {**self.manifest, "config": config.model_dump(mode="json")}
+        return replace(self, config=config, manifest=manifest)
+
+    def artefacts(self) -> dict[str, Any]:
+        """The stored models by artefact name (``recommender`` only when one was trained)."""
+        out = {name: getattr(self, name) for name in MODEL_ARTEFACTS}
+        return {k: v for k, v in out.items() if v is not None}
+
+
+def save_model_bundle(models_dir: str | os.PathLike[str], bundle: ModelBundle, *, run_id: str | None = None) -> ModelBundle:
+    """Write ``bundle`` with :func:`write_bundle` (atomically; ``latest`` moves last) and return it
+    with its saved manifest and directory."""
+    manifest = {k: v for k, v in bundle.manifest.items() if k not in RESERVED_MANIFEST_KEYS}
+    manifest["config"] = bundle.config.model_dump(mode="json")
+    bundle_dir = write_bundle(models_dir, bundle.artefacts(), manifest, run_id=run_id)
+    return replace(bundle, manifest=read_manifest(bundle_dir), bundle_dir=bundle_dir)
+
+
+def load_model_bundle(path: str | os.PathLike[str]) -> ModelBundle:
+    """Verify (see :func:`load_bundle`) and load a bundle directory, ``<models_dir>/latest`` or a
+    models directory as a :class:`ModelBundle`."""
+    from rebuy.config import Config
+
+    bundle_dir = resolve_bundle(path)
+    artefacts, manifest = load_bundle(bundle_dir)
+    missing = [n for n in MODEL_ARTEFACTS if n != "recommender" and n not in artefacts]
+    if missing:
+        raise BundleError(f"{bundle_dir / MANIFEST_NAME}: not a rebuy model bundle (no artefact {missing})")
+    try:
+        config = Config.model_validate({**manifest["config"], "as_of": None})
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"{bundle_dir / MANIFEST_NAME}: config does not validate ({str(exc).splitlines()[0]})") from None
+    return ModelBundle(config=config, manifest=manifest, bundle_dir=bundle_dir,
+                       **{n: artefacts.get(n) for n in MODEL_ARTEFACTS})

@@ -13,13 +13,17 @@ import json
 import logging
 import sys
 import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
 from rebuy import __version__
-from rebuy.config import Config, ConfigError, load_config, parse_column_overrides
+from rebuy.config import Config, load_config, parse_column_overrides
+from rebuy.errors import RebuyError, UsageError
 
 app = typer.Typer(
     help="rebuy: segments, repeat-purchase and lifetime-value models, recommendations and offers for retailers.",
@@ -59,18 +63,35 @@ def _config(config: Path | None, as_of: str | None, time_unit: str | None, colum
     )
 
 
-def _fail(exc: BaseException) -> None:
+def _fail(message: object) -> NoReturn:
     """One clear line on stderr and exit code 2 for user errors."""
-    typer.echo(f"error: {exc}", err=True)
+    typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code=2)
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from rebuy.bundle import BundleError
-    from rebuy.data import DataError
-    from rebuy.scoring import ScoringError
+_FILE_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+"""Missing or unreadable files: user errors even where they reach us as OSError, not RebuyError."""
 
-    return (ConfigError, DataError, BundleError, ScoringError, FileNotFoundError, ValueError)
+
+@contextmanager
+def _handled(verbose: bool) -> Iterator[None]:
+    """User errors (``RebuyError``, missing/unreadable files): one line, exit 2. Anything else is a bug
+    in rebuy: exit 1 with "internal error", and the traceback under ``-v``."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except RebuyError as exc:
+        _fail(exc)
+    except _FILE_ERRORS as exc:
+        _fail(f"{exc.filename}: {exc.strerror}" if exc.filename else exc)
+    except Exception as exc:
+        if verbose:
+            traceback.print_exc(file=sys.stderr)
+        hint = "" if verbose else ", rerun with -v for the traceback"
+        typer.echo(f"error: internal error ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+                   f"{hint}", err=True)
+        raise typer.Exit(code=1) from None
 
 
 def _table(title: str, rows: list[tuple[str, str]]) -> str:
@@ -105,11 +126,9 @@ def simulate(
     from rebuy.simulate import write_simulation
 
     t0 = time.perf_counter()
-    try:
+    with _handled(verbose):
         sim = run_simulation(n_customers=customers, seed=seed, start=start, end=end, n_products=products)
         paths = write_simulation(sim, out)
-    except _user_errors() as e:
-        _fail(e)
     tx = sim.transactions
     rows = [
         ("customers", f"{customers:,}"),
@@ -139,11 +158,9 @@ def train(
     from rebuy.train import train as run_training
 
     t0 = time.perf_counter()
-    try:
+    with _handled(verbose):
         cfg = _config(config, as_of, time_unit, column)
         result = run_training(transactions, cfg, models_dir=models_dir, customers=customers)
-    except _user_errors() as e:
-        _fail(e)
     m = result.manifest
     td = m["training_data"]
     bg = m["params"]["bgnbd"]
@@ -184,7 +201,7 @@ def score(
     _setup_logging(verbose)
     from rebuy.scoring import run_scoring, score_summary
 
-    try:
+    with _handled(verbose):
         settings = _config(config, None, None, None) if config else None
         run = run_scoring(
             transactions,
@@ -198,8 +215,6 @@ def score(
             columns=parse_column_overrides(column),
             time_unit=time_unit,
         )
-    except _user_errors() as e:
-        _fail(e)
     s = score_summary(run.scores)
     rows = [("customers", f"{s['customers']:,}")]
     rows += [(f"segment: {k}", f"{v:,}") for k, v in s["segments"].items()]
@@ -238,12 +253,12 @@ def evaluate(
 
     t0 = time.perf_counter()
     report: dict = {}
-    try:
+    with _handled(verbose):
         cfg = _config(config, as_of, time_unit, column)
         tx = load_transactions(transactions, cfg)
         holdout = holdout_end or str(tx["timestamp"].max().date())
         if calibration_end is None and not recommender:
-            raise ValueError("--calibration-end is required (or --recommender with --cutoff)")
+            raise UsageError("--calibration-end is required (or --recommender with --cutoff)")
         if calibration_end is not None:
             from rebuy.evaluate import evaluate_value_models
 
@@ -253,12 +268,10 @@ def evaluate(
 
             rc = cutoff or calibration_end
             if rc is None:
-                raise ValueError("--recommender needs --cutoff or --calibration-end")
+                raise UsageError("--recommender needs --cutoff or --calibration-end")
             report["recommender"] = evaluate_recommender(tx, rc, test_end or holdout, cfg, new_items_only=False)
         report["command"] = " ".join(["rebuy", *sys.argv[1:]])
         write_json(report, out)
-    except _user_errors() as e:
-        _fail(e)
     rows: list[tuple[str, str]] = []
     vm = report.get("value_models")
     if vm:
@@ -295,20 +308,16 @@ def report(
     from rebuy.report import build_report
 
     t0 = time.perf_counter()
-    try:
+    with _handled(verbose):
         path = build_report(models_dir=models_dir, scores=scores, out=out, transactions=transactions, evaluation=evaluation)
-    except _user_errors() as e:
-        _fail(e)
     typer.echo(_table("rebuy report", [("report written to", str(path)), ("seconds", f"{time.perf_counter() - t0:.1f}")]))
 
 
 @app.command("config")
-def show_config(config: ConfigOpt = None) -> None:
+def show_config(config: ConfigOpt = None, verbose: VerboseOpt = False) -> None:
     """Validate a config file and print the effective configuration as JSON."""
-    try:
+    with _handled(verbose):
         cfg = load_config(config)
-    except ConfigError as e:
-        _fail(e)
     typer.echo(json.dumps(cfg.model_dump(mode="json"), indent=2))
 
 

@@ -17,13 +17,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from rebuy.errors import ConfigError  # noqa: F401 (re-exported)
+from rebuy.offers.names import RULE_NAMES
+from rebuy.recommend.defaults import DEFAULT_EXCLUDED, DEFAULT_EXCLUDED_PREFIXES
+
 CANONICAL_COLUMNS = ("customer_id", "order_id", "timestamp", "product_id", "quantity", "price", "amount")
 """Canonical transaction columns; ``description``, ``country`` and ``category`` are optional extras."""
 OPTIONAL_TRANSACTION_COLUMNS = ("description", "country", "category")
-
-
-class ConfigError(ValueError):
-    """A configuration file or override is invalid. The message names the file and the key."""
 
 
 class _Section(BaseModel):
@@ -239,12 +239,11 @@ class RecommendConfig(_Section):
         0.7, ge=0, le=1, description="blend of own purchase history for re-purchasable products (0 = model only)"
     )
     excluded_products: list[str] = Field(
-        default_factory=lambda: [
-            "POST", "DOT", "M", "m", "D", "C2", "CRUK", "BANK CHARGES", "AMAZONFEE", "ADJUST", "ADJUST2",
-            "S", "B", "PADS",
-        ]
+        default_factory=lambda: list(DEFAULT_EXCLUDED), description="product ids never recommended"
     )
-    excluded_product_prefixes: list[str] = Field(default_factory=lambda: ["gift_", "TEST"])
+    excluded_product_prefixes: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_EXCLUDED_PREFIXES), description="product id prefixes never recommended"
+    )
     min_history: int = Field(1, ge=0, description="customers with fewer distinct products get popularity")
     batch_size: int = Field(10_000, ge=1)
     random_state: int = 0
@@ -273,11 +272,9 @@ def _default_channels() -> list[ChannelRule]:
     ]
 
 
-OFFER_TYPES = (
-    "birthday", "browse_abandonment", "cross_sell", "win_back", "vip", "spend_tier", "referral",
-    "loyalty_points",
-)
-"""The offer rules ``OffersConfig.priority`` may list (``reminder`` and ``none`` are outcomes, not rules)."""
+OFFER_TYPES = RULE_NAMES
+"""The offer rules ``OffersConfig.priority`` may list, in default order (``reminder`` and ``none`` are
+outcomes, not rules). The one list lives in ``rebuy.offers.names`` beside the rule registry."""
 
 
 class OffersConfig(_Section):

@@ -6,6 +6,17 @@ monetary_value_col="amount", observation_period_end=as_of, freq="D")``, with tim
 model unit (``"weeks"`` = days / 7 exactly, or ``"days"``), but is vectorised on int64 day numbers:
 on 1,000,000 customers / 2.86M lines sorted like canonical transactions it took 0.37 s against
 lifetimes' 8.8 s (about 24x; about 5x on shuffled input, where a string sort dominates).
+
+Layout: the public functions validate at the boundary (:func:`_validated_columns`: a one-line
+:class:`~rebuy.errors.FeatureError` naming the column) and then work on pure array helpers:
+:func:`_customer_codes` (int64 codes of sorted customer ids), :func:`_day_table` (one row per customer
+and purchase day) and :func:`_summarise` (the summary frame).
+
+Invariants: time is int64 day numbers (:func:`rebuy.dates.day_number`); a purchase *day* is the unit
+of frequency (``frequency`` = purchase days - 1, ``purchase_days`` = distinct purchase days, never the
+number of order ids); time-zone-aware timestamps and dates are converted to UTC first, as everywhere
+in rebuy (:mod:`rebuy.dates`); the summary is indexed by ``customer_id`` sorted ascending and its
+``attrs`` hold ``time_unit`` and ``as_of`` (midnight).
 """
 
 from __future__ import annotations
@@ -17,6 +28,20 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from rebuy.dates import day_number, day_numbers_to_timestamps, naive_utc, unit_days
+from rebuy.errors import FeatureError
+
+__all__ = [
+    "HOLDOUT_COLUMNS",
+    "SUMMARY_COLUMNS",
+    "FeatureError",
+    "TimeUnit",
+    "calibration_holdout_split",
+    "rfm_summary",
+    "spend_concentration",
+    "unit_days",
+]
+
 logger = logging.getLogger(__name__)
 
 TimeUnit = Literal["days", "weeks"]
@@ -27,47 +52,17 @@ SUMMARY_COLUMNS = (
     "monetary_value",
     "first_purchase",
     "last_purchase",
-    "orders",
+    "purchase_days",
     "total_spend",
 )
 HOLDOUT_COLUMNS = ("frequency_holdout", "monetary_value_holdout", "total_spend_holdout", "duration_holdout")
 _REQUIRED = ("customer_id", "timestamp", "amount")
-_EPOCH = np.datetime64("1970-01-01", "D")
 _STRING = pd.StringDtype()  # the canonical "string" dtype of customer_id
+_Codes = tuple[np.ndarray, pd.api.extensions.ExtensionArray]  # (int64 code per row, sorted distinct ids)
 
 
-class FeatureError(ValueError):
-    """The transactions cannot be summarised; the message names the column and the problem."""
-
-
-def unit_days(time_unit: str) -> float:
-    """Length of one model time unit in days (``"weeks"`` = 7, ``"days"`` = 1)."""
-    if time_unit == "weeks":
-        return 7.0
-    if time_unit == "days":
-        return 1.0
-    raise FeatureError(f"time_unit: expected 'days' or 'weeks', got {time_unit!r}")
-
-
-def _to_day(value: object, name: str) -> np.int64:
-    """A date-like value as an int64 day number (days since 1970-01-01), time of day dropped."""
-    try:
-        ts = pd.Timestamp(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError) as e:
-        raise FeatureError(f"{name}: cannot read {value!r} as a date ({e})") from None
-    if ts is pd.NaT:
-        raise FeatureError(f"{name}: missing date")
-    if ts.tzinfo is not None:
-        ts = ts.tz_localize(None)
-    return np.int64((np.datetime64(ts.date(), "D") - _EPOCH).astype(np.int64))
-
-
-def _day_to_timestamp(days: np.ndarray) -> np.ndarray:
-    return (days.astype("timedelta64[D]") + _EPOCH).astype("datetime64[ns]")
-
-
-def _validated_columns(transactions: pd.DataFrame, source: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Returns ((customer codes, sorted customer labels), day numbers, amounts)."""
+def _validated_columns(transactions: pd.DataFrame, source: str) -> tuple[_Codes, np.ndarray, np.ndarray]:
+    """Returns ((customer codes, sorted customer labels), day numbers, amounts in currency)."""
     if not isinstance(transactions, pd.DataFrame):
         raise FeatureError(
             f"{source}: expected a pandas DataFrame of transactions, got {type(transactions).__name__}"
@@ -85,8 +80,7 @@ def _validated_columns(transactions: pd.DataFrame, source: str) -> tuple[np.ndar
         raise FeatureError(f"{source}: column 'timestamp' must be datetime64, got {ts.dtype}")
     if ts.isna().any():
         raise FeatureError(f"{source}: column 'timestamp' has {int(ts.isna().sum())} missing value(s)")
-    if getattr(ts.dt, "tz", None) is not None:
-        ts = ts.dt.tz_localize(None)
+    ts = naive_utc(ts)
     amount = pd.to_numeric(transactions["amount"], errors="coerce").to_numpy(
         dtype=np.float64, na_value=np.nan
     )
@@ -96,7 +90,7 @@ def _validated_columns(transactions: pd.DataFrame, source: str) -> tuple[np.ndar
     return _customer_codes(cust), days, amount
 
 
-def _customer_codes(cust: pd.Series) -> tuple[np.ndarray, pd.api.extensions.ExtensionArray]:
+def _customer_codes(cust: pd.Series) -> _Codes:
     """(int64 code per row, sorted distinct customer ids) with codes indexing the ids.
 
     Canonical transactions are sorted by customer_id: then the codes are the run numbers of equal
@@ -124,7 +118,9 @@ def _customer_codes(cust: pd.Series) -> tuple[np.ndarray, pd.api.extensions.Exte
     return codes.astype(np.int64), pd.array(np.asarray(labels, dtype=object), dtype=_STRING)
 
 
-def _day_table(cust: tuple[np.ndarray, np.ndarray], days: np.ndarray, amount: np.ndarray):
+def _day_table(
+    cust: _Codes, days: np.ndarray, amount: np.ndarray
+) -> tuple[pd.api.extensions.ExtensionArray, np.ndarray, np.ndarray, np.ndarray]:
     """Collapse lines to one row per (customer, day): returns the sorted customer labels, and per
     purchase day (sorted by customer then day) the customer code, the day number and the summed
     amount. Canonical input is already sorted by customer and time, which skips the sort."""
@@ -145,28 +141,30 @@ def _day_table(cust: tuple[np.ndarray, np.ndarray], days: np.ndarray, amount: np
 
 
 def _summarise(
-    labels,
+    labels: pd.api.extensions.ExtensionArray,
     day_cust: np.ndarray,
     day_num: np.ndarray,
     day_amount: np.ndarray,
     as_of_day: np.int64,
     time_unit: str,
 ) -> pd.DataFrame:
+    """The summary frame (columns of :func:`rfm_summary`) of a purchase-day table sorted by customer
+    then day; ``T`` is measured to ``as_of_day`` (a day number)."""
     n_days = len(day_cust)
     starts = (
         np.flatnonzero(np.r_[True, day_cust[1:] != day_cust[:-1]]) if n_days else np.array([], dtype=np.int64)
     )
     ends = np.r_[starts[1:], n_days] - 1 if n_days else np.array([], dtype=np.int64)
     present = day_cust[starts]
-    orders = (ends - starts + 1).astype(np.int64)
+    purchase_days = (ends - starts + 1).astype(np.int64)
     first = day_num[starts]
     last = day_num[ends]
     is_first = np.zeros(n_days, dtype=bool)
     is_first[starts] = True
-    group = np.repeat(np.arange(len(starts)), orders)
+    group = np.repeat(np.arange(len(starts)), purchase_days)
     total = np.bincount(group, weights=day_amount, minlength=len(starts))
     repeat_sum = np.bincount(group, weights=np.where(is_first, 0.0, day_amount), minlength=len(starts))
-    freq = orders - 1
+    freq = purchase_days - 1
     with np.errstate(invalid="ignore", divide="ignore"):
         monetary = np.where(freq > 0, repeat_sum / np.maximum(freq, 1), 0.0)
     u = unit_days(time_unit)
@@ -177,15 +175,15 @@ def _summarise(
             "recency": (last - first) / u,
             "T": (as_of_day - first) / u,
             "monetary_value": monetary,
-            "first_purchase": _day_to_timestamp(first),
-            "last_purchase": _day_to_timestamp(last),
-            "orders": orders,
+            "first_purchase": day_numbers_to_timestamps(first),
+            "last_purchase": day_numbers_to_timestamps(last),
+            "purchase_days": purchase_days,
             "total_spend": total,
         },
         index=index,
     )
     out.attrs["time_unit"] = time_unit
-    out.attrs["as_of"] = pd.Timestamp(_day_to_timestamp(np.array([as_of_day]))[0])
+    out.attrs["as_of"] = pd.Timestamp(day_numbers_to_timestamps(np.array([as_of_day]))[0])
     return out
 
 
@@ -211,14 +209,14 @@ def rfm_summary(
     ``frequency`` (repeat purchase days), ``recency`` (first to last purchase day, time units),
     ``T`` (first purchase day to ``as_of``, time units), ``monetary_value`` (mean currency value of
     the repeat purchase days, 0 for one-time buyers), ``first_purchase``, ``last_purchase``
-    (datetime64 at midnight), ``orders`` (distinct purchase days), ``total_spend`` (currency, all
-    purchase days up to ``as_of``).
+    (datetime64 at midnight), ``purchase_days`` (distinct purchase days, >= 1; not order ids),
+    ``total_spend`` (currency, all purchase days up to ``as_of``).
     """
     unit_days(time_unit)
     cust, days, amount = _validated_columns(transactions, "rfm_summary")
     if len(days) == 0:
         raise FeatureError("rfm_summary: no transactions")
-    as_of_day = days.max() if as_of is None else _to_day(as_of, "as_of")
+    as_of_day = days.max() if as_of is None else day_number(as_of, "as_of", FeatureError)
     keep = days <= as_of_day
     if not keep.all():
         cust, days, amount = (cust[0][keep], cust[1]), days[keep], amount[keep]
@@ -255,8 +253,8 @@ def calibration_holdout_split(
     cust, days, amount = _validated_columns(transactions, "calibration_holdout_split")
     if len(days) == 0:
         raise FeatureError("calibration_holdout_split: no transactions")
-    cal_day = _to_day(calibration_end, "calibration_end")
-    end_day = days.max() if holdout_end is None else _to_day(holdout_end, "holdout_end")
+    cal_day = day_number(calibration_end, "calibration_end", FeatureError)
+    end_day = days.max() if holdout_end is None else day_number(holdout_end, "holdout_end", FeatureError)
     if end_day <= cal_day:
         raise FeatureError(
             f"calibration_holdout_split: holdout_end ({holdout_end}) must be after calibration_end ({calibration_end})"
@@ -291,16 +289,16 @@ def calibration_holdout_split(
 def spend_concentration(summary: pd.DataFrame, large_order_multiple: float = 5.0) -> dict[str, object]:
     """How concentrated revenue is, and whether a few customers place very large orders.
 
-    Reads ``orders`` and ``total_spend`` (currency) of an RFM summary. Customers whose mean order
-    value exceeds ``large_order_multiple`` x the median customer's are counted as large-order
+    Reads ``purchase_days`` and ``total_spend`` (currency) of an RFM summary; an "order" here is a
+    purchase day (spend per purchase day). Customers whose mean order value exceeds ``large_order_multiple`` x the median customer's are counted as large-order
     customers (on retail data usually wholesalers or businesses). ``finding`` is a plain sentence
     when they bring at least 20% of revenue, else None: the Gamma-Gamma spend model and the
     offers treat every customer as a consumer, so such a base deserves a look before CLV is trusted.
     """
     spend = summary["total_spend"].to_numpy(dtype=float)
-    orders = np.maximum(summary["orders"].to_numpy(dtype=float), 1.0)
+    purchase_days = np.maximum(summary["purchase_days"].to_numpy(dtype=float), 1.0)
     total = float(spend.sum())
-    aov = spend / orders
+    aov = spend / purchase_days
     median = float(np.median(aov)) if len(aov) else 0.0
     large = aov > large_order_multiple * median
     top = max(1, int(np.ceil(0.01 * len(spend))))

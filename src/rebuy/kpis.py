@@ -8,9 +8,13 @@ Conventions used throughout
 ---------------------------
 * **Periods are half-open**: ``[period_start, period_end)``. A calendar year 2011 is
   ``period_start="2011-01-01", period_end="2012-01-01"``. Dates may be strings, ``datetime.date``
-  or ``pandas.Timestamp``.
+  or ``pandas.Timestamp``; they are read by :func:`rebuy.dates.to_timestamp` (time-zone-aware
+  values converted to UTC; a bad date is a one-line :class:`KPIInputError` naming the argument).
+  :func:`kpi_summary`'s ``as_of`` is a day and includes its whole day, as everywhere in rebuy.
 * **An order** is one distinct ``(customer_id, order_id)`` pair (``order_id`` falls back to the
   purchase timestamp when the column is absent); its value is the sum of its lines' ``amount``.
+  ``orders`` here always counts order ids, never purchase days (the RFM summary of
+  :mod:`rebuy.features` counts those, as ``purchase_days``).
 * **Customers at a date** ("the customer base at date *d*") are the *active* customers: those with
   at least one purchase in the ``active_window_days`` before *d*, i.e. in ``[d - window, d)``. This is
   the usual reading for non-contractual retail, where nobody cancels and a customer who has not
@@ -36,6 +40,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from rebuy.dates import cutoff_after, resolve_as_of, to_timestamp
+from rebuy.errors import KPIInputError
+
 logger = logging.getLogger(__name__)
 
 DateLike = str | dt.date | dt.datetime | pd.Timestamp
@@ -58,10 +65,6 @@ __all__ = [
     "funnel",
     "kpi_summary",
 ]
-
-
-class KPIInputError(ValueError):
-    """The input to a KPI is unusable (missing column, wrong type, empty period). One-line message."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -100,20 +103,9 @@ def _check_transactions(transactions: pd.DataFrame, *, need_amount: bool = False
         raise KPIInputError("transactions: the frame is empty")
 
 
-def _ts(value: DateLike, name: str) -> pd.Timestamp:
-    try:
-        ts = pd.Timestamp(value)
-    except (TypeError, ValueError):
-        raise KPIInputError(f"{name}: cannot parse {value!r} as a date") from None
-    if ts is pd.NaT or pd.isna(ts):
-        raise KPIInputError(f"{name}: got a missing date")
-    if ts.tzinfo is not None:
-        ts = ts.tz_convert(None)
-    return ts
-
-
 def _period(period_start: DateLike, period_end: DateLike) -> tuple[pd.Timestamp, pd.Timestamp]:
-    start, end = _ts(period_start, "period_start"), _ts(period_end, "period_end")
+    start = to_timestamp(period_start, "period_start", KPIInputError)
+    end = to_timestamp(period_end, "period_end", KPIInputError)
     if end <= start:
         raise KPIInputError(f"period_end {end.date()} must be after period_start {start.date()}")
     return start, end
@@ -201,7 +193,7 @@ def customers_at(
     Purchases on ``date`` itself do not count (the base is measured at the start of that day).
     """
     c = _code(transactions)
-    d = _ts(date, "date")
+    d = to_timestamp(date, "date", KPIInputError)
     return c.ids[c.active(d - _window(active_window_days), d)]
 
 
@@ -254,6 +246,20 @@ def _rate(numerator: float, denominator: float, what: str) -> float:
     return float(numerator) / float(denominator)
 
 
+def _share_of_start_customers(
+    kpi: str, key: str, transactions: pd.DataFrame, period_start: DateLike, period_end: DateLike,
+    active_window_days: float,
+) -> float:
+    """``retention_counts[key]`` / customers at the period start; KPIInputError when there are none."""
+    counts = retention_counts(transactions, period_start, period_end, active_window_days)
+    start = to_timestamp(period_start, "period_start", KPIInputError)
+    return _rate(
+        counts[key],
+        counts["customers_start"],
+        f"{kpi}: no customers active in the {active_window_days:g} days before period_start {start.date()}",
+    )
+
+
 def customer_retention_rate(
     transactions: pd.DataFrame,
     period_start: DateLike,
@@ -276,12 +282,8 @@ def customer_retention_rate(
 
     Raises :class:`KPIInputError` when there are no customers at the period start.
     """
-    c = retention_counts(transactions, period_start, period_end, active_window_days)
-    return _rate(
-        c["retained"],
-        c["customers_start"],
-        f"customer_retention_rate: no customers active in the {active_window_days:g} days before "
-        f"period_start {_ts(period_start, 'period_start').date()}",
+    return _share_of_start_customers(
+        "customer_retention_rate", "retained", transactions, period_start, period_end, active_window_days
     )
 
 
@@ -298,12 +300,8 @@ def repeat_purchase_rate(
     active at the start, 270 of them bought during the period: 270 / 500 = 54 %.
     New customers acquired in the period are not in the denominator.
     """
-    c = retention_counts(transactions, period_start, period_end, active_window_days)
-    return _rate(
-        c["repeat_buyers"],
-        c["customers_start"],
-        f"repeat_purchase_rate: no customers active in the {active_window_days:g} days before "
-        f"period_start {_ts(period_start, 'period_start').date()}",
+    return _share_of_start_customers(
+        "repeat_purchase_rate", "repeat_buyers", transactions, period_start, period_end, active_window_days
     )
 
 
@@ -320,12 +318,8 @@ def churn_rate(
     the period length this is the share of start customers who did not buy during the period, i.e.
     ``1 - repeat_purchase_rate``. Share in [0, 1].
     """
-    c = retention_counts(transactions, period_start, period_end, active_window_days)
-    return _rate(
-        c["lost"],
-        c["customers_start"],
-        f"churn_rate: no customers active in the {active_window_days:g} days before "
-        f"period_start {_ts(period_start, 'period_start').date()}",
+    return _share_of_start_customers(
+        "churn_rate", "lost", transactions, period_start, period_end, active_window_days
     )
 
 
@@ -346,7 +340,7 @@ def monthly_retention(
     incomplete, which biases its rate downwards.
     """
     _check_transactions(transactions)
-    end = None if period_end is None else _ts(period_end, "period_end")
+    end = None if period_end is None else to_timestamp(period_end, "period_end", KPIInputError)
     if end is not None:
         transactions = transactions.loc[_between(transactions["timestamp"].to_numpy(), None, end)]
         if transactions.empty:
@@ -386,8 +380,8 @@ def monthly_retention(
 def _period_bounds(
     period_start: DateLike | None, period_end: DateLike | None
 ) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
-    start = None if period_start is None else _ts(period_start, "period_start")
-    end = None if period_end is None else _ts(period_end, "period_end")
+    start = None if period_start is None else to_timestamp(period_start, "period_start", KPIInputError)
+    end = None if period_end is None else to_timestamp(period_end, "period_end", KPIInputError)
     if start is not None and end is not None and end <= start:
         raise KPIInputError(f"period_end {end.date()} must be after period_start {start.date()}")
     return start, end
@@ -648,14 +642,11 @@ def kpi_summary(
     None, never NaN.
     """
     _check_transactions(transactions, need_amount=True)
-    if as_of is None:
-        as_of_ts = pd.Timestamp(transactions["timestamp"].max()).normalize()
-    else:
-        as_of_ts = _ts(as_of, "as_of").normalize()
+    as_of_ts = resolve_as_of(transactions["timestamp"], as_of, "as_of", KPIInputError)
     if period_days <= 0:
         raise KPIInputError(f"period_days must be a positive number of days, got {period_days!r}")
     _window(active_window_days)
-    end = as_of_ts + pd.Timedelta(days=1)
+    end = cutoff_after(as_of_ts)
     start = end - pd.Timedelta(days=int(period_days))
     upto = transactions["timestamp"].to_numpy() < end.to_datetime64()
     if not upto.any():

@@ -10,6 +10,11 @@
   ``mode="upsert"`` instead deletes the rows whose key is in ``df`` and inserts ``df``, keeping other
   rows. List columns become DuckDB lists (``VARCHAR[]``).
 - :func:`read_table_for_lookup` reads any of these back, indexed by the key, list columns as lists.
+
+Errors: an unknown extension, a table or key name that is not a plain identifier, a missing,
+incomplete or duplicated key column, a frame Arrow cannot convert or a missing table is an
+:class:`~rebuy.errors.OutputError` (a ``ValueError``) naming the file (and table); I/O errors
+(``OSError``) and DuckDB errors pass through unchanged, after the rollback.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from rebuy.errors import OutputError
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_TABLE = "customer_scores"
@@ -44,7 +51,7 @@ _SOURCE_VIEW = "_rebuy_upsert_source"
 
 
 def table_format(path: str | os.PathLike[str]) -> Literal["parquet", "csv", "csv.gz"]:
-    """The file format implied by ``path``'s extension; ValueError naming the path otherwise."""
+    """The file format implied by ``path``'s extension; ``OutputError`` naming the path otherwise."""
     name = Path(path).name.lower()
     if name.endswith(".parquet"):
         return "parquet"
@@ -52,7 +59,7 @@ def table_format(path: str | os.PathLike[str]) -> Literal["parquet", "csv", "csv
         return "csv.gz"
     if name.endswith(".csv"):
         return "csv"
-    raise ValueError(f"{path}: unknown table extension (use .parquet, .csv or .csv.gz)")
+    raise OutputError(f"{path}: unknown table extension (use .parquet, .csv or .csv.gz)")
 
 
 def _is_listlike(v: Any) -> bool:
@@ -89,7 +96,7 @@ def _to_arrow(df: pd.DataFrame, where: str) -> pa.Table:
     try:
         table = pa.Table.from_pandas(df, preserve_index=False)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
-        raise ValueError(f"{where}: cannot convert the table: {exc}") from None
+        raise OutputError(f"{where}: cannot convert the table: {exc}") from None
     fields = []
     for field in table.schema:
         if pa.types.is_list(field.type) and pa.types.is_null(field.type.value_type):
@@ -203,7 +210,7 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     fmt = table_format(path)
     if not isinstance(df, pd.DataFrame):
-        raise ValueError(f"{path}: expected a pandas DataFrame, got {type(df).__name__}")
+        raise OutputError(f"{path}: expected a pandas DataFrame, got {type(df).__name__}")
     df = _with_key_columns(df)
     _warn_non_finite(df, str(path))
     if fmt == "parquet":
@@ -229,18 +236,18 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
 
 def _check_ident(name: str, what: str) -> str:
     if not isinstance(name, str) or not _IDENT_RE.match(name):
-        raise ValueError(f"invalid {what} {name!r}: use letters, digits and '_', not starting with a digit")
+        raise OutputError(f"invalid {what} {name!r}: use letters, digits and '_', not starting with a digit")
     return name
 
 
 def _check_key(df: pd.DataFrame, key: str, where: str) -> None:
     if key not in df.columns:
-        raise ValueError(f"{where}: key column {key!r} is missing (columns: {list(df.columns)})")
+        raise OutputError(f"{where}: key column {key!r} is missing (columns: {list(df.columns)})")
     if df[key].isna().any():
-        raise ValueError(f"{where}: key column {key!r} has {int(df[key].isna().sum())} missing values")
+        raise OutputError(f"{where}: key column {key!r} has {int(df[key].isna().sum())} missing values")
     dup = df[key][df[key].duplicated()]
     if len(dup):
-        raise ValueError(f"{where}: key column {key!r} has duplicates, e.g. {dup.iloc[0]!r}")
+        raise OutputError(f"{where}: key column {key!r} has duplicates, e.g. {dup.iloc[0]!r}")
 
 
 def upsert_duckdb(
@@ -264,7 +271,7 @@ def upsert_duckdb(
     _check_ident(table, "table name")
     _check_ident(key, "key column name")
     if mode not in ("replace", "upsert"):
-        raise ValueError(f"{where}: mode must be 'replace' or 'upsert', got {mode!r}")
+        raise OutputError(f"{where}: mode must be 'replace' or 'upsert', got {mode!r}")
     df = _with_key_columns(df)
     _check_key(df, key, where)
     _warn_non_finite(df, where)
@@ -285,7 +292,7 @@ def upsert_duckdb(
             else:
                 have = [r[0] for r in con.execute(f'DESCRIBE "{table}"').fetchall()]
                 if sorted(have) != sorted(df.columns):
-                    raise ValueError(
+                    raise OutputError(
                         f"{where}: columns differ from the existing table "
                         f"(missing {sorted(set(have) - set(df.columns))}, new {sorted(set(df.columns) - set(have))})"
                     )
@@ -334,14 +341,14 @@ def read_table_for_lookup(
     """
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{path}: score table not found")
+        raise OutputError(f"{path}: score table not found")
     if path.suffix.lower() in DUCKDB_SUFFIXES:
         _check_ident(table, "table name")
         with duckdb.connect(str(path), read_only=True) as con:
             try:
                 df = con.execute(f'SELECT * FROM "{table}"').df()
             except duckdb.CatalogException:
-                raise ValueError(f"{path}: no table {table!r}") from None
+                raise OutputError(f"{path}: no table {table!r}") from None
         for col in df.columns:
             if df[col].dtype == object and df[col].dropna().map(lambda v: isinstance(v, np.ndarray)).any():
                 df[col] = df[col].map(lambda v: v.tolist() if isinstance(v, np.ndarray) else v)
@@ -355,7 +362,7 @@ def read_table_for_lookup(
             df = pd.read_csv(path, dtype={key: "string"}, keep_default_na=True)
             df = _decode_json_lists(df, skip=key)
     if key not in df.columns:
-        raise ValueError(f"{path}: key column {key!r} is missing (columns: {list(df.columns)})")
+        raise OutputError(f"{path}: key column {key!r} is missing (columns: {list(df.columns)})")
     df[key] = df[key].astype("string")
     _check_key(df, key, str(path))
     return df.set_index(key).sort_index()

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from rebuy.errors import PlotInputError  # noqa: F401 (re-exported)
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -61,10 +63,6 @@ PREDICTION_COLUMNS = (
 """Column names recognised as the model's holdout prediction in the calibration/holdout frame."""
 
 _PERIOD_WORDS = {"M": "months", "W": "weeks", "Q": "quarters", "Y": "years", "A": "years", "D": "days"}
-
-
-class PlotInputError(ValueError):
-    """The data given to a plot is unusable; the message names the argument and the column."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -603,7 +601,7 @@ def plot_clv_distribution(
 
 _DEFAULT_PROFILE_FEATURES = (
     "mean_days_since_last",
-    "mean_orders",
+    "mean_purchase_days",
     "mean_frequency",
     "mean_monetary_value",
     "mean_total_spend",
@@ -681,7 +679,7 @@ def plot_cluster_profiles(
 def _feature_label(col: str) -> str:
     names = {
         "mean_days_since_last": "Days since last purchase",
-        "mean_orders": "Orders",
+        "mean_purchase_days": "Purchase days",
         "mean_frequency": "Repeat purchases",
         "mean_monetary_value": "Avg repeat order value (currency)",
         "mean_total_spend": "Total spend (currency)",

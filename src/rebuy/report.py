@@ -47,7 +47,9 @@ import numpy as np
 import pandas as pd
 
 import rebuy
+from rebuy.errors import OutputError, ReportError
 from rebuy.outputs import atomic_write_bytes, write_table
+from rebuy.schema import column
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -77,19 +79,17 @@ HISTORY_DIR = "segment_history"
 HISTORY_KEEP = 30
 """Segment snapshots kept (newest first); older ones are deleted when a report is written."""
 
-SCORES_COLUMNS = (
+SCORES_COLUMNS = tuple(column(name).name for name in (
     "customer_id", "segment", "cluster", "cluster_label", "p_alive", "clv_12m", "net_ltv", "churn_risk",
     "offer_type", "offer_value", "channel", "discount_cost", "model_run_id", "scored_at",
-)
-"""Score-table columns the report reads (``customer_id`` and ``segment`` are required)."""
+))
+"""Score-table columns the report reads (``customer_id`` and ``segment`` are required); each must be
+a column of ``rebuy.schema`` (a KeyError at import otherwise)."""
+_NUMERIC_COLUMNS = tuple(c for c in SCORES_COLUMNS if column(c).kind == "float")
 
 _NEW = "(new customer)"
 _GONE = "(not in these scores)"
 _STAMP_RE = re.compile(r"^segments_(\d{8}T\d{12})_(.*)\.parquet$")
-
-
-class ReportError(ValueError):
-    """The report cannot be built (missing scores file, unusable column, ...). One line naming the file."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -237,7 +237,7 @@ def _read_scores(path: Path) -> pd.DataFrame:
         raise ReportError(f"{path}: scores file not found")
     try:
         is_parquet = table_format(path) == "parquet"
-    except ValueError:
+    except OutputError:
         is_parquet = False
     try:
         if is_parquet:
@@ -259,7 +259,7 @@ def _read_scores(path: Path) -> pd.DataFrame:
     df = df[[c for c in SCORES_COLUMNS if c in df.columns]].copy()
     df["customer_id"] = df["customer_id"].astype("string")
     df["segment"] = df["segment"].astype("string").fillna("(none)")
-    for col in ("p_alive", "clv_12m", "net_ltv", "offer_value", "discount_cost"):
+    for col in _NUMERIC_COLUMNS:
         if col in df.columns:
             v = pd.to_numeric(df[col], errors="coerce").astype("float64")
             if not np.isfinite(v.to_numpy()).all():
@@ -578,10 +578,10 @@ def _section_clusters(ctx: _Context) -> str:
     if not isinstance(prof, pd.DataFrame) or prof.empty:
         return _note("The bundle has no cluster profiles.")
     out = _img(plots.plot_cluster_profiles(prof), "Cluster profiles at training time (colour: relative to other clusters)")
-    cols = [c for c in ("label", "size", "share", "dominant_segment", "mean_days_since_last", "mean_orders",
+    cols = [c for c in ("label", "size", "share", "dominant_segment", "mean_days_since_last", "mean_purchase_days",
                         "mean_total_spend", "mean_clv", "one_time_share") if c in prof.columns]
     names = {"label": "Label", "size": "Customers", "share": "Share", "dominant_segment": "Mostly",
-             "mean_days_since_last": "Days since last purchase", "mean_orders": "Orders",
+             "mean_days_since_last": "Days since last purchase", "mean_purchase_days": "Purchase days",
              "mean_total_spend": "Total spend", "mean_clv": "12-month CLV", "one_time_share": "One-time buyers"}
     rows = []
     for idx, r in prof.iterrows():

@@ -2,14 +2,14 @@
 
 Input everywhere is the RFM summary frame of :func:`rebuy.features.rfm_summary` (index
 ``customer_id``; columns ``frequency``, ``recency``, ``T`` in the model time unit, ``monetary_value``,
-``orders``, ``total_spend`` in currency, ``first_purchase``, ``last_purchase``).
+``purchase_days``, ``total_spend`` in currency, ``first_purchase``, ``last_purchase``).
 
 * :class:`RFMScorer` / :func:`rfm_scores` give R, F and M scores ``1..n_bins`` by quantiles:
 
   - **R** from the time since the last purchase, ``T - recency`` (model time unit); the most recent
     customers score highest.
-  - **F** from ``orders`` (distinct purchase days, >= 1), or ``frequency`` (repeat purchase days)
-    when the frame has no ``orders``; both rank customers identically.
+  - **F** from ``purchase_days`` (distinct purchase days, >= 1), or ``frequency`` (repeat purchase
+    days) when the frame has no ``purchase_days``; both rank customers identically.
   - **M** from ``total_spend`` (all purchases, currency), or ``monetary_value`` when the frame has
     no ``total_spend``. ``total_spend`` is used because ``monetary_value`` is the mean of *repeat*
     purchases and is 0 for every one-time buyer, which would put a one-time buyer of 1,000 below a
@@ -25,6 +25,11 @@ Input everywhere is the RFM summary frame of :func:`rebuy.features.rfm_summary` 
   config (``segments.rules``), vectorised through an ``n_bins x n_bins`` lookup grid.
 * :class:`RFMClusterer` is a scikit-learn clusterer (KMeans on log1p + robust-scaled RFM features,
   k chosen by silhouette), and :func:`cluster_profiles` describes each cluster for a marketer.
+
+Errors (:mod:`rebuy.errors`, both ``ValueError``): an unusable input frame is a ``SegmentError``
+naming the input and the column (also too few customers for the clusters asked for); a bad
+parameter (``n_bins``, ``n_clusters``, ``k_range``, ``scaler``, ``silhouette_sample``,
+``time_unit_days``) is an ``InvalidParameterError``.
 """
 
 from __future__ import annotations
@@ -44,16 +49,15 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from threadpoolctl import threadpool_limits
 
 from rebuy.config import SegmentConfig, SegmentRule
+from rebuy.errors import InvalidParameterError, SegmentError
 
 logger = logging.getLogger(__name__)
 
 SCORE_COLUMNS = ("r_score", "f_score", "m_score")
 FEATURE_COLUMNS = ("recency_days", "frequency", "monetary")
-"""Clustering features: days since the last purchase, purchase days (orders), spend per purchase day."""
-
-
-class SegmentError(ValueError):
-    """The input of a segmentation step is invalid; the message names the input and the column."""
+"""Clustering features: days since the last purchase, purchase days, spend per purchase day."""
+_RENAMED_COLUMNS = {"orders": "purchase_days"}
+"""Summary columns renamed since scorers were first fitted: old name -> new name (for saved bundles)."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -96,7 +100,14 @@ def _time_since_last(summary: pd.DataFrame, source: str) -> np.ndarray:
 
 
 def _frequency_column(summary: pd.DataFrame) -> str:
-    return "orders" if "orders" in summary.columns else "frequency"
+    return "purchase_days" if "purchase_days" in summary.columns else "frequency"
+
+
+def _fitted_column(summary: pd.DataFrame, col: str) -> str:
+    """``col``, or its new name when an estimator fitted before a rename (a saved bundle) meets a new
+    summary (e.g. ``orders`` -> ``purchase_days``)."""
+    new = _RENAMED_COLUMNS.get(col)
+    return new if col not in summary.columns and new is not None and new in summary.columns else col
 
 
 def _monetary_column(summary: pd.DataFrame) -> str:
@@ -176,7 +187,7 @@ class RFMScorer(TransformerMixin, BaseEstimator):
         source = "RFMScorer.fit: summary"
         summary = _check_frame(summary, source)
         if not isinstance(self.n_bins, int | np.integer) or isinstance(self.n_bins, bool) or self.n_bins < 2:
-            raise SegmentError(f"RFMScorer: n_bins must be an integer >= 2, got {self.n_bins!r}")
+            raise InvalidParameterError(f"RFMScorer: n_bins must be an integer >= 2, got {self.n_bins!r}")
         if len(summary) == 0:
             raise SegmentError(f"{source}: no customers to learn score bins from")
         fcol, mcol = _frequency_column(summary), _monetary_column(summary)
@@ -193,7 +204,8 @@ class RFMScorer(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "bin_edges_")
         source = "RFMScorer.transform: summary"
         summary = _check_frame(summary, source)
-        m = self._measures(summary, source, self.frequency_column_, self.monetary_column_)
+        fcol, mcol = (_fitted_column(summary, c) for c in (self.frequency_column_, self.monetary_column_))
+        m = self._measures(summary, source, fcol, mcol)
         n = self.n_bins
         e, c = self.bin_edges_, self.constant_
         r = n + 1 - _score(m["recency"], e["recency"], c["recency"], n)  # less time since last = better
@@ -298,9 +310,11 @@ def rfm_features(summary: pd.DataFrame, time_unit_days: float | None = None) -> 
     """The clustering features of each customer (all >= 0):
 
     * ``recency_days``: days since the last purchase, ``(T - recency) * time_unit_days``;
-    * ``frequency``: purchase days, ``orders`` (``frequency + 1`` when the frame has no ``orders``);
-    * ``monetary``: spend per purchase day, ``total_spend / orders`` in currency (``monetary_value``
-      when the frame has no ``total_spend``/``orders``), so ``frequency * monetary`` = total spend.
+    * ``frequency``: purchase days, ``purchase_days`` (``frequency + 1`` when the frame has no
+      ``purchase_days``);
+    * ``monetary``: spend per purchase day, ``total_spend / purchase_days`` in currency
+      (``monetary_value`` when the frame has no ``total_spend``/``purchase_days``), so
+      ``frequency * monetary`` = total spend.
 
     ``time_unit_days`` is the summary's time unit in days (7 for weeks); None infers it with
     :func:`infer_time_unit_days`.
@@ -309,19 +323,21 @@ def rfm_features(summary: pd.DataFrame, time_unit_days: float | None = None) -> 
     summary = _check_frame(summary, source)
     unit = infer_time_unit_days(summary) if time_unit_days is None else float(time_unit_days)
     if not (np.isfinite(unit) and unit > 0):
-        raise SegmentError(f"rfm_features: time_unit_days must be a positive number, got {time_unit_days!r}")
+        raise InvalidParameterError(
+            f"rfm_features: time_unit_days must be a positive number, got {time_unit_days!r}"
+        )
     since = _time_since_last(summary, source) * unit
-    if "orders" in summary.columns:
-        orders = _numeric_column(summary, "orders", source)
+    if "purchase_days" in summary.columns:
+        days = _numeric_column(summary, "purchase_days", source)
     else:
-        orders = _numeric_column(summary, "frequency", source) + 1.0
-    if "total_spend" in summary.columns and "orders" in summary.columns:
+        days = _numeric_column(summary, "frequency", source) + 1.0
+    if "total_spend" in summary.columns and "purchase_days" in summary.columns:
         spend = _numeric_column(summary, "total_spend", source)
-        monetary = np.divide(spend, orders, out=np.zeros_like(spend), where=orders > 0)
+        monetary = np.divide(spend, days, out=np.zeros_like(spend), where=days > 0)
     else:
         monetary = _numeric_column(summary, "monetary_value", source)
     return pd.DataFrame(
-        {"recency_days": since, "frequency": orders, "monetary": monetary}, index=summary.index
+        {"recency_days": since, "frequency": days, "monetary": monetary}, index=summary.index
     )
 
 
@@ -337,7 +353,7 @@ def _make_scaler(name: str) -> RobustScaler | StandardScaler | None:
         return StandardScaler()
     if name == "none":
         return None
-    raise ValueError(f"RFMClusterer: scaler must be 'robust', 'standard' or 'none', got {name!r}")
+    raise InvalidParameterError(f"RFMClusterer: scaler must be 'robust', 'standard' or 'none', got {name!r}")
 
 
 def silhouette_scores(Z: np.ndarray, label_sets: Sequence[np.ndarray], chunk_rows: int = 512) -> list[float]:
@@ -473,11 +489,13 @@ class RFMClusterer(ClusterMixin, BaseEstimator):
         try:
             lo, hi = (int(v) for v in self.k_range)
         except (TypeError, ValueError):
-            raise ValueError(f"RFMClusterer: k_range must be (low, high), got {self.k_range!r}") from None
+            raise InvalidParameterError(
+                f"RFMClusterer: k_range must be (low, high), got {self.k_range!r}"
+            ) from None
         if not (2 <= lo <= hi):
-            raise ValueError(f"RFMClusterer: k_range {self.k_range!r} must satisfy 2 <= low <= high")
+            raise InvalidParameterError(f"RFMClusterer: k_range {self.k_range!r} must satisfy 2 <= low <= high")
         if n_distinct < 3:
-            raise ValueError(
+            raise SegmentError(
                 f"RFMClusterer: need at least 3 distinct customers to choose k by silhouette, "
                 f"got n_samples={n_distinct} distinct row(s)"
             )
@@ -500,62 +518,65 @@ class RFMClusterer(ClusterMixin, BaseEstimator):
             unit = infer_time_unit_days(X)
         X = validate_data(self, self._features(X, unit=unit), dtype=[np.float64, np.float32], reset=True)
         self.time_unit_days_ = 1.0 if unit is None else float(unit)
-        n = X.shape[0]
-        if self.n_clusters is not None:
-            if not isinstance(self.n_clusters, int | np.integer) or self.n_clusters < 1:
-                raise ValueError(
-                    f"RFMClusterer: n_clusters must be a positive integer or None, got {self.n_clusters!r}"
-                )
-            if n < self.n_clusters:
-                raise ValueError(
-                    f"RFMClusterer: n_clusters={self.n_clusters} but only n_samples={n} customer(s)"
-                )
-        if not isinstance(self.silhouette_sample, int | np.integer) or self.silhouette_sample < 2:
-            raise ValueError(
-                f"RFMClusterer: silhouette_sample must be an integer >= 2, got {self.silhouette_sample!r}"
-            )
+        self._check_parameters(X.shape[0])
         self.scaler_ = _make_scaler(self.scaler)
-        Z0 = _signed_log1p(X)
         if self.scaler_ is not None:
-            self.scaler_.fit(Z0)
+            self.scaler_.fit(_signed_log1p(X))
         Z = self._transform(X)
-
         self.silhouette_scores_: dict[int, float] = {}
-        if self.n_clusters is None:
-            rng = np.random.default_rng(self.random_state)
-            Zs = (
-                Z[np.sort(rng.choice(n, size=self.silhouette_sample, replace=False))]
-                if n > self.silhouette_sample
-                else Z
-            )
-            ks = self._candidate_ks(int(np.unique(Zs, axis=0).shape[0]))
-            labelings = [self._kmeans(k).fit_predict(Zs) for k in ks]
-            for k, s in zip(ks, silhouette_scores(Zs, labelings), strict=True):
-                self.silhouette_scores_[k] = s
-                logger.info("k=%d: silhouette %.4f on %d customers", k, s, len(Zs))
-            best = max(self.silhouette_scores_, key=lambda k: (self.silhouette_scores_[k], -k))
-        else:
-            best = int(self.n_clusters)
+        best = self._choose_k(Z) if self.n_clusters is None else int(self.n_clusters)
         self.kmeans_ = self._kmeans(best).fit(Z)
         self.n_clusters_ = int(best)
-
-        # order labels by value: cluster 0 = highest mean frequency * monetary (= total spend)
-        km_labels = self.kmeans_.labels_
-        counts = np.bincount(km_labels, minlength=best).astype(np.float64)
-        if X.shape[1] == len(FEATURE_COLUMNS):
-            value = np.bincount(km_labels, weights=X[:, 1].astype(np.float64) * X[:, 2], minlength=best)
-            since = np.bincount(km_labels, weights=X[:, 0].astype(np.float64), minlength=best)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                key_value = np.where(counts > 0, value / np.maximum(counts, 1), -np.inf)
-                key_recent = np.where(counts > 0, since / np.maximum(counts, 1), np.inf)
-            order = np.lexsort((key_recent, -key_value))
-        else:
-            order = np.argsort(-self.kmeans_.cluster_centers_.sum(axis=1), kind="stable")
+        order = self._value_order(X, self.kmeans_.labels_, best)
         self.label_map_ = np.empty(best, dtype=np.int64)
         self.label_map_[order] = np.arange(best)
         self.cluster_centers_ = self.kmeans_.cluster_centers_[order]
-        self.labels_ = self.label_map_[km_labels]
+        self.labels_ = self.label_map_[self.kmeans_.labels_]
         return self
+
+    def _check_parameters(self, n: int) -> None:
+        """InvalidParameterError for a bad n_clusters or silhouette_sample; SegmentError when the
+        ``n`` rows cannot hold ``n_clusters`` clusters."""
+        if self.n_clusters is not None:
+            if not isinstance(self.n_clusters, int | np.integer) or self.n_clusters < 1:
+                raise InvalidParameterError(
+                    f"RFMClusterer: n_clusters must be a positive integer or None, got {self.n_clusters!r}"
+                )
+            if n < self.n_clusters:
+                raise SegmentError(
+                    f"RFMClusterer: n_clusters={self.n_clusters} but only n_samples={n} customer(s)"
+                )
+        if not isinstance(self.silhouette_sample, int | np.integer) or self.silhouette_sample < 2:
+            raise InvalidParameterError(
+                f"RFMClusterer: silhouette_sample must be an integer >= 2, got {self.silhouette_sample!r}"
+            )
+
+    def _choose_k(self, Z: np.ndarray) -> int:
+        """The k of ``k_range`` with the best silhouette on a sample of ``Z`` (ties: the smaller k);
+        fills ``silhouette_scores_``."""
+        n = Z.shape[0]
+        rng = np.random.default_rng(self.random_state)
+        sample = self.silhouette_sample
+        Zs = Z[np.sort(rng.choice(n, size=sample, replace=False))] if n > sample else Z
+        ks = self._candidate_ks(int(np.unique(Zs, axis=0).shape[0]))
+        labelings = [self._kmeans(k).fit_predict(Zs) for k in ks]
+        for k, s in zip(ks, silhouette_scores(Zs, labelings), strict=True):
+            self.silhouette_scores_[k] = s
+            logger.info("k=%d: silhouette %.4f on %d customers", k, s, len(Zs))
+        return max(self.silhouette_scores_, key=lambda k: (self.silhouette_scores_[k], -k))
+
+    def _value_order(self, X: np.ndarray, km_labels: np.ndarray, k: int) -> np.ndarray:
+        """KMeans labels ordered by value: first the highest mean ``frequency * monetary`` (= total
+        spend), ties to the more recent cluster; without RFM features, by the centres' sums."""
+        if X.shape[1] != len(FEATURE_COLUMNS):
+            return np.argsort(-self.kmeans_.cluster_centers_.sum(axis=1), kind="stable")
+        counts = np.bincount(km_labels, minlength=k).astype(np.float64)
+        value = np.bincount(km_labels, weights=X[:, 1].astype(np.float64) * X[:, 2], minlength=k)
+        since = np.bincount(km_labels, weights=X[:, 0].astype(np.float64), minlength=k)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            key_value = np.where(counts > 0, value / np.maximum(counts, 1), -np.inf)
+            key_recent = np.where(counts > 0, since / np.maximum(counts, 1), np.inf)
+        return np.lexsort((key_recent, -key_value))
 
     def predict(self, X: Any) -> np.ndarray:
         """Cluster of each row (int64, 0 = highest value)."""
@@ -619,7 +640,7 @@ def cluster_profiles(
     """One readable row per cluster, indexed by cluster number (``cluster``).
 
     Columns: ``size``, ``share`` (of customers), ``mean_recency`` and ``mean_T`` (summary time unit),
-    ``mean_days_since_last`` (days), ``mean_frequency`` (repeat purchase days), ``mean_orders``,
+    ``mean_days_since_last`` (days), ``mean_frequency`` (repeat purchase days), ``mean_purchase_days``,
     ``mean_monetary_value`` and ``mean_total_spend`` (currency), ``one_time_share``, mean R/F/M scores
     (``mean_r_score`` ...), ``mean_clv`` (currency, when ``clv`` is given), ``dominant_segment`` and
     ``dominant_segment_share`` (when ``segments`` is given), and ``label``: a short name from the
@@ -636,28 +657,7 @@ def cluster_profiles(
     if not pd.api.types.is_integer_dtype(lab):
         raise SegmentError(f"cluster_profiles: labels must be integer cluster numbers, got {lab.dtype}")
     unit = infer_time_unit_days(summary) if time_unit_days is None else float(time_unit_days)
-    scores = rfm_scores(summary)
-    feats = rfm_features(summary, unit)
-    fcol = _frequency_column(summary)
-    one_time = (feats["frequency"] <= 1) if fcol == "orders" else (summary["frequency"] <= 0)
-    data = pd.DataFrame(
-        {
-            "cluster": lab.to_numpy(dtype=np.int64),
-            "mean_recency": _numeric_column(summary, "recency", "cluster_profiles: summary"),
-            "mean_T": _numeric_column(summary, "T", "cluster_profiles: summary"),
-            "mean_days_since_last": feats["recency_days"].to_numpy(),
-            "mean_frequency": _numeric_column(summary, "frequency", "cluster_profiles: summary"),
-            "mean_orders": feats["frequency"].to_numpy(),
-            "mean_monetary_value": _numeric_column(summary, "monetary_value", "cluster_profiles: summary"),
-            "mean_total_spend": _numeric_column(
-                summary, _monetary_column(summary), "cluster_profiles: summary"
-            ),
-            "one_time_share": one_time.to_numpy(dtype=np.float64),
-            "mean_r_score": scores["r_score"].to_numpy(dtype=np.float64),
-            "mean_f_score": scores["f_score"].to_numpy(dtype=np.float64),
-            "mean_m_score": scores["m_score"].to_numpy(dtype=np.float64),
-        }
-    )
+    data = _profile_measures(summary, lab.to_numpy(dtype=np.int64), unit)
     if clv is not None:
         c = _aligned(clv, summary.index, "clv").to_numpy(dtype=np.float64)
         if not np.isfinite(c).all():
@@ -684,3 +684,31 @@ def cluster_profiles(
     ]
     prof.index.name = "cluster"
     return prof
+
+
+def _profile_measures(summary: pd.DataFrame, cluster: np.ndarray, unit: float) -> pd.DataFrame:
+    """Per customer: the cluster and the measures whose cluster means form the profile (time in the
+    summary's unit unless named ``days``, money in currency)."""
+    source = "cluster_profiles: summary"
+    scores = rfm_scores(summary)
+    feats = rfm_features(summary, unit)
+    if _frequency_column(summary) == "purchase_days":
+        one_time = feats["frequency"] <= 1
+    else:
+        one_time = summary["frequency"] <= 0
+    return pd.DataFrame(
+        {
+            "cluster": cluster,
+            "mean_recency": _numeric_column(summary, "recency", source),
+            "mean_T": _numeric_column(summary, "T", source),
+            "mean_days_since_last": feats["recency_days"].to_numpy(),
+            "mean_frequency": _numeric_column(summary, "frequency", source),
+            "mean_purchase_days": feats["frequency"].to_numpy(),
+            "mean_monetary_value": _numeric_column(summary, "monetary_value", source),
+            "mean_total_spend": _numeric_column(summary, _monetary_column(summary), source),
+            "one_time_share": one_time.to_numpy(dtype=np.float64),
+            "mean_r_score": scores["r_score"].to_numpy(dtype=np.float64),
+            "mean_f_score": scores["f_score"].to_numpy(dtype=np.float64),
+            "mean_m_score": scores["m_score"].to_numpy(dtype=np.float64),
+        }
+    )

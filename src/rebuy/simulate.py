@@ -25,9 +25,21 @@ to well under 1% of repeat purchases (the realised share is reported in ``truth[
 parameter recovery is tested on the day-collapsed data.
 
 Everything is vectorised numpy (no per-customer Python loop): 20,000 customers take well under a
-second and 1,000,000 customers (about 9 million lines and 15 million events) about 15 s. Results are deterministic for a given seed; independent random streams are spawned for
-behaviour, baskets, demographics and events so changing e.g. the event settings leaves the
-transactions unchanged.
+second and 1,000,000 customers (about 9 million lines and 15 million events) about 15-20 s.
+
+Layout: :func:`simulate` checks its arguments (:func:`_validated_parameters`; a bad one is a
+:class:`~rebuy.errors.SimulationError` naming it), then runs one named step per process:
+:func:`_bgnbd_customers` and :func:`_orders` (purchase times, invoices), the Gamma-Gamma values,
+:func:`_baskets` (catalogue, taste, lines and prices), :func:`_customers` (demographics, consent)
+and :func:`_events` (browsing); the frames and ``truth`` are assembled last.
+:func:`write_simulation` writes the tables beside each other (:func:`simulation_paths`).
+
+Invariants: results are deterministic for a given seed. Five independent random streams are
+spawned from it, for behaviour, order values, baskets, demographics and events, and each step
+draws from its own stream in a fixed order, so changing e.g. the event settings leaves the
+transactions unchanged (and restructuring code must keep every stream's draw order). Times are
+int64 nanoseconds since the epoch inside the steps and naive ``datetime64[ns]`` in the frames;
+days are counted from ``start`` (``start`` and ``end`` are calendar days, see :mod:`rebuy.dates`).
 """
 
 from __future__ import annotations
@@ -50,6 +62,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from rebuy.dates import DAYS_PER_YEAR, to_day, unit_days
+from rebuy.errors import OutputError, SimulationError
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["Simulation", "simulate", "write_simulation", "simulation_paths", "SUPPORTED_EXTENSIONS"]
@@ -59,7 +74,8 @@ SUPPORTED_EXTENSIONS = (".csv", ".csv.gz", ".parquet")
 
 _NS_PER_DAY = 86_400 * 10**9
 _NS_PER_SECOND = 10**9
-_DAYS_PER_WEEK = 7.0
+_NS_PER_MINUTE = 60 * _NS_PER_SECOND
+_DAYS_PER_WEEK = unit_days("weeks")
 _GZIP_LEVEL = 1  # .csv.gz: fast compression (about 4x smaller than CSV)
 
 _CATEGORY_NAMES = (
@@ -138,31 +154,40 @@ class Simulation:
 # helpers
 
 
-def _positive(name: str, value: float) -> float:
-    value = float(value)
-    if not np.isfinite(value) or value <= 0:
-        raise ValueError(f"simulate: parameter {name!r} must be a finite number > 0, got {value!r}")
-    return value
-
-
-def _probability(name: str, value: float, *, closed: bool = True) -> float:
-    value = float(value)
-    ok = (0.0 <= value <= 1.0) if closed else (0.0 < value < 1.0)
-    if not np.isfinite(value) or not ok:
-        raise ValueError(f"simulate: parameter {name!r} must be a probability in [0, 1], got {value!r}")
-    return value
-
-
-def _as_day(name: str, value: str | dt.date | pd.Timestamp) -> pd.Timestamp:
+def _number(name: str, value: Any) -> float:
     try:
-        ts = pd.Timestamp(value)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"simulate: {name!r} is not a date: {value!r}") from exc
-    if ts is pd.NaT or pd.isna(ts):
-        raise ValueError(f"simulate: {name!r} is not a date: {value!r}")
-    if ts.tzinfo is not None:
-        ts = ts.tz_localize(None)
-    return ts.normalize()
+        return float(value)
+    except (TypeError, ValueError):
+        raise SimulationError(f"simulate: parameter {name!r} must be a number, got {value!r}") from None
+
+
+def _positive(name: str, value: float) -> float:
+    value = _number(name, value)
+    if not np.isfinite(value) or value <= 0:
+        raise SimulationError(f"simulate: parameter {name!r} must be a finite number > 0, got {value!r}")
+    return value
+
+
+def _probability(name: str, value: float) -> float:
+    value = _number(name, value)
+    if not np.isfinite(value) or not (0.0 <= value <= 1.0):
+        raise SimulationError(f"simulate: parameter {name!r} must be a probability in [0, 1], got {value!r}")
+    return value
+
+
+def _count(name: str, value: Any, minimum: int, what: str) -> int:
+    """``value`` as an int >= ``minimum``; SimulationError saying ``what`` is expected otherwise."""
+    try:
+        whole = int(value) == value and value >= minimum
+    except (TypeError, ValueError):
+        whole = False
+    if not whole:
+        raise SimulationError(f"simulate: {name} must be {what}, got {value!r}")
+    return int(value)
+
+
+def _day(name: str, value: str | dt.date | pd.Timestamp) -> pd.Timestamp:
+    return to_day(value, f"simulate: parameter {name!r}", SimulationError)
 
 
 def _strings(labels: list[str] | pa.Array, idx: np.ndarray) -> pd.arrays.ArrowStringArray:
@@ -370,62 +395,145 @@ def simulate(
         Share of customers whose birth date (and so age) is unrecorded.
     events:
         Whether to generate the events table (it is an empty frame with the right columns otherwise).
+
+    Raises :class:`~rebuy.errors.SimulationError` (a ValueError) naming the first invalid parameter.
     """
+    prm = _validated_parameters(**locals())  # every argument, checked; SimulationError names a bad one
     started = time.perf_counter()
+    ss = np.random.SeedSequence(prm.seed)
+    rng_behaviour, rng_value, rng_basket, rng_people, rng_events = (np.random.default_rng(s) for s in ss.spawn(5))
+    buyers = _bgnbd_customers(rng_behaviour, prm)
+    orders = _orders(rng_behaviour, prm, buyers)
+    nu = rng_value.gamma(prm.q, 1.0 / prm.v, prm.n)  # Gamma-Gamma: per-customer scale, then order values
+    order_value = np.maximum(rng_value.gamma(prm.p, 1.0 / nu[orders.customer]), 0.01)
+    basket = _baskets(rng_basket, prm, orders, order_value)
+    labels = _labels(prm.n, prm.n_products, prm.n_categories, rng_basket)
+    transactions = _transactions_frame(labels, basket, orders)
+    realised_value = np.bincount(basket.line_order, weights=basket.amount, minlength=orders.n)
+    customers = _customers(
+        rng_people, prm.n, labels["customer"], prm.end_ts, prm.start_ts, orders.day[orders.first],
+        prm.missing_birth_date,
+    )
+    events_df = _events(rng_events, prm, labels, basket, orders) if prm.events else _no_events()
+    truth = _truth(prm, orders, buyers.alive, realised_value, len(transactions), len(events_df))
+    logger.info(
+        "simulated %d customers, %d orders, %d lines, %d events in %.1f s",
+        prm.n, orders.n, len(transactions), len(events_df), time.perf_counter() - started,
+    )
+    return Simulation(
+        transactions=transactions, customers=customers, events=events_df, truth=truth,
+        latent=_latent_frame(labels, prm, buyers, nu, orders, basket),
+        products=_products_frame(labels, basket.cat),
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# the simulator's steps
+
+
+@dataclass(frozen=True)
+class _Parameters:
+    """The validated arguments of :func:`simulate` (numbers as given unless converted below)."""
+
+    n: int
+    seed: int
+    start_ts: pd.Timestamp
+    end_ts: pd.Timestamp
+    n_days: int
+    n_products: int
+    n_categories: int
+    r: float
+    alpha: float
+    a: float
+    b: float
+    p: float
+    q: float
+    v: float
+    zipf_s: float
+    taste_concentration: float
+    acquisition_fraction: Any
+    mean_lines: Any
+    mean_extra_quantity: Any
+    taste_strength: Any
+    browse_per_order: Any
+    view_before_purchase: Any
+    cart_before_purchase: Any
+    abandoned_cart: Any
+    missing_birth_date: Any
+    events: bool
+
+
+_POSITIVE_PARAMETERS = ("r", "alpha", "a", "b", "p", "q", "v", "zipf_s", "taste_concentration")
+_PROBABILITY_PARAMETERS = (
+    "taste_strength", "view_before_purchase", "cart_before_purchase", "abandoned_cart", "missing_birth_date",
+)
+
+
+def _validated_parameters(
+    *, n_customers: Any, seed: Any, start: Any, end: Any, n_products: Any, n_categories: Any, **kw: Any
+) -> _Parameters:
+    """Check every argument of :func:`simulate`; the first bad one is a SimulationError naming it."""
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise ValueError(f"simulate: seed must be a non-negative integer, got {seed!r}")
-    if int(n_customers) != n_customers or n_customers < 1:
-        raise ValueError(f"simulate: n_customers must be a positive integer, got {n_customers!r}")
-    n = int(n_customers)
-    if int(n_categories) != n_categories or not (1 <= n_categories):
-        raise ValueError(f"simulate: n_categories must be a positive integer, got {n_categories!r}")
-    n_categories = int(n_categories)
-    if int(n_products) != n_products or n_products < n_categories:
-        raise ValueError(f"simulate: n_products must be an integer >= n_categories ({n_categories}), got {n_products!r}")
-    n_products = int(n_products)
-    r, alpha, a, b = (_positive(k, x) for k, x in (("r", r), ("alpha", alpha), ("a", a), ("b", b)))
-    p, q, v = (_positive(k, x) for k, x in (("p", p), ("q", q), ("v", v)))
-    zipf_s = _positive("zipf_s", zipf_s)
-    taste_concentration = _positive("taste_concentration", taste_concentration)
-    if not (0.0 < float(acquisition_fraction) <= 1.0):
-        raise ValueError(f"simulate: acquisition_fraction must be in (0, 1], got {acquisition_fraction!r}")
-    if not (float(mean_lines) >= 1.0):
-        raise ValueError(f"simulate: mean_lines must be >= 1, got {mean_lines!r}")
-    if not (float(mean_extra_quantity) >= 0.0):
-        raise ValueError(f"simulate: mean_extra_quantity must be >= 0, got {mean_extra_quantity!r}")
-    if not (float(browse_per_order) >= 0.0):
-        raise ValueError(f"simulate: browse_per_order must be >= 0, got {browse_per_order!r}")
-    for k, x in (
-        ("taste_strength", taste_strength), ("view_before_purchase", view_before_purchase),
-        ("cart_before_purchase", cart_before_purchase), ("abandoned_cart", abandoned_cart),
-        ("missing_birth_date", missing_birth_date),
-    ):
-        _probability(k, x)
-    if q <= 1.0:
-        logger.warning("simulate: q = %s <= 1 gives order values with an infinite mean; use q > 1", q)
-    start_ts, end_ts = _as_day("start", start), _as_day("end", end)
+        raise SimulationError(f"simulate: seed must be a non-negative integer, got {seed!r}")
+    n = _count("n_customers", n_customers, 1, "a positive integer")
+    n_categories = _count("n_categories", n_categories, 1, "a positive integer")
+    n_products = _count("n_products", n_products, n_categories, f"an integer >= n_categories ({n_categories})")
+    positive = {k: _positive(k, kw[k]) for k in _POSITIVE_PARAMETERS}
+    if not (0.0 < _number("acquisition_fraction", kw["acquisition_fraction"]) <= 1.0):
+        raise SimulationError(
+            f"simulate: acquisition_fraction must be in (0, 1], got {kw['acquisition_fraction']!r}"
+        )
+    for k, low in (("mean_lines", 1.0), ("mean_extra_quantity", 0.0), ("browse_per_order", 0.0)):
+        if not (_number(k, kw[k]) >= low):
+            raise SimulationError(f"simulate: {k} must be >= {low:g}, got {kw[k]!r}")
+    for k in _PROBABILITY_PARAMETERS:
+        _probability(k, kw[k])
+    if positive["q"] <= 1.0:
+        logger.warning("simulate: q = %s <= 1 gives order values with an infinite mean; use q > 1", positive["q"])
+    start_ts, end_ts = _day("start", start), _day("end", end)
     n_days = int((end_ts - start_ts).days) + 1
     if n_days < 7:
-        raise ValueError(f"simulate: the window {start_ts.date()}..{end_ts.date()} must span at least 7 days")
+        raise SimulationError(f"simulate: the window {start_ts.date()}..{end_ts.date()} must span at least 7 days")
+    rest = {k: v for k, v in kw.items() if k not in positive}
+    return _Parameters(
+        n=n, seed=int(seed), start_ts=start_ts, end_ts=end_ts, n_days=n_days, n_products=n_products,
+        n_categories=n_categories, **positive, **rest,
+    )
 
-    ss = np.random.SeedSequence(int(seed))
-    rng_behaviour, rng_value, rng_basket, rng_people, rng_events = (np.random.default_rng(s) for s in ss.spawn(5))
 
-    # -- BG/NBD: rates, dropout, acquisition and repeat purchase times (days from start) --------
-    lam_week = rng_behaviour.gamma(r, 1.0 / alpha, n)
-    dropout = rng_behaviour.beta(a, b, n)
-    t0 = rng_behaviour.random(n) * (acquisition_fraction * n_days)
-    exposure = n_days - t0  # days during which repeat purchases can happen
-    # purchases the Poisson process would place in the window if the customer never dropped out
-    m_poisson = rng_behaviour.poisson(lam_week / _DAYS_PER_WEEK * exposure)
+@dataclass(frozen=True)
+class _Buyers:
+    """BG/NBD per customer: rate, dropout, acquisition time and the repeat purchases in the window."""
+
+    lam_week: np.ndarray  # purchases per week
+    dropout: np.ndarray  # probability of dropping out after each repeat purchase
+    alive: np.ndarray  # still active at the end of the window
+    t0: np.ndarray  # acquisition time, days from start
+    exposure: np.ndarray  # days during which repeat purchases can happen
+    m_poisson: np.ndarray  # purchases the Poisson process would place if the customer never dropped out
+    x: np.ndarray  # repeat purchases in the window (int64)
+
+
+def _bgnbd_customers(rng: np.random.Generator, prm: _Parameters) -> _Buyers:
+    """Rates ``lambda ~ Gamma(r, rate alpha)``, dropout ``p ~ Beta(a, b)`` and repeat counts."""
+    n = prm.n
+    lam_week = rng.gamma(prm.r, 1.0 / prm.alpha, n)
+    dropout = rng.beta(prm.a, prm.b, n)
+    t0 = rng.random(n) * (prm.acquisition_fraction * prm.n_days)
+    exposure = prm.n_days - t0
+    m_poisson = rng.poisson(lam_week / _DAYS_PER_WEEK * exposure)
     # repeat purchases up to and including the one after which the customer drops out
-    g_until_drop = rng_behaviour.geometric(np.clip(dropout, 1e-12, 1.0))
+    g_until_drop = rng.geometric(np.clip(dropout, 1e-12, 1.0))
     x = np.minimum(m_poisson, g_until_drop).astype(np.int64)
-    alive = g_until_drop > m_poisson
-    # the first x of m uniform order statistics on (0, 1), via exponential spacings:
-    # U_(j) = S_j / S_(m+1), where S_(m+1) = S_x + Gamma(m - x + 1)
-    total_repeats = int(x.sum())
-    spacing = rng_behaviour.standard_exponential(total_repeats)
+    return _Buyers(lam_week, dropout, g_until_drop > m_poisson, t0, exposure, m_poisson, x)
+
+
+def _repeat_times(rng: np.random.Generator, buyers: _Buyers) -> np.ndarray:
+    """Repeat purchase times (days from start), customer by customer: the first x of m uniform order
+    statistics on the exposure, via exponential spacings: U_(j) = S_j / S_(m+1), where
+    S_(m+1) = S_x + Gamma(m - x + 1)."""
+    x, n = buyers.x, len(buyers.x)
+    spacing = rng.standard_exponential(int(x.sum()))
     csum = np.cumsum(spacing)
     rep_start = np.cumsum(x) - x
     before = np.concatenate([[0.0], csum])[rep_start]
@@ -433,181 +541,199 @@ def simulate(
     s_x = np.zeros(n)
     has = x > 0
     s_x[has] = partial[(rep_start + x - 1)[has]]
-    remainder = rng_behaviour.standard_gamma((m_poisson - x + 1).astype(np.float64))
+    remainder = rng.standard_gamma((buyers.m_poisson - x + 1).astype(np.float64))
     u_rep = partial / np.repeat(s_x + remainder, x)
-    t_rep = np.repeat(t0, x) + u_rep * np.repeat(exposure, x)
+    return np.repeat(buyers.t0, x) + u_rep * np.repeat(buyers.exposure, x)
 
-    n_orders_per_customer = x + 1
-    order_customer = np.repeat(np.arange(n, dtype=np.int64), n_orders_per_customer)
-    n_orders = len(order_customer)
-    order_first = np.cumsum(n_orders_per_customer) - n_orders_per_customer
+
+@dataclass(frozen=True)
+class _Orders:
+    """All orders, sorted by customer then time."""
+
+    customer: np.ndarray  # customer index per order
+    first: np.ndarray  # position of each customer's first order
+    per_customer: np.ndarray  # orders per customer (1 + repeat purchases)
+    ns: np.ndarray  # order time, int64 ns since the epoch
+    day: np.ndarray  # order day, days from start
+    same_day: np.ndarray  # a repeat order on the same day as the customer's previous one
+    invoice: np.ndarray  # invoice number, increasing in time across the shop
+
+    @property
+    def n(self) -> int:
+        return len(self.customer)
+
+
+def _orders(rng: np.random.Generator, prm: _Parameters, buyers: _Buyers) -> _Orders:
+    """Acquisition and repeat orders with a time of day, sorted by customer and time, with invoices."""
+    t_rep = _repeat_times(rng, buyers)
+    per_customer = buyers.x + 1
+    customer = np.repeat(np.arange(prm.n, dtype=np.int64), per_customer)
+    n_orders = len(customer)
+    first = np.cumsum(per_customer) - per_customer
     is_first = np.zeros(n_orders, dtype=bool)
-    is_first[order_first] = True
+    is_first[first] = True
     order_time = np.empty(n_orders)
-    order_time[is_first] = t0
+    order_time[is_first] = buyers.t0
     order_time[~is_first] = t_rep
-    order_day = np.minimum(np.floor(order_time).astype(np.int64), n_days - 1)
-    order_ns = (
-        start_ts.value + order_day * _NS_PER_DAY + _time_of_day_seconds(rng_behaviour, n_orders) * _NS_PER_SECOND
-    )
-    sort = _sort_by_customer_time(order_customer, order_ns, start_ts.value)
-    order_ns, order_day = order_ns[sort], order_day[sort]  # order_customer is unchanged by the sort
+    day = np.minimum(np.floor(order_time).astype(np.int64), prm.n_days - 1)
+    origin = prm.start_ts.value
+    ns = origin + day * _NS_PER_DAY + _time_of_day_seconds(rng, n_orders) * _NS_PER_SECOND
+    sort = _sort_by_customer_time(customer, ns, origin)
+    ns, day = ns[sort], day[sort]  # customer is unchanged by the sort
     same_day = np.zeros(n_orders, dtype=bool)
-    same_day[1:] = (order_customer[1:] == order_customer[:-1]) & (order_day[1:] == order_day[:-1])
-    # invoice numbers increase with time across the shop
+    same_day[1:] = (customer[1:] == customer[:-1]) & (day[1:] == day[:-1])
     invoice = np.empty(n_orders, dtype=np.int64)
-    invoice[np.argsort(((order_ns - start_ts.value) // _NS_PER_SECOND) * n + order_customer)] = np.arange(
-        100_001, 100_001 + n_orders
-    )
+    by_time = np.argsort(((ns - origin) // _NS_PER_SECOND) * prm.n + customer)
+    invoice[by_time] = np.arange(100_001, 100_001 + n_orders)
+    return _Orders(customer, first, per_customer, ns, day, same_day, invoice)
 
-    # -- Gamma-Gamma order values ----------------------------------------------------------------
-    nu = rng_value.gamma(q, 1.0 / v, n)
-    order_value = np.maximum(rng_value.gamma(p, 1.0 / nu[order_customer]), 0.01)
 
-    # -- catalogue, taste and baskets ------------------------------------------------------------
-    cat = _catalogue(rng_basket, n_products, n_categories, zipf_s)
-    taste_category = _sample_discrete(rng_basket, cat["category_weight"], n * 3).reshape(n, 3)
-    taste_weight = rng_basket.dirichlet(np.full(3, taste_concentration), n)
+@dataclass(frozen=True)
+class _Basket:
+    """Taste, catalogue and the order lines (one per order and product), in order then product order."""
+
+    cat: dict[str, np.ndarray]
+    taste_category: np.ndarray  # (n, 3) preferred categories
+    taste_weight: np.ndarray  # (n, 3) their Dirichlet weights
+    taste_cum: np.ndarray  # (n, 3) cumulative weights
+    line_order: np.ndarray
+    line_product: np.ndarray
+    qty: np.ndarray  # float64
+    price: np.ndarray  # unit price, pence-exact (currency)
+    amount: np.ndarray  # price * qty rounded to pence (currency)
+
+
+def _baskets(rng: np.random.Generator, prm: _Parameters, orders: _Orders, order_value: np.ndarray) -> _Basket:
+    """Products per order (taste or popularity) and unit prices splitting the order's value."""
+    n, n_products = prm.n, prm.n_products
+    cat = _catalogue(rng, n_products, prm.n_categories, prm.zipf_s)
+    taste_category = _sample_discrete(rng, cat["category_weight"], n * 3).reshape(n, 3)
+    taste_weight = rng.dirichlet(np.full(3, prm.taste_concentration), n)
     taste_cum = np.cumsum(taste_weight, axis=1)
-    n_lines = 1 + rng_basket.poisson(mean_lines - 1.0, n_orders)
-    line_order = np.repeat(np.arange(n_orders, dtype=np.int64), n_lines)
+    n_lines = 1 + rng.poisson(prm.mean_lines - 1.0, orders.n)
+    line_order = np.repeat(np.arange(orders.n, dtype=np.int64), n_lines)
     line_product = _sample_products(
-        rng_basket, order_customer[line_order], taste_category, taste_cum, taste_strength, cat
+        rng, orders.customer[line_order], taste_category, taste_cum, prm.taste_strength, cat
     )
-    line_qty = 1 + rng_basket.poisson(mean_extra_quantity, len(line_order))
-    line_weight = cat["base_price"][line_product] * line_qty * rng_basket.gamma(4.0, 0.25, len(line_order))
+    line_qty = 1 + rng.poisson(prm.mean_extra_quantity, len(line_order))
+    line_weight = cat["base_price"][line_product] * line_qty * rng.gamma(4.0, 0.25, len(line_order))
     # merge repeated products within an order (one line per order and product)
     key, inverse = _unique_inverse(line_order * n_products + line_product)
     qty = np.bincount(inverse, weights=line_qty).astype(np.float64)
     weight = np.bincount(inverse, weights=line_weight)
     line_order, line_product = key // n_products, key % n_products
-    order_weight = np.bincount(line_order, weights=weight, minlength=n_orders)
+    order_weight = np.bincount(line_order, weights=weight, minlength=orders.n)
     target = order_value[line_order] * weight / order_weight[line_order]
     price = np.maximum(np.round(target / qty, 2), 0.01)
     amount = np.round(price * qty, 2)
+    return _Basket(cat, taste_category, taste_weight, taste_cum, line_order, line_product, qty, price, amount)
 
-    labels = _labels(n, n_products, n_categories, rng_basket)
-    line_customer = order_customer[line_order]
-    transactions = pd.DataFrame(
+
+def _transactions_frame(labels: dict[str, Any], basket: _Basket, orders: _Orders) -> pd.DataFrame:
+    line_order, line_product = basket.line_order, basket.line_product
+    return pd.DataFrame(
         {
-            "customer_id": _strings(labels["customer"], line_customer),
-            "order_id": _strings(pc.cast(pa.array(invoice), pa.string()), line_order),
-            "timestamp": order_ns[line_order].view("datetime64[ns]"),
+            "customer_id": _strings(labels["customer"], orders.customer[line_order]),
+            "order_id": _strings(pc.cast(pa.array(orders.invoice), pa.string()), line_order),
+            "timestamp": orders.ns[line_order].view("datetime64[ns]"),
             "product_id": _strings(labels["product"], line_product),
-            "quantity": qty,
-            "price": price,
-            "amount": amount,
-            "category": _strings(labels["category"], cat["product_category"][line_product]),
+            "quantity": basket.qty,
+            "price": basket.price,
+            "amount": basket.amount,
+            "category": _strings(labels["category"], basket.cat["product_category"][line_product]),
         }
     )
-    realised_value = np.bincount(line_order, weights=amount, minlength=n_orders)
 
-    # -- customers ------------------------------------------------------------------------------
-    customers = _customers(
-        rng_people, n, labels["customer"], end_ts, start_ts, order_day[order_first], missing_birth_date
+
+def _no_events() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "customer_id": pd.array([], dtype="string"),
+            "product_id": pd.array([], dtype="string"),
+            "timestamp": np.array([], dtype="datetime64[ns]"),
+            "event": pd.array([], dtype="string"),
+        }
     )
 
-    # -- events ---------------------------------------------------------------------------------
-    if events:
-        events_df = _events(
-            rng_events, labels, cat, taste_category, taste_cum, taste_strength, order_customer, order_ns,
-            order_first, n_orders_per_customer, line_order, line_product, start_ts, n_days,
-            browse_per_order, view_before_purchase, cart_before_purchase, abandoned_cart,
-        )
-    else:
-        events_df = pd.DataFrame(
-            {
-                "customer_id": pd.array([], dtype="string"),
-                "product_id": pd.array([], dtype="string"),
-                "timestamp": np.array([], dtype="datetime64[ns]"),
-                "event": pd.array([], dtype="string"),
-            }
-        )
 
-    latent = pd.DataFrame(
+def _latent_frame(
+    labels: dict[str, Any], prm: _Parameters, buyers: _Buyers, nu: np.ndarray, orders: _Orders, basket: _Basket
+) -> pd.DataFrame:
+    return pd.DataFrame(
         {
-            "customer_id": _strings(labels["customer"], np.arange(n)),
-            "lambda_per_week": lam_week,
-            "dropout_p": dropout,
+            "customer_id": _strings(labels["customer"], np.arange(prm.n)),
+            "lambda_per_week": buyers.lam_week,
+            "dropout_p": buyers.dropout,
             "nu": nu,
-            "expected_order_value": p / nu,
-            "alive": alive,
-            "n_orders": n_orders_per_customer,
-            **{f"taste_{k + 1}": _strings(labels["category"], taste_category[:, k]) for k in range(3)},
-            **{f"taste_weight_{k + 1}": taste_weight[:, k] for k in range(3)},
+            "expected_order_value": prm.p / nu,
+            "alive": buyers.alive,
+            "n_orders": orders.per_customer,
+            **{f"taste_{k + 1}": _strings(labels["category"], basket.taste_category[:, k]) for k in range(3)},
+            **{f"taste_weight_{k + 1}": basket.taste_weight[:, k] for k in range(3)},
         }
     )
-    products = pd.DataFrame(
+
+
+def _products_frame(labels: dict[str, Any], cat: dict[str, np.ndarray]) -> pd.DataFrame:
+    return pd.DataFrame(
         {
-            "product_id": _strings(labels["product"], np.arange(n_products)),
+            "product_id": _strings(labels["product"], np.arange(len(cat["base_price"]))),
             "category": _strings(labels["category"], cat["product_category"]),
             "base_price": cat["base_price"],
             "popularity": cat["popularity"],
         }
     ).sort_values("product_id", ignore_index=True)
 
-    repeat_orders = n_orders - n
-    truth: dict[str, Any] = {
+
+def _truth(
+    prm: _Parameters, orders: _Orders, alive: np.ndarray, realised_value: np.ndarray, n_lines: int, n_events: int
+) -> dict[str, Any]:
+    """The generating parameters and realised counts (JSON-serialisable)."""
+    r, alpha, a, b, p, q, v = prm.r, prm.alpha, prm.a, prm.b, prm.p, prm.q, prm.v
+    repeat_orders = orders.n - prm.n
+    return {
         "generator": "rebuy.simulate",
         "model": "BG/NBD purchases (lambda ~ Gamma(r, rate alpha), p ~ Beta(a, b), dropout only after "
         "repeat purchases) + Gamma-Gamma order values (nu ~ Gamma(q, rate v), value ~ Gamma(p, rate nu))",
-        "seed": int(seed),
-        "n_customers": n,
-        "start": str(start_ts.date()),
-        "end": str(end_ts.date()),
-        "observation_end": str(end_ts.date()),
-        "n_days": n_days,
-        "acquisition_fraction": float(acquisition_fraction),
+        "seed": prm.seed,
+        "n_customers": prm.n,
+        "start": str(prm.start_ts.date()),
+        "end": str(prm.end_ts.date()),
+        "observation_end": str(prm.end_ts.date()),
+        "n_days": prm.n_days,
+        "acquisition_fraction": float(prm.acquisition_fraction),
         "bgnbd": {
-            "r": r,
-            "alpha_weeks": alpha,
-            "alpha_days": alpha * _DAYS_PER_WEEK,
-            "a": a,
-            "b": b,
-            "mean_rate_per_week": r / alpha,
-            "mean_dropout_p": a / (a + b),
+            "r": r, "alpha_weeks": alpha, "alpha_days": alpha * _DAYS_PER_WEEK, "a": a, "b": b,
+            "mean_rate_per_week": r / alpha, "mean_dropout_p": a / (a + b),
         },
-        "gamma_gamma": {
-            "p": p,
-            "q": q,
-            "v": v,
-            "mean_order_value": p * v / (q - 1.0) if q > 1 else None,
-        },
+        "gamma_gamma": {"p": p, "q": q, "v": v, "mean_order_value": p * v / (q - 1.0) if q > 1 else None},
         "catalogue": {
-            "n_products": n_products,
-            "n_categories": n_categories,
-            "zipf_s": zipf_s,
-            "taste_strength": float(taste_strength),
-            "taste_concentration": taste_concentration,
-            "mean_lines": float(mean_lines),
-            "mean_extra_quantity": float(mean_extra_quantity),
+            "n_products": prm.n_products,
+            "n_categories": prm.n_categories,
+            "zipf_s": prm.zipf_s,
+            "taste_strength": float(prm.taste_strength),
+            "taste_concentration": prm.taste_concentration,
+            "mean_lines": float(prm.mean_lines),
+            "mean_extra_quantity": float(prm.mean_extra_quantity),
         },
         "events": {
-            "generated": bool(events),
-            "browse_per_order": float(browse_per_order),
-            "view_before_purchase": float(view_before_purchase),
-            "cart_before_purchase": float(cart_before_purchase),
-            "abandoned_cart": float(abandoned_cart),
+            "generated": bool(prm.events),
+            "browse_per_order": float(prm.browse_per_order),
+            "view_before_purchase": float(prm.view_before_purchase),
+            "cart_before_purchase": float(prm.cart_before_purchase),
+            "abandoned_cart": float(prm.abandoned_cart),
         },
         "realised": {
-            "orders": int(n_orders),
+            "orders": int(orders.n),
             "repeat_orders": int(repeat_orders),
-            "lines": len(transactions),
-            "events": len(events_df),
+            "lines": n_lines,
+            "events": n_events,
             "alive_share": float(alive.mean()),
             "mean_order_value": float(realised_value.mean()),
             "total_revenue": float(realised_value.sum()),
-            "same_day_repeat_share": float(same_day.sum() / repeat_orders) if repeat_orders else 0.0,
+            "same_day_repeat_share": float(orders.same_day.sum() / repeat_orders) if repeat_orders else 0.0,
         },
     }
-    logger.info(
-        "simulated %d customers, %d orders, %d lines, %d events in %.1f s",
-        n, n_orders, len(transactions), len(events_df), time.perf_counter() - started,
-    )
-    return Simulation(
-        transactions=transactions, customers=customers, events=events_df, truth=truth, latent=latent,
-        products=products,
-    )
 
 
 def _labels(n: int, n_products: int, n_categories: int, rng: np.random.Generator) -> dict[str, Any]:
@@ -634,9 +760,9 @@ def _customers(
     missing_birth_date: float,
 ) -> pd.DataFrame:
     age_exact = 18.0 + 62.0 * rng.beta(2.2, 3.5, n)  # ages 18-80, mean about 42
-    birth_ns = end_ts.value - np.ceil(age_exact * 365.25).astype(np.int64) * _NS_PER_DAY  # age >= 18 exactly
+    birth_ns = end_ts.value - np.ceil(age_exact * DAYS_PER_YEAR).astype(np.int64) * _NS_PER_DAY  # age >= 18 exactly
     birth = birth_ns.view("datetime64[ns]")
-    age = (end_ts.value - birth_ns) / (365.25 * _NS_PER_DAY)
+    age = (end_ts.value - birth_ns) / (DAYS_PER_YEAR * _NS_PER_DAY)
     age = np.floor(age)
     missing = rng.random(n) < missing_birth_date
     age = np.where(missing, np.nan, age)
@@ -678,63 +804,17 @@ def _customers(
 
 
 def _events(
-    rng: np.random.Generator,
-    labels: dict[str, Any],
-    cat: dict[str, np.ndarray],
-    taste_category: np.ndarray,
-    taste_cum: np.ndarray,
-    taste_strength: float,
-    order_customer: np.ndarray,
-    order_ns: np.ndarray,
-    order_first: np.ndarray,
-    n_orders_per_customer: np.ndarray,
-    line_order: np.ndarray,
-    line_product: np.ndarray,
-    start_ts: pd.Timestamp,
-    n_days: int,
-    browse_per_order: float,
-    view_before_purchase: float,
-    cart_before_purchase: float,
-    abandoned_cart: float,
+    rng: np.random.Generator, prm: _Parameters, labels: dict[str, Any], basket: _Basket, orders: _Orders
 ) -> pd.DataFrame:
-    n_lines = len(line_order)
-    minute = 60 * _NS_PER_SECOND
-    line_ns = order_ns[line_order]
-    # events leading to purchases: add-to-cart minutes before, a view some minutes before that
-    cart_gap = (rng.exponential(8.0, n_lines) * minute).astype(np.int64) + _NS_PER_SECOND
-    view_gap = cart_gap + (rng.exponential(15.0, n_lines) * minute).astype(np.int64) + _NS_PER_SECOND
-    has_cart = rng.random(n_lines) < cart_before_purchase
-    has_view = rng.random(n_lines) < view_before_purchase
-    # browsing of products not then bought, around the customer's orders
-    n_customers = len(n_orders_per_customer)
-    n_browse = rng.poisson(browse_per_order * n_orders_per_customer)
-    browse_customer = np.repeat(np.arange(n_customers, dtype=np.int64), n_browse)
-    anchor = np.repeat(order_first, n_browse) + np.floor(
-        rng.random(len(browse_customer)) * np.repeat(n_orders_per_customer, n_browse)
-    ).astype(np.int64)
-    browse_ns = order_ns[anchor] + (rng.normal(0.0, 6.0, len(anchor)) * _NS_PER_DAY).astype(np.int64)
-    browse_product = _sample_products(rng, browse_customer, taste_category, taste_cum, taste_strength, cat)
-    browse_cart = rng.random(len(browse_customer)) < abandoned_cart
-    browse_cart_ns = browse_ns + (rng.exponential(5.0, len(browse_customer)) * minute).astype(np.int64)
-
-    line_customer = order_customer[line_order]
-    customer = np.concatenate([
-        line_customer[has_view], line_customer[has_cart], browse_customer, browse_customer[browse_cart],
-    ])
-    product = np.concatenate([
-        line_product[has_view], line_product[has_cart], browse_product, browse_product[browse_cart],
-    ])
-    ts = np.concatenate([
-        (line_ns - view_gap)[has_view], (line_ns - cart_gap)[has_cart], browse_ns, browse_cart_ns[browse_cart],
-    ])
-    is_cart = np.concatenate([
-        np.zeros(int(has_view.sum()), bool), np.ones(int(has_cart.sum()), bool),
-        np.zeros(len(browse_ns), bool), np.ones(int(browse_cart.sum()), bool),
-    ])
-    window_end = start_ts.value + n_days * _NS_PER_DAY - _NS_PER_SECOND
-    ts = np.clip(ts, start_ts.value, window_end)
+    """Views and carts before bought lines, plus browsing (and abandoned carts) around each customer's
+    orders, sorted by customer then time, clipped to the window and truncated to whole seconds."""
+    bought = _purchase_events(rng, prm, basket, orders)
+    browsed = _browse_events(rng, prm, basket, orders)
+    customer, product, ts, is_cart = (np.concatenate([x, y]) for x, y in zip(bought, browsed, strict=True))
+    start_ns = prm.start_ts.value
+    ts = np.clip(ts, start_ns, start_ns + prm.n_days * _NS_PER_DAY - _NS_PER_SECOND)
     ts = ts - ts % _NS_PER_SECOND
-    sort = _sort_by_customer_time(customer, ts, start_ts.value)
+    sort = _sort_by_customer_time(customer, ts, start_ns)
     return pd.DataFrame(
         {
             "customer_id": _strings(labels["customer"], customer[sort]),
@@ -742,6 +822,52 @@ def _events(
             "timestamp": ts[sort].view("datetime64[ns]"),
             "event": _strings(["view", "cart"], is_cart[sort].astype(np.int64)),
         }
+    )
+
+
+def _purchase_events(
+    rng: np.random.Generator, prm: _Parameters, basket: _Basket, orders: _Orders
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(customer, product, ns, is_cart) of the events leading to bought lines: an add-to-cart minutes
+    before the order, a view some minutes before that (views first, then carts)."""
+    line_order, line_product = basket.line_order, basket.line_product
+    n_lines = len(line_order)
+    line_ns = orders.ns[line_order]
+    cart_gap = (rng.exponential(8.0, n_lines) * _NS_PER_MINUTE).astype(np.int64) + _NS_PER_SECOND
+    view_gap = cart_gap + (rng.exponential(15.0, n_lines) * _NS_PER_MINUTE).astype(np.int64) + _NS_PER_SECOND
+    has_cart = rng.random(n_lines) < prm.cart_before_purchase
+    has_view = rng.random(n_lines) < prm.view_before_purchase
+    line_customer = orders.customer[line_order]
+    return (
+        np.concatenate([line_customer[has_view], line_customer[has_cart]]),
+        np.concatenate([line_product[has_view], line_product[has_cart]]),
+        np.concatenate([(line_ns - view_gap)[has_view], (line_ns - cart_gap)[has_cart]]),
+        np.concatenate([np.zeros(int(has_view.sum()), bool), np.ones(int(has_cart.sum()), bool)]),
+    )
+
+
+def _browse_events(
+    rng: np.random.Generator, prm: _Parameters, basket: _Basket, orders: _Orders
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(customer, product, ns, is_cart) of browsing not tied to a bought line: views within days of
+    one of the customer's orders, some followed by an abandoned cart (views first, then carts)."""
+    per_customer = orders.per_customer
+    n_browse = rng.poisson(prm.browse_per_order * per_customer)
+    customer = np.repeat(np.arange(len(per_customer), dtype=np.int64), n_browse)
+    anchor = np.repeat(orders.first, n_browse) + np.floor(
+        rng.random(len(customer)) * np.repeat(per_customer, n_browse)
+    ).astype(np.int64)
+    view_ns = orders.ns[anchor] + (rng.normal(0.0, 6.0, len(anchor)) * _NS_PER_DAY).astype(np.int64)
+    product = _sample_products(
+        rng, customer, basket.taste_category, basket.taste_cum, prm.taste_strength, basket.cat
+    )
+    cart = rng.random(len(customer)) < prm.abandoned_cart
+    cart_ns = view_ns + (rng.exponential(5.0, len(customer)) * _NS_PER_MINUTE).astype(np.int64)
+    return (
+        np.concatenate([customer, customer[cart]]),
+        np.concatenate([product, product[cart]]),
+        np.concatenate([view_ns, cart_ns[cart]]),
+        np.concatenate([np.zeros(len(view_ns), bool), np.ones(int(cart.sum()), bool)]),
     )
 
 
@@ -755,7 +881,7 @@ def _split_extension(out: Path) -> tuple[str, str]:
     for ext in sorted(SUPPORTED_EXTENSIONS, key=len, reverse=True):
         if lower.endswith(ext) and len(name) > len(ext):
             return name[: -len(ext)], name[-len(ext):]
-    raise ValueError(
+    raise OutputError(
         f"{out}: unknown file extension; write the simulation as one of {', '.join(SUPPORTED_EXTENSIONS)}"
     )
 
@@ -766,7 +892,7 @@ def simulation_paths(out: str | os.PathLike[str]) -> dict[str, Path]:
     ``shop.parquet`` -> transactions ``shop.parquet``, customers ``shop_customers.parquet``, events
     ``shop_events.parquet``, latent truth ``shop_latent.parquet``, catalogue ``shop_products.parquet``
     and the true parameters ``shop_truth.json``. Raises ValueError naming ``out`` for an unknown
-    extension (supported: .csv, .csv.gz, .parquet).
+    extension (supported: .csv, .csv.gz, .parquet): an ``OutputError`` (a ValueError).
     """
     out = Path(out)
     stem, ext = _split_extension(out)
@@ -837,7 +963,7 @@ def write_simulation(
     (optionally) latent-truth and catalogue tables go beside it with ``_customers``, ``_events``,
     ``_latent`` and ``_products`` appended to the stem, and the true parameters to ``<stem>_truth.json``
     (see :func:`simulation_paths`). Each file is written atomically. The directory is created if
-    missing. Raises ValueError naming ``out`` for an unknown extension.
+    missing. Raises ``OutputError`` (a ValueError) naming ``out`` for an unknown extension.
     """
     paths = simulation_paths(out)
     paths["transactions"].parent.mkdir(parents=True, exist_ok=True)

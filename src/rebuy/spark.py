@@ -9,7 +9,7 @@ The same results as the single-machine path, computed with Spark:
   BG/NBD and Gamma-Gamma on them (the same maximum-likelihood estimate as fitting every customer).
 - :func:`score_spark` - the score table (value scores, segments, clusters, recommendations and
   offers) with ``mapInPandas``: transactions are repartitioned by customer, and each partition is
-  scored by ``Scorer.score_frame`` of the trained bundle, which every Python worker loads and
+  scored by ``rebuy.pipeline.score`` with the trained bundle, which every Python worker loads and
   verifies once.
 - :func:`recommend_spark` - top-n recommendations for a DataFrame of customer ids, by partition.
 
@@ -37,7 +37,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from rebuy.features import FeatureError, unit_days
+from rebuy import pipeline
+from rebuy.dates import unit_days
+from rebuy.errors import BundleError, FeatureError, InvalidParameterError, SparkScoringError
+from rebuy.schema import Column, score_columns
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame as SparkDataFrame
@@ -58,16 +61,7 @@ _KIND_CODE = {"transactions": 0, "customers": 1, "events": 2}
 _SCORER_CACHE: dict[tuple[str, str], Scorer] = {}
 """Per Python worker process: (bundle directory, run id) -> loaded Scorer (loaded and verified once)."""
 
-_STRING_SCORE_COLUMNS = ("customer_id", "segment", "cluster_label", "churn_risk", "offer_type", "channel",
-                         "offer_reason", "model_run_id")
-_INT_SCORE_COLUMNS = ("r_score", "f_score", "m_score", "cluster", "orders", "max_contacts_per_month")
-_TIME_SCORE_COLUMNS = ("first_purchase", "last_purchase", "next_purchase_date", "scored_at")
-_LIST_SCORE_COLUMNS = ("recommended_products", "offer_products")
 _RECOMMEND_COLUMNS = ("customer_id", "rank", "product_id", "score", "source")
-
-
-class SparkScoringError(ValueError):
-    """Spark scoring cannot proceed; the message names the input and the problem."""
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -87,7 +81,7 @@ def _check_dataframe(df: Any, name: str) -> None:
     from pyspark.sql import DataFrame
 
     if not isinstance(df, DataFrame):
-        raise TypeError(f"{name}: expected a pyspark.sql.DataFrame, got {type(df).__name__}")
+        raise InvalidParameterError(f"{name}: expected a pyspark.sql.DataFrame, got {type(df).__name__}")
 
 
 def _as_date(value: Any, name: str) -> dt.date:
@@ -193,11 +187,11 @@ def rfm_summary_spark(
     per = days.groupBy("customer_id").agg(
         F.min("day").alias("first_day"),
         F.max("day").alias("last_day"),
-        F.count(F.lit(1)).alias("orders"),
+        F.count(F.lit(1)).alias("purchase_days"),
         F.sum("day_amount").alias("total_spend"),
         F.sum(F.when(F.col("day") > F.col("first_day"), F.col("day_amount")).otherwise(F.lit(0.0))).alias("repeat_sum"),
     )
-    freq = (F.col("orders") - 1).cast("double")
+    freq = (F.col("purchase_days") - 1).cast("double")
     meta = {SUMMARY_META_KEY: {"time_unit": time_unit, "as_of": as_of_date.isoformat()}}
     return per.select(
         "customer_id",
@@ -207,7 +201,7 @@ def rfm_summary_spark(
         F.when(freq > 0, F.col("repeat_sum") / freq).otherwise(F.lit(0.0)).alias("monetary_value"),
         F.col("first_day").cast(out_ts).alias("first_purchase"),
         F.col("last_day").cast(out_ts).alias("last_purchase"),
-        F.col("orders").cast("long").alias("orders"),
+        F.col("purchase_days").cast("long").alias("purchase_days"),
         F.col("total_spend").cast("double").alias("total_spend"),
     )
 
@@ -265,8 +259,6 @@ def fit_value_models_spark(summary_sdf: SparkDataFrame, config: Config) -> tuple
 
     Only the distinct rows reach the driver; their counts are passed to ``fit`` as ``sample_weight``.
     """
-    from rebuy.models import BGNBDModel, GammaGammaModel
-
     meta = _summary_meta(summary_sdf)
     unit = meta.get("time_unit", config.time_unit)
     if unit != config.time_unit:
@@ -277,12 +269,10 @@ def fit_value_models_spark(summary_sdf: SparkDataFrame, config: Config) -> tuple
     spend = distinct_spend_rows(summary_sdf)
     logger.info("fit_value_models_spark: %d distinct (frequency, recency, T) rows for %d customers; "
                 "%d distinct (frequency, monetary_value) rows", len(frt), int(frt["count"].sum()), len(spend))
-    bgnbd = BGNBDModel.from_config(config.bgnbd).fit(
-        frt[["frequency", "recency", "T"]], time_unit=unit, sample_weight=frt["count"].to_numpy()
-    )
-    gg = GammaGammaModel.from_config(config.gamma_gamma).fit(
-        spend[["frequency", "monetary_value"]], sample_weight=spend["count"].to_numpy()
-    )
+    bgnbd = pipeline.fit_purchase_model(frt[["frequency", "recency", "T"]], config, time_unit=unit,
+                                        sample_weight=frt["count"].to_numpy())
+    gg = pipeline.fit_spend_model(spend[["frequency", "monetary_value"]], config,
+                                  sample_weight=spend["count"].to_numpy())
     return bgnbd, gg
 
 
@@ -331,7 +321,7 @@ def _executor_scorer(candidates: list[str], run_id: str) -> Scorer:
     for cand in candidates:
         try:
             bundle_dir = resolve_bundle(_locate_bundle(cand))
-        except ValueError as err:
+        except BundleError as err:
             last_err = err
             continue
         key = (str(bundle_dir.resolve()), run_id)
@@ -368,53 +358,41 @@ def _canonical(frame: pd.DataFrame, times: tuple[str, ...], floats: tuple[str, .
     return out
 
 
-def _score_output_columns(config: Config) -> list[str]:
-    from rebuy.scoring import SCORE_COLUMNS
-
-    # score_frame appends what the config adds to SCORE_COLUMNS, in the order of the value table
-    extra = [f"expected_purchases_{h}d" for h in sorted(set(config.clv.horizons_days))]
-    extra += [f"clv_{config.clv.horizon_months}m"]
-    return list(SCORE_COLUMNS) + [c for c in dict.fromkeys(extra) if c not in SCORE_COLUMNS]
+_SPARK_TYPES = {"string": "StringType", "int": "LongType", "datetime": "TimestampType", "float": "DoubleType"}
 
 
-def _score_schema(columns: list[str]):
+def _score_schema(columns: list[Column]):
+    """The Spark schema of the score table, from the column kinds of ``rebuy.schema``."""
     _, T, _ = _spark()
     fields = []
     for c in columns:
-        if c in _STRING_SCORE_COLUMNS:
-            t = T.StringType()
-        elif c in _INT_SCORE_COLUMNS:
-            t = T.LongType()
-        elif c in _TIME_SCORE_COLUMNS:
-            t = T.TimestampType()
-        elif c in _LIST_SCORE_COLUMNS:
-            t = T.ArrayType(T.StringType())
-        else:
-            t = T.DoubleType()
-        fields.append(T.StructField(c, t, True))
+        t = T.ArrayType(T.StringType()) if c.kind == "list" else getattr(T, _SPARK_TYPES[c.kind])()
+        fields.append(T.StructField(c.name, t, True))
     return T.StructType(fields)
 
 
-def _plain_table(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """The score table with Arrow-friendly dtypes for Spark (lists of str, object strings, ns times)."""
-    missing = [c for c in columns if c not in table.columns]
-    extra = [c for c in table.columns if c not in columns]
+def _plain_column(s: pd.Series, kind: str) -> Any:
+    """One score column with Arrow-friendly values for Spark (lists of str, object strings, ns times)."""
+    if kind == "list":
+        return [[str(p) for p in x] for x in s]
+    if kind == "string":
+        return s.astype(object).where(s.notna(), None).to_numpy(dtype=object)
+    if kind == "int":
+        return s.to_numpy(dtype=np.int64)
+    if kind == "datetime":
+        return pd.to_datetime(s).to_numpy(dtype="datetime64[ns]")
+    return s.to_numpy(dtype=np.float64)
+
+
+def _plain_table(table: pd.DataFrame, columns: list[Column]) -> pd.DataFrame:
+    """The score table with Arrow-friendly dtypes for Spark, in schema order."""
+    names = [c.name for c in columns]
+    missing = [c for c in names if c not in table.columns]
+    extra = [c for c in table.columns if c not in names]
     if missing or extra:
-        raise SparkScoringError(f"score table columns differ from the Spark schema: missing {missing}, unexpected {extra}")
-    out = {}
-    for c in columns:
-        s = table[c]
-        if c in _LIST_SCORE_COLUMNS:
-            out[c] = [[str(p) for p in x] for x in s]
-        elif c in _STRING_SCORE_COLUMNS:
-            out[c] = s.astype(object).where(s.notna(), None).to_numpy(dtype=object)
-        elif c in _INT_SCORE_COLUMNS:
-            out[c] = s.to_numpy(dtype=np.int64)
-        elif c in _TIME_SCORE_COLUMNS:
-            out[c] = pd.to_datetime(s).to_numpy(dtype="datetime64[ns]")
-        else:
-            out[c] = s.to_numpy(dtype=np.float64)
-    return pd.DataFrame(out)
+        raise AssertionError(f"internal: score table columns differ from the Spark schema: missing {missing}, "
+                             f"unexpected {extra}")
+    return pd.DataFrame({c.name: _plain_column(table[c.name], c.kind) for c in columns})
 
 
 _TX_TIMES = ("timestamp",)
@@ -453,7 +431,7 @@ def _score_partition(
     scored_at: pd.Timestamp,
     tx_cols: list[str],
     side_cols: dict[str, list[str]],
-    columns: list[str],
+    columns: list[Column],
     vip_min_clv: float | None,
 ) -> Iterator[pd.DataFrame]:
     """mapInPandas body: one partition (every line of its customers) -> its score rows."""
@@ -465,22 +443,18 @@ def _score_partition(
     del frame, frames
     if len(tx) == 0:
         return
-    scorer = _executor_scorer(candidates, run_id)
-    kwargs: dict[str, Any] = {}
-    if vip_min_clv is not None:
-        kwargs["vip_min_clv"] = vip_min_clv
-    table = scorer.score_frame(tx, as_of, customers=side.get("customers"), events=side.get("events"),
-                               scored_at=scored_at, **kwargs)
+    bundle = _executor_scorer(candidates, run_id).bundle
+    table = pipeline.score(bundle, tx, side.get("customers"), side.get("events"), as_of,
+                           scored_at=scored_at, vip_min_clv=vip_min_clv)
     yield _plain_table(table, columns)
 
 
 def _clv_partition(
     batches: Iterator[pd.DataFrame], *, candidates: list[str], run_id: str, as_of: pd.Timestamp
 ) -> Iterator[pd.DataFrame]:
-    """mapInPandas body: (customer_id, clv) of a partition's customers, with the exact pandas code
-    path of ``Scorer.score_frame`` (so the VIP cut compares bitwise-equal numbers)."""
+    """mapInPandas body: (customer_id, clv_12m) of a partition's customers, computed by
+    ``rebuy.pipeline.value_scores`` (so the VIP cut compares exactly the numbers the VIP rule reads)."""
     from rebuy.features import rfm_summary
-    from rebuy.models import customer_lifetime_value
 
     frames = list(batches)
     if not frames:
@@ -488,12 +462,9 @@ def _clv_partition(
     tx = _canonical(pd.concat(frames, ignore_index=True), _TX_TIMES, _TX_FLOATS)
     if len(tx) == 0:
         return
-    scorer = _executor_scorer(candidates, run_id)
-    cfg = scorer.config
-    summary = rfm_summary(tx, as_of=as_of, time_unit=cfg.time_unit)
-    clv = customer_lifetime_value(scorer.artefacts["bgnbd"], scorer.artefacts["gamma_gamma"], summary,
-                                  horizon_months=cfg.clv.horizon_months, margin=cfg.clv.margin,
-                                  discount_rate=cfg.clv.discount_rate)
+    bundle = _executor_scorer(candidates, run_id).bundle
+    summary = rfm_summary(tx, as_of=as_of, time_unit=bundle.config.time_unit)
+    clv = pipeline.value_scores(bundle, summary)["clv_12m"]
     yield pd.DataFrame({"customer_id": summary.index.astype(object).to_numpy(), "clv": clv.to_numpy(dtype=np.float64)})
 
 
@@ -517,7 +488,7 @@ def score_spark(
     num_partitions: int | None = None,
     scored_at: pd.Timestamp | None = None,
 ) -> SparkDataFrame:
-    """The score table of ``Scorer.score_frame`` for every customer, computed partition by partition.
+    """The score table of ``rebuy.pipeline.score`` for every customer, computed partition by partition.
 
     Parameters
     ----------
@@ -526,7 +497,7 @@ def score_spark(
         e.g. ``rebuy.data.load_transactions`` output written to Parquet. Lines after ``as_of`` are dropped.
     bundle_path : a trained bundle (``models/latest`` or ``models/<run-id>``) on a path every node
         can read, or shipped with ``--archives bundle.zip#<name>`` and given as ``<name>``.
-    as_of : scoring date; None = the bundle config's ``as_of``, else the last transaction's day.
+    as_of : scoring date; None = the day of the last transaction (as ``rebuy score``).
     customers_sdf, events_sdf : optional side tables (canonical columns as ``load_customers`` /
         ``load_events``), co-partitioned with the transactions by customer.
     num_partitions : partitions of the customer shuffle (default ``spark.sql.shuffle.partitions``);
@@ -535,9 +506,9 @@ def score_spark(
 
     Returns
     -------
-    Spark DataFrame with the score-table columns (``rebuy.scoring.SCORE_COLUMNS``; lists as
+    Spark DataFrame with the score-table columns (``rebuy.schema.score_columns``; lists as
     ``array<string>``), one row per customer with a purchase on or before ``as_of``. Rows equal the
-    single-machine ``Scorer.score_frame`` on the same data: RFM scores use the bundle's training-time
+    single-machine ``rebuy.pipeline.score`` on the same data: RFM scores use the bundle's training-time
     bin edges and VIP status the training-time CLV threshold (``manifest["offers"]["vip_min_clv"]``);
     for older bundles without it, a first pass computes the global top-``vip_top_share`` CLV cut.
     A run-wide discount budget (``offers.budget``) cannot be split by partition and is refused.
@@ -558,9 +529,7 @@ def score_spark(
             f"score_spark: offers.budget={config.offers.budget} is a run-wide cap ranked over every customer and "
             "cannot be applied partition by partition; score with budget: null and apply the cap to the table"
         )
-    if as_of is None:
-        as_of = config.as_of
-    if as_of is None:
+    if as_of is None:  # as the single-machine path: the scored data's last day, never the training's
         last = transactions_sdf.agg(F.max(F.to_date("timestamp")).alias("d")).collect()[0]["d"]
         if last is None:
             raise SparkScoringError("score_spark: transactions_sdf has no transactions")
@@ -602,7 +571,7 @@ def score_spark(
         vip_min_clv = _vip_cut(tx.repartition(n_parts, "customer_id"), candidates, run_id, as_of_ts,
                                config.offers.vip_top_share)
 
-    columns = _score_output_columns(config)
+    columns = score_columns(config)
     schema = _score_schema(columns)
 
     def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:

@@ -1,0 +1,93 @@
+"""Every error rebuy raises for bad input, in one place.
+
+:class:`RebuyError` is the base of every *user-facing* error: bad files, bad columns, bad configs,
+bundles that must not be loaded, requests that cannot be served. Its message is one line that names
+the file, column or key and what is wrong. The command line catches ``RebuyError`` (and missing or
+unreadable files) and prints that line with exit code 2; anything else is a bug in rebuy and exits 1
+with "internal error" (the traceback under ``-v``).
+
+Each subclass also derives from ``ValueError`` (as scikit-learn's ``NotFittedError`` does), so
+code written against earlier versions that caught ``ValueError`` keeps working. Internal errors
+(``FloatingPointError`` from a model, ``AssertionError``, ...) never derive from ``RebuyError``.
+"""
+
+from __future__ import annotations
+
+
+class RebuyError(Exception):
+    """Base of every user-facing rebuy error: the message is one line naming the input and the problem."""
+
+
+class InvalidParameterError(RebuyError, ValueError, TypeError):
+    """A function or estimator was given a parameter outside its allowed range or of the wrong type."""
+
+
+class UsageError(RebuyError, ValueError):
+    """A command was called with options that do not fit together."""
+
+
+class ConfigError(RebuyError, ValueError):
+    """A configuration file or override is invalid. The message names the file and the key."""
+
+
+class DataError(RebuyError, ValueError):
+    """Bad input data. The one-line message names the source, the column and example rows."""
+
+
+class FeatureError(RebuyError, ValueError):
+    """The transactions cannot be summarised; the message names the column and the problem."""
+
+
+class SegmentError(RebuyError, ValueError):
+    """The input of a segmentation step is invalid; the message names the input and the column."""
+
+
+class ModelFitError(RebuyError, ValueError):
+    """A model cannot be fitted on the given data; the message says why."""
+
+
+class RecommenderDataError(RebuyError, ValueError):
+    """The transactions cannot train the recommender (e.g. no ``product_id`` column)."""
+
+
+class OffersInputError(RebuyError, ValueError):
+    """An input to the offers engine is missing a column or holds invalid values."""
+
+
+class BundleError(RebuyError, ValueError):
+    """A bundle cannot be written or must not be loaded. The message names the file and the problem."""
+
+
+class ScoringError(RebuyError, ValueError):
+    """Scoring cannot proceed (no scores recorded, unknown customer, ...)."""
+
+
+class OutputError(RebuyError, ValueError):
+    """An output cannot be written or read back (unknown extension, bad table name, missing key)."""
+
+
+class KPIInputError(RebuyError, ValueError):
+    """The input to a KPI is unusable (missing column, wrong type, empty period). One-line message."""
+
+
+class PlotInputError(RebuyError, ValueError):
+    """The data given to a plot is unusable; the message names the argument and the column."""
+
+
+class ReportError(RebuyError, ValueError):
+    """The report cannot be built (missing scores file, unusable column, ...). One line naming the file."""
+
+
+class SimulationError(RebuyError, ValueError):
+    """A simulation parameter is invalid; the message names the parameter."""
+
+
+class SparkScoringError(RebuyError, ValueError):
+    """Spark scoring cannot proceed; the message names the input and the problem."""
+
+
+class UnknownCustomerError(RebuyError, KeyError):
+    """A look-up asked for a customer who is not in the latest scores."""
+
+    def __str__(self) -> str:  # KeyError would print the message in quotes
+        return str(self.args[0]) if self.args else ""

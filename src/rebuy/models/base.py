@@ -1,0 +1,381 @@
+"""Base classes of every rebuy model: :class:`BaseFitter`, :class:`PurchaseModel`, :class:`SpendModel`.
+
+Manners (scikit-learn's): hyper-parameters are the ``__init__`` arguments, stored unchanged;
+``fit`` validates its input once, returns ``self`` and sets the learned state in trailing-underscore
+attributes; predictions below the public methods take plain arrays and do not re-validate.
+
+Learned state every fitted model has:
+
+- ``params_`` : dict, parameter name -> value, in ``PARAM_NAMES`` order (natural units: time
+  parameters in the model's time unit, money in the transactions' currency);
+- ``standard_errors_`` : dict, same keys; ``covariance_`` : DataFrame. Both from the Hessian of
+  the minimised objective (the mean penalised negative log-likelihood in log parameters) at the
+  optimum, exactly lifetimes' ``standard_errors_``: ``se_i = p_i sqrt((H^-1)_ii / n)``. NaN for
+  models built with ``from_params`` (no data) or when the Hessian is not positive definite;
+- ``log_likelihood_`` (unpenalised total over the fitted customers), ``penalizer_`` (the one
+  actually used), ``converged_`` (first attempt succeeded), ``n_customers_``,
+  ``n_distinct_rows_``, ``warnings_`` (list of str).
+
+A :class:`PurchaseModel` additionally has ``time_unit_`` ("weeks" or "days") and implements the
+purchase interface that :mod:`rebuy.models.clv` and :mod:`rebuy.models.value` use; they never need
+a model's privates. Their one speed hook is :meth:`PurchaseModel.conditional`: a
+:class:`ConditionalForecast` of given customers (P(alive), expected purchases at many horizons,
+days to the next purchase) that computes what those predictions share once. The generic one here
+calls the model's public methods; a model may return a faster exact subclass.
+
+Instances are plain attribute bags: they pickle (bundles store them) and unpickle without rebuy
+running any code.
+"""
+
+from __future__ import annotations
+
+import inspect
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import pandas as pd
+
+from rebuy.dates import unit_days
+from rebuy.errors import InvalidParameterError, ModelFitError
+from rebuy.models.inputs import (
+    FRT_COLUMNS,
+    check_frt,
+    check_sample_weight,
+    row_arrays,
+    summary_arrays,
+    summary_time_unit,
+    weighted_distinct_rows,
+    whole_number,
+)
+from rebuy.models.optimize import (
+    Z_95,
+    FitOutcome,
+    Objective,
+    Solution,
+    check_solver,
+    covariance_from_hessian,
+    fit_warm,
+    fit_with_retry,
+    lifetimes_fit,
+    numerical_hessian,
+)
+
+SUMMARY_COLUMNS = ("coef", "se(coef)", "lower 95% bound", "upper 95% bound")
+"""Columns of :attr:`BaseFitter.summary` (lifetimes' names)."""
+
+
+class BaseFitter(ABC):
+    """Shared fitting, parameter and uncertainty logic (see the module docstring).
+
+    A subclass sets ``PARAM_NAMES``, ``SHAPE_PARAMS`` (dimensionless parameters checked for
+    running off to infinity), ``DISPLAY_NAME`` and implements the objective hooks
+    :meth:`_objective`, :meth:`_from_theta`, :meth:`_to_theta` and :meth:`_lifetimes_fitter`.
+    """
+
+    PARAM_NAMES: ClassVar[tuple[str, ...]] = ()
+    SHAPE_PARAMS: ClassVar[tuple[str, ...]] = ()
+    DISPLAY_NAME: ClassVar[str] = ""
+
+    penalizer: float
+    retry_penalizer: float
+    solver: str
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def hyperparameter_names(cls) -> list[str]:
+        """The ``__init__`` arguments (scikit-learn's ``_get_param_names``)."""
+        sig = inspect.signature(cls.__init__)
+        return [p.name for p in sig.parameters.values() if p.name != "self" and p.kind is p.POSITIONAL_OR_KEYWORD]
+
+    def get_params(self) -> dict[str, Any]:
+        """The hyper-parameters, as passed to ``__init__``."""
+        return {k: getattr(self, k) for k in self.hyperparameter_names()}
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> Self:
+        """A model with the settings of its config section (e.g. ``config.bgnbd``): every
+        ``__init__`` argument the section has."""
+        return cls(**{k: getattr(cfg, k) for k in cls.hyperparameter_names() if hasattr(cfg, k)})
+
+    @classmethod
+    def from_params(cls, params: dict[str, float]) -> Self:
+        """A model with given parameters (e.g. published ones, or read from a bundle manifest): no
+        data, so ``standard_errors_`` are NaN. Subclasses add the state their predictions need."""
+        who = f"{cls.__name__}.from_params"
+        missing = [k for k in cls.PARAM_NAMES if k not in params]
+        if missing:
+            raise ModelFitError(f"{who}: missing parameter(s) {missing}")
+        m = cls()
+        m.params_ = {k: float(params[k]) for k in cls.PARAM_NAMES}
+        if not all(np.isfinite(v) and v > 0 for v in m.params_.values()):
+            raise ModelFitError(f"{who}: parameters must be finite and > 0, got {m.params_}")
+        m.penalizer_ = 0.0
+        m.converged_ = True
+        m.warnings_ = []
+        m._set_covariance(np.full((len(cls.PARAM_NAMES),) * 2, np.nan))
+        return m
+
+    # ------------------------------------------------------------------ display
+    def __repr__(self) -> str:
+        name = f"rebuy.{type(self).__name__}"
+        params = getattr(self, "params_", None)
+        if params is None:
+            hyper = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+            return f"<{name}: not fitted, {hyper}>"
+        n = getattr(self, "n_customers_", None)
+        origin = f"fitted with {n} customers" if n is not None else "from parameters"
+        return f"<{name}: {origin}, " + ", ".join(f"{k}: {v:.4g}" for k, v in params.items()) + ">"
+
+    @property
+    def summary(self) -> pd.DataFrame:
+        """One row per parameter: ``coef``, ``se(coef)``, ``lower 95% bound``, ``upper 95% bound``
+        (coef -/+ 1.96 se; natural units), as lifetimes' ``summary``."""
+        self._check_fitted()
+        coef = pd.Series(self.params_, dtype=np.float64)
+        se = pd.Series(getattr(self, "standard_errors_", {}), index=coef.index, dtype=np.float64)
+        return pd.DataFrame(
+            dict(zip(SUMMARY_COLUMNS, (coef, se, coef - Z_95 * se, coef + Z_95 * se), strict=True)),
+            index=pd.Index(list(self.PARAM_NAMES), name="parameter"),
+        )
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "params_"):
+            raise ModelFitError(f"{type(self).__name__}: not fitted; call fit(summary) first")
+
+    # ------------------------------------------------------------------ fitting template
+    def _check_hyperparameters(self, who: str) -> None:
+        check_solver(self.solver, who)
+        if self.penalizer < 0 or self.retry_penalizer < 0:
+            raise ModelFitError(f"{who}: penalizer and retry_penalizer must be >= 0")
+
+    def _fit_distinct(self, cols: list[np.ndarray], counts: np.ndarray) -> FitOutcome:
+        """Fit on distinct rows ``cols`` standing for ``counts`` customers each (with the retry) and
+        set ``params_``, the uncertainty and the fit bookkeeping; ``warnings_`` holds the retry notes."""
+        outcome = fit_with_retry(
+            lambda pen: self._solve(pen, cols, counts),
+            self.penalizer,
+            self.retry_penalizer,
+            self.DISPLAY_NAME,
+            self.SHAPE_PARAMS,
+        )
+        self.params_ = {k: float(outcome.solution.params[k]) for k in self.PARAM_NAMES}
+        self.penalizer_ = outcome.penalizer
+        self.converged_ = bool(outcome.converged)
+        self.n_customers_ = int(round(counts.sum()))
+        self.n_distinct_rows_ = int(len(cols[0]))
+        self.warnings_ = list(outcome.notes)
+        self._set_uncertainty(outcome.solution)
+        return outcome
+
+    def _solve(self, penalizer: float, cols: list[np.ndarray], counts: np.ndarray) -> Solution:
+        """One solver run with ``penalizer``: rebuy's BFGS on the analytic objective, or lifetimes'."""
+        if self.solver == "lifetimes":
+            params = lifetimes_fit(self._lifetimes_fitter(penalizer), self.PARAM_NAMES, *cols, weights=counts)
+            objective = self._objective(cols, counts, penalizer, slice(None))
+            return Solution(params, self._to_theta(params, cols), objective)
+        theta, objective = fit_warm(
+            lambda mask, w: self._objective(cols, w, penalizer, mask),
+            counts,
+            np.full(len(self.PARAM_NAMES), 0.1),  # lifetimes' start
+        )
+        return Solution(self._from_theta(theta, cols), theta, objective)
+
+    def _set_uncertainty(self, solution: Solution) -> None:
+        hessian = numerical_hessian(solution.objective, solution.theta)
+        values = np.array([self.params_[k] for k in self.PARAM_NAMES])
+        self._set_covariance(covariance_from_hessian(hessian, values, solution.objective.W))
+
+    def _set_covariance(self, cov: np.ndarray) -> None:
+        names = list(self.PARAM_NAMES)
+        self.covariance_ = pd.DataFrame(cov, index=names, columns=names)
+        with np.errstate(invalid="ignore"):
+            self.standard_errors_ = dict(zip(names, np.sqrt(np.diag(cov)).tolist(), strict=True))
+
+    def _fitted_log_likelihood(self, solution: Solution, cols: list[np.ndarray], counts: np.ndarray) -> float:
+        """Unpenalised total log-likelihood at the fitted parameters (models may compute it from
+        ``solution.objective.fun_`` instead)."""
+        return float((counts * self.log_likelihood(*cols)).sum())
+
+    # ------------------------------------------------------------------ hooks
+    @abstractmethod
+    def log_likelihood(self, *columns: Any) -> np.ndarray:
+        """Per-customer log-likelihood of the summary columns at ``params_``."""
+
+    @abstractmethod
+    def _objective(self, cols: list[np.ndarray], weights: np.ndarray, penalizer: float, mask: Any) -> Objective:
+        """The objective on rows ``mask`` of the distinct rows ``cols``, weighted by ``weights``
+        (already masked)."""
+
+    @abstractmethod
+    def _from_theta(self, theta: np.ndarray, cols: list[np.ndarray]) -> dict[str, float]:
+        """Parameters in natural units from the objective's coordinates."""
+
+    @abstractmethod
+    def _to_theta(self, params: dict[str, float], cols: list[np.ndarray]) -> np.ndarray:
+        """The inverse of :meth:`_from_theta`."""
+
+    @abstractmethod
+    def _lifetimes_fitter(self, penalizer: float) -> Any:
+        """lifetimes' fitter for ``solver="lifetimes"``."""
+
+
+def first_day_reaching(reaches: Callable[[np.ndarray], np.ndarray], n: int, max_days: int) -> np.ndarray:
+    """Per candidate, the smallest whole day d in 1..max_days with ``reaches(days)[i]`` true, by
+    integer bisection (about log2(max_days) calls). ``reaches(days)`` evaluates every candidate at
+    its own day; it must be monotone in the day, false at day 0 and true at ``max_days``."""
+    lo = np.zeros(n, dtype=np.int64)  # reaches(lo) is false
+    hi = np.full(n, max_days, dtype=np.int64)  # reaches(hi) is true
+    while n and (hi - lo > 1).any():
+        mid = (lo + hi) // 2
+        above = reaches(mid)
+        hi = np.where(above, mid, hi)
+        lo = np.where(above, lo, mid)
+    return hi
+
+
+class PurchaseModel(BaseFitter):
+    """A repeat-purchase ("buy till you die") model fitted on ``frequency``, ``recency``, ``T``.
+
+    Time is in ``time_unit_``. Every method taking ``(frequency, recency, T)`` broadcasts them.
+    Subclasses implement the abstract methods; :meth:`conditional` has a generic implementation.
+    """
+
+    time_unit_: str
+
+    def fit(self, summary: pd.DataFrame, time_unit: str | None = None, sample_weight: Any = None) -> Self:
+        """Fit on an RFM summary (columns ``frequency``, ``recency``, ``T``); returns self.
+
+        ``time_unit`` defaults to ``summary.attrs["time_unit"]`` (set by ``rfm_summary``), else weeks.
+        ``sample_weight``: customers each row stands for (e.g. the counts of already-distinct rows
+        aggregated by Spark); None counts every row once.
+        """
+        who = f"{type(self).__name__}.fit"
+        self._check_hyperparameters(who)
+        x, tx, T = summary_arrays(summary, FRT_COLUMNS, who)
+        check_frt(x, tx, T, who)
+        if not (x > 0).any():
+            raise ModelFitError(
+                f"{who}: every customer is a one-time buyer (frequency 0): there are no repeat purchases to fit"
+            )
+        if T.max() <= 0:
+            raise ModelFitError(f"{who}: every customer's T is 0 (all data on the as_of day): nothing to fit")
+        unit = summary_time_unit(summary) if time_unit is None else time_unit
+        unit_days(unit)
+        cols, counts = weighted_distinct_rows((x, tx, T), check_sample_weight(sample_weight, len(x), who))
+        outcome = self._fit_distinct(cols, counts)
+        self.log_likelihood_ = self._fitted_log_likelihood(outcome.solution, cols, counts)
+        self.time_unit_ = unit
+        return self
+
+    # ------------------------------------------------------------------ the purchase interface
+    @abstractmethod
+    def log_likelihood(self, frequency: Any, recency: Any, T: Any) -> np.ndarray:
+        """Per-customer log-likelihood of (frequency, recency, T) at ``params_``."""
+
+    @abstractmethod
+    def p_alive(self, frequency: Any, recency: Any, T: Any) -> np.ndarray:
+        """P(customer still alive at T | frequency, recency, T)."""
+
+    @abstractmethod
+    def expected_purchases(self, t: Any, frequency: Any, recency: Any, T: Any) -> np.ndarray:
+        """Expected repeat purchases in the next ``t`` time units (>= 0, finite)."""
+
+    @abstractmethod
+    def probability_of_purchase(self, t: Any, frequency: Any, recency: Any, T: Any) -> np.ndarray:
+        """P(at least one repeat purchase in the next ``t`` time units)."""
+
+    @abstractmethod
+    def expected_purchases_population(self, t: Any) -> np.ndarray:
+        """Expected repeat purchases of a new customer within ``t`` time units of the first purchase."""
+
+    # ------------------------------------------------------------------ the hook for CLV and scores
+    def conditional(self, frequency: Any, recency: Any, T: Any) -> ConditionalForecast:
+        """Predictions for these customers that share their common work (the hook
+        :mod:`~rebuy.models.clv` and :mod:`~rebuy.models.value` use; pass distinct rows). The
+        generic :class:`ConditionalForecast` asks this model's public methods; a model may return
+        a faster exact subclass."""
+        self._check_fitted()
+        return ConditionalForecast(self, frequency, recency, T)
+
+    def iter_expected_purchases(
+        self, horizons: Iterable[float], frequency: Any, recency: Any, T: Any
+    ) -> Iterator[np.ndarray]:
+        """``expected_purchases(h, ...)`` for each horizon ``h`` (time units), one 1-D array at a time
+        (see :meth:`ConditionalForecast.iter_expected_purchases`)."""
+        return self.conditional(frequency, recency, T).iter_expected_purchases(horizons)
+
+    def next_purchase_days(self, frequency: Any, recency: Any, T: Any, max_days: int = 1825) -> np.ndarray:
+        """Whole days to the expected next purchase, -1 when not within ``max_days`` (see
+        :meth:`ConditionalForecast.next_purchase_days`)."""
+        return self.conditional(frequency, recency, T).next_purchase_days(max_days)
+
+
+class ConditionalForecast:
+    """A purchase model's predictions for fixed customers (1-D rows of frequency, recency, T).
+
+    Generic implementation: every prediction calls the model's public methods; P(alive) is
+    computed once. Subclasses (returned by a model's ``conditional``) may share more, but must give
+    the same values."""
+
+    def __init__(self, model: PurchaseModel, frequency: Any, recency: Any, T: Any):
+        self.model = model
+        self.x, self.tx, self.T = (v.ravel() for v in row_arrays(frequency, recency, T))
+        self._p_alive: np.ndarray | None = None
+
+    def p_alive(self) -> np.ndarray:
+        """P(alive) per row (computed once)."""
+        if self._p_alive is None:
+            self._p_alive = self.model.p_alive(self.x, self.tx, self.T)
+        return self._p_alive
+
+    def expected_purchases(self, t: Any, rows: Any = slice(None)) -> np.ndarray:
+        """Expected purchases in the next ``t`` time units (scalar, or one per selected row) of
+        ``rows`` (an index into the rows)."""
+        return self.model.expected_purchases(t, self.x[rows], self.tx[rows], self.T[rows])
+
+    def iter_expected_purchases(self, horizons: Iterable[float]) -> Iterator[np.ndarray]:
+        """Expected purchases of every row at each horizon (time units, >= 0), one array per
+        horizon, so callers can accumulate without an n x H matrix. Validates now, computes lazily."""
+        return (self.expected_purchases(h) for h in check_horizons(horizons))
+
+    def next_purchase_days(self, max_days: int = 1825) -> np.ndarray:
+        """Whole days (int64) from T to the expected next purchase: the first d in 1..``max_days``
+        with ``expected_purchases(d days) >= 1``; -1 when the expected count stays below 1 for
+        ``max_days`` days. Integer bisection (about log2(max_days) evaluations)."""
+        max_days = check_max_days(max_days)
+        u = unit_days(self.model.time_unit_)
+        cand = np.flatnonzero(self.expected_purchases(max_days / u) >= 1.0)
+        days = np.full(len(self.x), -1, dtype=np.int64)
+        days[cand] = first_day_reaching(lambda d: self.expected_purchases(d / u, cand) >= 1.0, len(cand), max_days)
+        return days
+
+
+def check_horizons(horizons: Iterable[float]) -> list[float]:
+    """Horizons (time units) as floats; InvalidParameterError unless each is finite and >= 0."""
+    hs = [float(h) for h in horizons]
+    if any(not np.isfinite(h) or h < 0 for h in hs):
+        raise InvalidParameterError(f"iter_expected_purchases: horizons must be finite and >= 0, got {hs}")
+    return hs
+
+
+def check_max_days(max_days: Any) -> int:
+    """``max_days`` as an int; InvalidParameterError unless it is a whole number >= 1."""
+    return whole_number(max_days, "next_purchase_days: max_days")
+
+
+class SpendModel(BaseFitter):
+    """A spend-per-purchase model fitted on ``frequency`` and ``monetary_value`` (currency)."""
+
+    @abstractmethod
+    def fit(self, summary: pd.DataFrame, sample_weight: Any = None) -> Self:
+        """Fit on an RFM summary (columns ``frequency``, ``monetary_value``); returns self."""
+
+    @abstractmethod
+    def log_likelihood(self, frequency: Any, monetary_value: Any) -> np.ndarray:
+        """Per-customer log-likelihood of (frequency, monetary_value) at ``params_``."""
+
+    @abstractmethod
+    def expected_order_value(self, frequency: Any, monetary_value: Any) -> np.ndarray:
+        """Expected spend per future purchase (currency), per customer."""

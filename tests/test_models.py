@@ -125,6 +125,7 @@ def test_models_take_their_settings_from_config(cdnow_summary):
 
 # ------------------------------------------------------------------ persistence
 def test_models_pickle_round_trip_by_public_path(bgnbd, gg, cdnow_summary):
+    assert all(np.isfinite(v) for v in bgnbd.standard_errors_.values())  # computed before pickling
     b_bytes, g_bytes = pickle.dumps(bgnbd), pickle.dumps(gg)
     assert b"rebuy.models.bgnbd" not in b_bytes and b"rebuy.models.gamma_gamma" not in g_bytes
     b2, g2 = pickle.loads(b_bytes), pickle.loads(g_bytes)
@@ -136,12 +137,26 @@ def test_models_pickle_round_trip_by_public_path(bgnbd, gg, cdnow_summary):
     assert repr(b2) == repr(bgnbd)
 
 
+def test_standard_errors_are_lazy_and_pickles_carry_no_fit_data(cdnow_summary):
+    fresh = BGNBDModel().fit(cdnow_summary)
+    assert "_covariance" not in fresh.__dict__  # the fit did not pay for the Hessian
+    unpickled = pickle.loads(pickle.dumps(fresh))  # pickled before the first access: no fit data
+    assert unpickled.summary["se(coef)"].isna().all()
+    assert all(np.isfinite(v) and v > 0 for v in fresh.standard_errors_.values())  # still computable
+    # an instance pickled when covariance_ was a plain attribute keeps its numbers
+    state = {k: v for k, v in fresh.__getstate__().items() if k != "_covariance"}
+    state["covariance_"] = fresh.covariance_
+    legacy = object.__new__(BGNBDModel)
+    legacy.__setstate__(state)
+    assert legacy.standard_errors_ == fresh.standard_errors_
+
+
 def test_instances_pickled_before_standard_errors_still_work(bgnbd, cdnow_summary):
     """A model unpickled from a bundle written before standard errors existed still predicts,
     prints and summarises (with NaN standard errors)."""
-    old = pickle.loads(pickle.dumps(bgnbd))
-    for attr in ("standard_errors_", "covariance_"):
-        del old.__dict__[attr]
+    state = {k: v for k, v in bgnbd.__getstate__().items() if k != "_covariance"}
+    old = object.__new__(type(bgnbd))
+    old.__setstate__(state)
     assert old.summary["se(coef)"].isna().all()
     assert old.summary["coef"].to_dict() == bgnbd.params_
     assert repr(old).startswith("<rebuy.BGNBDModel: fitted with 2357 customers")

@@ -35,3 +35,11 @@ def test_unknown_column_is_a_key_error():
     assert column("p_alive").kind == "float"
     with pytest.raises(KeyError):
         column("no_such_column")
+
+
+def test_offer_and_summary_columns_are_schema_columns():
+    from rebuy.offers import OFFER_COLUMNS
+    from rebuy.pipeline import SUMMARY_COLUMNS
+
+    for name in [*OFFER_COLUMNS, *SUMMARY_COLUMNS]:
+        assert column(name).name == name

@@ -27,12 +27,12 @@ from rebuy.bundle import ModelBundle
 from rebuy.config import Config
 from rebuy.errors import ScoringError
 from rebuy.progress import step
-from rebuy.schema import score_columns
+from rebuy.schema import column, score_columns
 
 log = logging.getLogger(__name__)
 
-SUMMARY_COLUMNS = ("frequency", "recency", "T", "monetary_value", "purchase_days", "total_spend",
-                   "first_purchase", "last_purchase")
+SUMMARY_COLUMNS = tuple(column(name).name for name in (
+    "frequency", "recency", "T", "monetary_value", "purchase_days", "total_spend", "first_purchase", "last_purchase"))
 """RFM summary columns copied into the score table as they are."""
 
 
@@ -46,14 +46,14 @@ def fit(transactions: pd.DataFrame, config: Config, as_of: pd.Timestamp) -> Mode
     the VIP CLV threshold); ``rebuy.bundle.save_model_bundle`` writes it.
     """
     from rebuy.features import rfm_summary, spend_concentration
+    from rebuy.models import score_value
+    from rebuy.segment import RFMClusterer  # noqa: F401 (imports scikit-learn and scipy.optimize before the timed steps)
 
     with step("RFM summary", log):
         summary = rfm_summary(transactions, as_of=as_of, time_unit=config.time_unit)
     concentration = spend_concentration(summary)
     if concentration["finding"]:
         log.warning("%s", concentration["finding"])
-    from rebuy.models import score_value
-
     purchase_model, spend_model = _fit_value_models(summary, config)
     value = score_value(summary, purchase_model, spend_model, config)
     rfm_scorer, segments = _fit_rfm_scores(summary, config)

@@ -40,17 +40,19 @@ from rebuy.offers.text import (
     string_array,
 )
 from rebuy.offers.text import REMINDER as REMINDER_TEXT
+from rebuy.schema import column
 
 if TYPE_CHECKING:
     from rebuy.config import Config
 
 log = logging.getLogger("rebuy.offers")
 
-OFFER_COLUMNS = [
+OFFER_COLUMNS = [column(name).name for name in (
     "offer_type", "offer_value", "offer_products", "channel", "max_contacts_per_month", "offer_reason",
     "discount_cost",
-]
-"""Columns returned by :func:`assign_offers`, in order."""
+)]
+"""Columns returned by :func:`assign_offers`, in order: score-table columns of ``rebuy.schema``
+(a KeyError at import if one is not)."""
 
 GC_PAUSE_MIN_ROWS = 100_000
 """assign_offers pauses the cyclic garbage collector only for tables at least this long."""

@@ -45,9 +45,9 @@ from rebuy.schema import Column, score_columns
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame as SparkDataFrame
 
+    from rebuy.bundle import ModelBundle
     from rebuy.config import Config
     from rebuy.models import BGNBDModel, GammaGammaModel
-    from rebuy.scoring import Scorer
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +58,8 @@ SUMMARY_META_KEY = "rebuy"
 _KIND = "__rebuy_kind"
 _SIDE_PREFIX = {"customers": "__rebuy_c__", "events": "__rebuy_e__"}
 _KIND_CODE = {"transactions": 0, "customers": 1, "events": 2}
-_SCORER_CACHE: dict[tuple[str, str], Scorer] = {}
-"""Per Python worker process: (bundle directory, run id) -> loaded Scorer (loaded and verified once)."""
+_BUNDLE_CACHE: dict[tuple[str, str], ModelBundle] = {}
+"""Per Python worker process: (bundle directory, run id) -> loaded ModelBundle (loaded and verified once)."""
 
 _RECOMMEND_COLUMNS = ("customer_id", "rank", "product_id", "score", "source")
 
@@ -312,10 +312,9 @@ def _driver_bundle(bundle_path: str | os.PathLike[str]) -> tuple[list[str], dict
     return candidates, manifest
 
 
-def _executor_scorer(candidates: list[str], run_id: str) -> Scorer:
-    """The bundle's Scorer, loaded (checksums verified) once per Python worker process."""
-    from rebuy.bundle import resolve_bundle
-    from rebuy.scoring import Scorer
+def _executor_bundle(candidates: list[str], run_id: str) -> ModelBundle:
+    """The trained ModelBundle, loaded (checksums verified) once per Python worker process."""
+    from rebuy.bundle import load_model_bundle, resolve_bundle
 
     last_err: Exception | None = None
     for cand in candidates:
@@ -325,17 +324,17 @@ def _executor_scorer(candidates: list[str], run_id: str) -> Scorer:
             last_err = err
             continue
         key = (str(bundle_dir.resolve()), run_id)
-        scorer = _SCORER_CACHE.get(key)
-        if scorer is None:
-            scorer = Scorer.load(bundle_dir)
-            if scorer.run_id != run_id:
+        bundle = _BUNDLE_CACHE.get(key)
+        if bundle is None:
+            bundle = load_model_bundle(bundle_dir)
+            if bundle.run_id != run_id:
                 last_err = SparkScoringError(
-                    f"bundle {bundle_dir}: run {scorer.run_id} on this executor, but the driver planned with {run_id}"
+                    f"bundle {bundle_dir}: run {bundle.run_id} on this executor, but the driver planned with {run_id}"
                 )
                 continue
-            _SCORER_CACHE[key] = scorer
+            _BUNDLE_CACHE[key] = bundle
             logger.info("loaded bundle %s (run %s) in worker process %d", bundle_dir, run_id, os.getpid())
-        return scorer
+        return bundle
     raise SparkScoringError(f"bundle of run {run_id} not found on this executor: {last_err}")
 
 
@@ -385,13 +384,8 @@ def _plain_column(s: pd.Series, kind: str) -> Any:
 
 
 def _plain_table(table: pd.DataFrame, columns: list[Column]) -> pd.DataFrame:
-    """The score table with Arrow-friendly dtypes for Spark, in schema order."""
-    names = [c.name for c in columns]
-    missing = [c for c in names if c not in table.columns]
-    extra = [c for c in table.columns if c not in names]
-    if missing or extra:
-        raise AssertionError(f"internal: score table columns differ from the Spark schema: missing {missing}, "
-                             f"unexpected {extra}")
+    """The score table with Arrow-friendly dtypes for Spark, in schema order (``pipeline.score``
+    already guarantees exactly these columns)."""
     return pd.DataFrame({c.name: _plain_column(table[c.name], c.kind) for c in columns})
 
 
@@ -443,7 +437,7 @@ def _score_partition(
     del frame, frames
     if len(tx) == 0:
         return
-    bundle = _executor_scorer(candidates, run_id).bundle
+    bundle = _executor_bundle(candidates, run_id)
     table = pipeline.score(bundle, tx, side.get("customers"), side.get("events"), as_of,
                            scored_at=scored_at, vip_min_clv=vip_min_clv)
     yield _plain_table(table, columns)
@@ -462,7 +456,7 @@ def _clv_partition(
     tx = _canonical(pd.concat(frames, ignore_index=True), _TX_TIMES, _TX_FLOATS)
     if len(tx) == 0:
         return
-    bundle = _executor_scorer(candidates, run_id).bundle
+    bundle = _executor_bundle(candidates, run_id)
     summary = rfm_summary(tx, as_of=as_of, time_unit=bundle.config.time_unit)
     clv = pipeline.value_scores(bundle, summary)["clv_12m"]
     yield pd.DataFrame({"customer_id": summary.index.astype(object).to_numpy(), "clv": clv.to_numpy(dtype=np.float64)})
@@ -608,8 +602,7 @@ def _vip_cut(tx_by_customer: SparkDataFrame, candidates: list[str], run_id: str,
 def _recommend_partition(
     batches: Iterator[pd.DataFrame], *, candidates: list[str], run_id: str, n: int, segment_col: str | None
 ) -> Iterator[pd.DataFrame]:
-    scorer = _executor_scorer(candidates, run_id)
-    rec = scorer.recommender
+    rec = _executor_bundle(candidates, run_id).recommender
     for batch in batches:
         ids = batch["customer_id"].astype(object).tolist()
         segments = None

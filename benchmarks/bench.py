@@ -277,7 +277,9 @@ def worker_rebuy(args: argparse.Namespace, rec: Recorder) -> dict[str, Any]:
             # as `rebuy train --customers` does (validates the customers table) when train() takes it
             kw = {"customers": cust_path} if "customers" in inspect.signature(train).parameters else {}
             result = train(tx_path, cfg, models_dir=models_dir, **kw)
-        out["params"] = {k: result.manifest["params"][k] for k in ("bgnbd", "gamma_gamma")}
+        params = result.manifest["params"]
+        out["purchase_model"] = params.get("purchase_model", "bgnbd")
+        out["params"] = {k: params[k] for k in ("bgnbd", "gamma_gamma") if k in params}
         out["n_customers"] = int(result.manifest["training_data"]["customers"])
         out["n_lines"] = int(result.manifest["training_data"]["rows"])
         del result
@@ -369,6 +371,9 @@ def _stage_seconds(run: dict[str, Any], names: list[str]) -> float | None:
     by = {}
     for s in run.get("stages", []):
         by[s["name"]] = by.get(s["name"], 0.0) + s["seconds"]
+    if "train.BG/NBD fit" in by:  # a run of rebuy before issue 11: one BG/NBD fit, no selection
+        by.setdefault("train.purchase model fit", by["train.BG/NBD fit"])
+        by.setdefault("train.purchase model selection", 0.0)
     if not all(n in by for n in names):
         return None
     return sum(by[n] for n in names)
@@ -391,12 +396,16 @@ def _stage_peak(run: dict[str, Any], names: list[str]) -> float | None:
 # Comparison rows: (label, reference stages, rebuy stages, uses value-only runs too). rebuy stage names are
 # "<phase>.<step desc>". Rows that depend on the recommender (offers use its cross-sell, the bundle holds it)
 # only use the full runs.
+PURCHASE_STAGES = ["train.purchase model selection", "train.purchase model fit"]
+"""rebuy's purchase-model stages: the candidates compared on holdouts (``purchase_model: auto``) and the fit
+of the chosen one on every customer (named ``train.BG/NBD fit`` before issue 11; ``_stage_seconds`` maps it)."""
+
 COMPARISONS: list[tuple[str, list[str], list[str], bool]] = [
     ("load (+ clean for rebuy)", ["load"], ["train.load and clean transactions"], True),
     ("RFM summary", ["rfm_summary"], ["train.RFM summary"], True),
-    ("BG/NBD fit", ["bgnbd_fit"], ["train.BG/NBD fit"], True),
+    ("BG/NBD fit (rebuy: purchase-model selection + fit)", ["bgnbd_fit"], PURCHASE_STAGES, True),
     ("Gamma-Gamma fit", ["gamma_gamma_fit"], ["train.Gamma-Gamma fit"], True),
-    ("BG/NBD + Gamma-Gamma fit", ["bgnbd_fit", "gamma_gamma_fit"], ["train.BG/NBD fit", "train.Gamma-Gamma fit"], True),
+    ("BG/NBD + Gamma-Gamma fit", ["bgnbd_fit", "gamma_gamma_fit"], [*PURCHASE_STAGES, "train.Gamma-Gamma fit"], True),
     ("scoring: P(alive), E[purchases], CLV (rebuy: + segment, cluster, offer)", ["score_value"],
      ["score.value models", "score.segments and clusters", "score.offers"], False),
     ("  of which value models only: P(alive), E[purchases], CLV (rebuy `score_value`)", ["score_value"],
@@ -484,6 +493,8 @@ def summarise(size_runs: dict[str, list[dict[str, Any]]], config_iterations: int
     params = {}
     if ref and reb:
         for model in ("bgnbd", "gamma_gamma"):
+            if model not in reb[0]["params"]:  # auto chose another purchase model: nothing to compare with lifetimes
+                continue
             pr, pb = ref[0]["params"][model], reb[0]["params"][model]
             params[model] = {k: {"reference": pr[k], "rebuy": pb[k], "rel_diff": _rel(pb[k], pr[k])} for k in pr}
     return {

@@ -26,7 +26,7 @@ def cdnow() -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def report(cdnow) -> dict:
-    return evaluate_value_models(cdnow, "1997-09-30", "1998-06-30", Config())
+    return evaluate_value_models(cdnow, "1997-09-30", "1998-06-30", Config(purchase_model="bgnbd"))
 
 
 def test_tracking_curve_reproduces_paper(cdnow):
@@ -107,10 +107,32 @@ def test_p_alive_deciles_and_clv_ranking(report):
     assert deciles[-1]["observed_share_bought"] > deciles[0]["observed_share_bought"]
     for r in rows:
         assert 0 <= r["predicted_share_bought"] <= r["mean_p_alive"] <= 1
+    cap = report["clv_ranking"]["capture"]
     for k in ("top_10pct", "top_20pct"):
-        c = report["clv_ranking"][k]
-        assert c["random_share"] < c["clv_share_of_holdout_revenue"] <= c["best_possible_share"] <= 1
-    assert report["clv_ranking"]["spearman_clv_vs_holdout_revenue"] > 0.2
+        random = report["clv_ranking"]["random"][k]
+        for ranking in ("clv_12m", "model_clv_12m", "past_spend"):
+            assert random < cap[ranking][k] <= cap["best_possible"][k] <= 1
+    assert report["clv_ranking"]["spearman"]["clv_12m"] > 0.2
+    gain = report["clv_ranking"]["clv_minus_past_spend_top20_points"]
+    assert gain == pytest.approx(100 * (cap["clv_12m"]["top_20pct"] - cap["past_spend"]["top_20pct"]), abs=0.01)
+
+
+def test_buy_again_and_calibration_sections(report):
+    buy = report["buy_again"]
+    assert set(buy["auc"]) == {"p_alive", "p_purchase_90d", "expected_purchases_90d", "recency_baseline",
+                               "frequency_baseline"}
+    assert all(0 <= v <= 1 for v in buy["auc"].values())
+    assert buy["auc"]["p_purchase_90d"] > 0.6 and buy["auc"]["recency_baseline"] > 0.6
+    cal = report["p_purchase_90d_calibration"]
+    for name in ("calibrated", "raw_model"):
+        rows = cal[name]["by_decile"]
+        assert [r["decile"] for r in rows] == list(range(1, 11)) and sum(r["customers"] for r in rows) == 2357
+        assert cal[name]["mean_abs_decile_error"] == pytest.approx(np.mean([r["abs_error"] for r in rows]), abs=1e-4)
+    interval = report["spend_interval"]
+    assert 0.8 < interval["model"]["coverage"] <= 1 and 0.9 <= interval["model"]["nominal_coverage"] <= 1
+    everyone = interval["one_interval_for_everyone"]
+    assert everyone["coverage"] >= interval["model"]["coverage"]  # the narrowest single interval with that share
+    assert interval["model"]["mean_interval_score"] < everyone["mean_interval_score"]
 
 
 def test_verdict_and_headline(report):
@@ -118,6 +140,11 @@ def test_verdict_and_headline(report):
     assert report["verdict"].startswith("Verdict:")
     assert "1882 actual" in report["verdict"]
     assert report["headline"]["holdout_actual_repeat_purchases"] == 1882
+    assert report["headline"]["purchase_model"] == "bgnbd"
+    # CLV within 2 points of past spend, or revenue more than 15% off: never "good"
+    head = report["headline"]
+    if head["clv_minus_past_spend_top20_points"] < 2 or abs(head["revenue_error_pct"]) > 15:
+        assert head["trust"] != "good"
 
 
 def test_simulated_shop_is_forecast_well():
@@ -133,6 +160,16 @@ def test_simulated_shop_is_forecast_well():
     # P(purchase in the holdout) is calibrated when the model is true
     assert rep["p_alive_calibration"]["mean_abs_share_error"] < 0.04
     assert rep["warnings"] == []
+    # the issue-11 checks on data the models were not tuned on: calibration and coverage
+    cal = rep["p_purchase_90d_calibration"]["calibrated"]
+    assert cal["mean_abs_decile_error"] <= 0.03
+    interval = rep["spend_interval"]
+    # a perfect model covers its nominal share: 90% where a purchase is near-certain, 95% where the chance of
+    # buying nothing is above 5% (the lower bound is then 0)
+    assert 0.9 <= interval["model"]["nominal_coverage"] <= 0.96
+    assert abs(interval["model"]["coverage"] - interval["model"]["nominal_coverage"]) < 0.02
+    assert interval["model"]["mean_interval_score"] < interval["one_interval_for_everyone"]["mean_interval_score"]
+    assert interval["model"]["median_width"] < interval["one_interval_for_everyone"]["median_width"]
 
 
 def test_bad_windows(cdnow):

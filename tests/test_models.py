@@ -57,8 +57,12 @@ def test_public_import_paths():
 
 
 def test_models_are_registered_on_their_base():
-    assert PURCHASE_MODELS == {"bgnbd": BGNBDModel} and SPEND_MODELS == {"gamma_gamma": GammaGammaModel}
-    assert issubclass(BGNBDModel, PurchaseModel) and issubclass(GammaGammaModel, SpendModel)
+    from rebuy.config import PURCHASE_MODEL_NAMES
+
+    assert tuple(PURCHASE_MODELS) == PURCHASE_MODEL_NAMES and PURCHASE_MODELS["bgnbd"] is BGNBDModel
+    assert SPEND_MODELS == {"gamma_gamma": GammaGammaModel}
+    assert all(issubclass(cls, PurchaseModel) for cls in PURCHASE_MODELS.values())
+    assert issubclass(GammaGammaModel, SpendModel)
 
 
 # ------------------------------------------------------------------ published CDNOW numbers

@@ -116,8 +116,8 @@ def test_generic_expected_purchases_hook_equals_bgnbd_override(bgnbd, cdnow_summ
 
 @pytest.mark.parametrize("max_days", [1, 30, 1825])
 def test_next_purchase_days(bgnbd, cdnow_summary, max_days):
-    """The first whole day by which the expected count reaches 1 (and not one day earlier); -1
-    when it stays below 1 for max_days. The generic bisection and BG/NBD's fast one agree exactly."""
+    """The first whole day by which a purchase is more likely than not (and not one day earlier);
+    -1 when it is not within max_days. The generic bisection and BG/NBD's closed form agree exactly."""
     s = cdnow_summary
     x, tx, T = (s[c].to_numpy() for c in ("frequency", "recency", "T"))
     days = bgnbd.next_purchase_days(x, tx, T, max_days=max_days)
@@ -125,9 +125,10 @@ def test_next_purchase_days(bgnbd, cdnow_summary, max_days):
     has = days >= 0
     assert days.dtype == np.int64 and ((days >= 1) | ~has).all() and (days <= max_days).all()
     d = days[has]
-    assert (bgnbd.expected_purchases(d / 7, x[has], tx[has], T[has]) >= 1).all()
-    assert (bgnbd.expected_purchases((d - 1) / 7, x[has], tx[has], T[has]) < 1).all()
-    assert (bgnbd.expected_purchases(max_days / 7, x[~has], tx[~has], T[~has]) < 1).all()
+    assert (bgnbd.probability_of_purchase(d / 7, x[has], tx[has], T[has]) >= 0.5).all()
+    later = d > 1
+    assert (bgnbd.probability_of_purchase((d[later] - 1) / 7, x[has][later], tx[has][later], T[has][later]) < 0.5).all()
+    assert (bgnbd.probability_of_purchase(max_days / 7, x[~has], tx[~has], T[~has]) < 0.5).all()
     if max_days == 1825:
         assert has.any() and (~has).any()
 
@@ -155,6 +156,7 @@ def test_a_purchase_model_needs_only_the_interface(bgnbd, gg, cdnow_summary):
             self.inner = inner
             if inner is not None:
                 self.params_, self.time_unit_ = inner.params_, inner.time_unit_
+                self.__dict__["_covariance"] = inner.covariance_  # the spend interval's parameter uncertainty
 
         def log_likelihood(self, *a):
             return self.inner.log_likelihood(*a)
@@ -170,6 +172,13 @@ def test_a_purchase_model_needs_only_the_interface(bgnbd, gg, cdnow_summary):
 
         def expected_purchases_population(self, t):
             return self.inner.expected_purchases_population(t)
+
+        def alive_count_moments(self, *a):
+            return self.inner.alive_count_moments(*a)
+
+        @classmethod
+        def from_params(cls, params, time_unit="weeks"):  # the spend interval perturbs the parameters
+            return cls(BGNBDModel.from_params(params, time_unit=time_unit))
 
         _objective = _from_theta = _to_theta = _lifetimes_fitter = None  # fitting is not exercised
 

@@ -73,6 +73,7 @@ def test_score_value_columns_and_semantics(bgnbd, gg, cdnow_summary):
     sv = score_value(cdnow_summary, bgnbd, gg, cfg)
     expected = [
         "p_alive",
+        "p_purchase_90d",
         "expected_purchases_30d",
         "expected_purchases_90d",
         "expected_purchases_365d",
@@ -80,6 +81,9 @@ def test_score_value_columns_and_semantics(bgnbd, gg, cdnow_summary):
         "clv_12m",  # the score table's contract column, kept when the configured horizon differs
         "clv_24m",
         "net_ltv",
+        "spend_12m",
+        "spend_12m_p05",
+        "spend_12m_p95",
         "next_purchase_date",
         "churn_risk",
     ]
@@ -92,27 +96,35 @@ def test_score_value_columns_and_semantics(bgnbd, gg, cdnow_summary):
     x, tx, T = s["frequency"], s["recency"], s["T"]
     np.testing.assert_allclose(sv["expected_purchases_90d"], bgnbd.expected_purchases(90 / 7, x, tx, T), rtol=1e-12)
     np.testing.assert_array_equal(sv["p_alive"], bgnbd.p_alive(x, tx, T))
+    # no calibrator: p_purchase_90d is the model's own probability
+    np.testing.assert_allclose(sv["p_purchase_90d"], bgnbd.probability_of_purchase(90 / 7, x, tx, T), rtol=1e-12)
     for h in (12, 24):
         clv = customer_lifetime_value(bgnbd, gg, s, horizon_months=h, margin=cfg.clv.margin, discount_rate=0.01)
         np.testing.assert_allclose(sv[f"clv_{h}m"], clv, rtol=1e-12)
+    # spend: E[purchases in 365 days] x E[order value]; the interval's bounds are quantiles (the mean of
+    # a law with a large mass at 0 and a heavy tail can lie above its 95% quantile)
+    np.testing.assert_allclose(sv["spend_12m"], sv["expected_purchases_365d"] * sv["expected_order_value"], rtol=1e-9)
+    assert (sv["spend_12m_p05"] <= sv["spend_12m"]).all()
+    assert (sv["spend_12m_p05"] >= 0).all() and (sv["spend_12m_p95"] >= sv["spend_12m_p05"]).all()
+    assert (sv["spend_12m_p95"] > 0).any()
     lo, hi = cfg.clv.churn_risk_thresholds
-    p = sv["p_alive"]
+    p = sv["p_purchase_90d"]
     assert (sv.loc[p < lo, "churn_risk"] == "high").all()
     assert (sv.loc[(p >= lo) & (p < hi), "churn_risk"] == "medium").all()
     assert (sv.loc[p >= hi, "churn_risk"] == "low").all()
-    # next purchase date: the expected count reaches 1 by that day (and not one day earlier)
+    # next purchase date: a purchase is more likely than not by that day (and not one day earlier)
     as_of = pd.Timestamp("1997-09-30")
     has = sv["next_purchase_date"].notna()
     assert has.any() and (~has).any()
     d = ((sv.loc[has, "next_purchase_date"] - as_of).dt.days).to_numpy()
     np.testing.assert_array_equal(d, bgnbd.next_purchase_days(x, tx, T)[has.to_numpy()])
     sh = s.loc[has]
-    e_at = bgnbd.expected_purchases(d / 7, sh["frequency"], sh["recency"], sh["T"])
-    e_before = bgnbd.expected_purchases((d - 1) / 7, sh["frequency"], sh["recency"], sh["T"])
-    assert (e_at >= 1 - 1e-9).all() and (e_before < 1 + 1e-9).all()
-    cap = 1825 / 7
+    p_at = bgnbd.probability_of_purchase(d / 7, sh["frequency"], sh["recency"], sh["T"])
+    p_before = bgnbd.probability_of_purchase((d - 1) / 7, sh["frequency"], sh["recency"], sh["T"])
+    assert (p_at >= 0.5 - 1e-9).all() and (p_before < 0.5 + 1e-9).all()
+    cap = cfg.clv.next_purchase_max_days / 7
     sn = s.loc[~has]
-    assert (bgnbd.expected_purchases(cap, sn["frequency"], sn["recency"], sn["T"]) < 1).all()
+    assert (bgnbd.probability_of_purchase(cap, sn["frequency"], sn["recency"], sn["T"]) < 0.5).all()
 
 
 def test_score_value_extra_horizons_and_default_clv(bgnbd, gg, cdnow_summary):

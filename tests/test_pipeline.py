@@ -45,18 +45,25 @@ def trained(shop) -> dict:
 
 def test_manifest_records_params_versions_and_checksums(trained):
     m = trained["result"].manifest
-    assert set(m["params"]["bgnbd"]) == {"r", "alpha", "a", "b"}
+    name = m["params"]["purchase_model"]
+    own_names = {"bgnbd": {"r", "alpha", "a", "b"}, "mbgnbd": {"r", "alpha", "a", "b"},
+                 "pareto_nbd": {"r", "alpha", "s", "beta"}}
+    assert set(m["params"][name]) == own_names[name]
+    assert m["purchase_model_selection"]["chosen"] == name
+    assert set(m["purchase_model_selection"]["candidates"]) == {"bgnbd", "mbgnbd", "pareto_nbd"}
     assert set(m["params"]["gamma_gamma"]) == {"p", "q", "v"}
     assert m["params"]["time_unit"] == "weeks"
-    assert all(v > 0 and np.isfinite(v) for v in m["params"]["bgnbd"].values())
+    assert all(v > 0 and np.isfinite(v) for v in m["params"][name].values())
+    assert m["clv"]["method"] in {"model", "ranker"} and m["clv"]["ranker"]["reason"]
     assert m["training_data"]["customers"] == 2_500
     assert m["training_data"]["cleaning"]["rows_in"] >= m["training_data"]["rows"]
     assert m["recommender"]["trained"] is True
     assert m["customers_table"]["rows"] == m["customers_table"]["with_transactions"] == 2_500
     assert 0 < m["customers_table"]["consent_email"] < 2_500
     assert {"rebuy", "lifetimes", "implicit"} <= set(m["versions"])
-    for name in ("purchase_model", "spend_model", "rfm_scorer", "clusterer", "cluster_profiles", "recommender"):
-        assert len(m["artefacts"][name]["sha256"]) == 64
+    for artefact in ("purchase_model", "spend_model", "rfm_scorer", "clusterer", "cluster_profiles", "recommender",
+                     "purchase_calibrator", "clv_ranker"):
+        assert len(m["artefacts"][artefact]["sha256"]) == 64
     assert (trained["models"] / "latest").resolve() == trained["result"].bundle_dir.resolve()
 
 
@@ -246,7 +253,8 @@ def test_data_without_products_trains_without_recommender(tmp_path, caplog):
     scores = Scorer.load(tmp_path / "models" / "latest").score(tx)
     assert scores["recommended_products"].map(len).eq(0).all()
     assert not scores["offer_type"].isin(["cross_sell", "browse_abandonment"]).any()
-    assert json.loads((result.bundle_dir / "manifest.json").read_text())["params"]["bgnbd"]["r"] > 0
+    params = json.loads((result.bundle_dir / "manifest.json").read_text())["params"]
+    assert params[params["purchase_model"]]["r"] > 0
 
 
 def test_lookup_table_reads_back_lists(trained):

@@ -220,6 +220,144 @@ def test_report_numbers_match_the_inputs(run):
     assert "Verdict" in " ".join(page.text)
 
 
+def _label(name: str) -> str:
+    from rebuy.models import PURCHASE_MODELS
+
+    return PURCHASE_MODELS[name].DISPLAY_NAME
+
+
+def _pct(text: str) -> float:
+    assert text.endswith("%"), text
+    return num(text) / 100
+
+
+def test_validation_shows_the_purchase_model_choice_and_the_buy_again_baselines(run):
+    page, vm = run["page"], run["evaluation"]["value_models"]
+    chosen = vm["params"]["purchase_model"]
+    head = page.kv("validation-headline")
+    assert head["purchase model"] == _label(chosen)
+    assert head["clv method"] == vm["headline"]["clv_method"] == vm["clv_ranking"]["method"]
+    assert head["trust"] == vm["headline"]["trust"]
+    # every candidate with its holdout figures; exactly the chosen one marked
+    candidates = vm["params"]["selection"]["candidates"]
+    rows = {r[0]: r for r in page.rows("validation-selection")}
+    assert set(rows) == {_label(n) for n in candidates}
+    assert [name for name, r in rows.items() if r[-1] == "yes"] == [_label(chosen)]
+    for name, c in candidates.items():
+        assert num(rows[_label(name)][1]) == pytest.approx(c["log_loss"], rel=1e-3)
+        assert num(rows[_label(name)][3]) == pytest.approx(c["auc_p_alive"], abs=1e-4)
+    # buy-again AUC beside the recency and frequency baselines, everyone and one-time buyers
+    auc = {r[0]: r for r in page.rows("buy-again-auc")}
+    ba = vm["buy_again"]
+    assert len(auc) == len(ba["auc"]) == 5
+    for key, label in (("p_alive", "P(alive)"), ("p_purchase_90d", "p_purchase_90d"),
+                       ("recency_baseline", "Baseline: days since the last purchase"),
+                       ("frequency_baseline", "Baseline: repeat purchase days")):
+        assert num(auc[label][1]) == pytest.approx(ba["auc"][key], abs=1e-4)
+        assert num(auc[label][2]) == pytest.approx(ba["auc_one_time_buyers"][key], abs=1e-4)
+    # the manifest's model section names the chosen model of the training run, with its parameters
+    params = page.kv("model-params")
+    trained = run["manifest"]["params"]["purchase_model"]
+    assert params["Purchase model"] == _label(trained)
+    assert num(params[f"{_label(trained)} r"]) == pytest.approx(run["manifest"]["params"][trained]["r"], rel=1e-2)
+    assert "BG/NBD r" not in params or trained == "bgnbd"
+    model_choice = {r[0]: r[-1] for r in page.rows("model-selection")}
+    assert model_choice[_label(trained)] == "yes"
+
+
+def test_validation_shows_calibration_interval_and_clv_capture(run):
+    page, vm = run["page"], run["evaluation"]["value_models"]
+    # p_purchase_90d: calibrated and raw model, then ten deciles covering every calibration customer
+    p90 = vm["p_purchase_90d_calibration"]
+    cal = {r[0]: r for r in page.rows("p-purchase-calibration")}
+    assert list(cal) == ["p_purchase_90d (calibrated)", "Raw model"]
+    for label, key in (("p_purchase_90d (calibrated)", "calibrated"), ("Raw model", "raw_model")):
+        assert _pct(cal[label][2]) == pytest.approx(p90[key]["mean_abs_decile_error"], abs=6e-4)
+        assert num(cal[label][4]) == pytest.approx(p90[key]["auc"], abs=1e-4)
+    deciles = page.rows("p-purchase-deciles")
+    assert [r[0] for r in deciles] == [str(d) for d in range(1, 11)]
+    assert sum(num(r[1]) for r in deciles) == vm["aggregate"]["customers"]
+    predicted = [_pct(r[2]) for r in deciles]
+    assert predicted == sorted(predicted) and predicted[-1] > predicted[0]
+    # the spend interval beside one interval for everyone
+    model_row, single_row = page.rows("spend-interval")
+    si = vm["spend_interval"]
+    assert model_row[0].startswith("Per-customer") and single_row[0].startswith("One interval for everyone")
+    assert _pct(model_row[1]) == pytest.approx(si["model"]["coverage"], abs=6e-4)
+    assert _pct(single_row[1]) == pytest.approx(si["one_interval_for_everyone"]["coverage"], abs=6e-4)
+    assert num(model_row[7]) == pytest.approx(si["model"]["mean_interval_score"], abs=0.01)
+    assert num(single_row[5]) == pytest.approx(si["one_interval_for_everyone"]["upper"]
+                                               - si["one_interval_for_everyone"]["lower"], abs=0.02)
+    # CLV capture: clv_12m (with its method), the models' CLV, past spend, best possible, random
+    cap = vm["clv_ranking"]["capture"]
+    rows = {r[0]: r for r in page.rows("clv-ranking")}
+    method = vm["clv_ranking"]["method"]
+    assert list(rows) == [f"clv_12m ({method})", "CLV of the purchase x spend models", "Past spend",
+                          "Best possible (hindsight)", "Random"]
+    for label, key in ((f"clv_12m ({method})", "clv_12m"), ("Past spend", "past_spend"),
+                       ("Best possible (hindsight)", "best_possible")):
+        assert _pct(rows[label][1]) == pytest.approx(cap[key]["top_10pct"], abs=6e-4)
+        assert _pct(rows[label][2]) == pytest.approx(cap[key]["top_20pct"], abs=6e-4)
+    assert rows["Random"][1:3] == ["10.0%", "20.0%"]
+    assert _pct(rows["Best possible (hindsight)"][2]) >= _pct(rows[f"clv_12m ({method})"][2])
+    gain = vm["clv_ranking"]["clv_minus_past_spend_top20_points"]
+    assert f"{gain:+.1f} points" in " ".join(page.text)
+
+
+def _old_layout(vm: dict) -> dict:
+    """The value-model evaluation as rebuy wrote it before the purchase-model choice: BG/NBD only,
+    clv_ranking by top_10pct / top_20pct, no buy_again, p_purchase_90d or spend_interval."""
+    cap = vm["clv_ranking"]["capture"]
+    old = {k: v for k, v in vm.items() if k not in ("buy_again", "p_purchase_90d_calibration", "spend_interval")}
+    old["params"] = {"time_unit": "weeks", "bgnbd": {"r": 0.6, "alpha": 8.0, "a": 0.8, "b": 3.0},
+                     "gamma_gamma": vm["params"]["gamma_gamma"]}
+    old["headline"] = {k: vm["headline"][k] for k in ("trust", "aggregate_error_pct", "clv_top20_revenue_share")}
+    old["clv_ranking"] = {"horizon_months": 12, "spearman_clv_vs_holdout_revenue": 0.41,
+                          "spearman_past_spend_vs_holdout_revenue": 0.27, **{
+                              top: {"clv_share_of_holdout_revenue": cap["clv_12m"][top],
+                                    "past_spend_share_of_holdout_revenue": cap["past_spend"][top],
+                                    "best_possible_share": cap["best_possible"][top], "random_share": share}
+                              for top, share in (("top_10pct", 0.1), ("top_20pct", 0.2))}}
+    return old
+
+
+def test_an_old_evaluation_json_still_renders(run, tmp_path):
+    from rebuy.report import _model_params_rows
+
+    vm = run["evaluation"]["value_models"]
+    models = _copy_models(run, tmp_path)
+    out = build_report(models_dir=models, scores=run["scores_path"], out=tmp_path / "r.html",
+                       evaluation={"value_models": _old_layout(vm)})
+    page = parse(out)
+    assert "section-error" not in page.classes
+    text = " ".join(page.text)
+    assert "written by an older rebuy" in text and "buy_again, p_purchase_90d_calibration, spend_interval" in text
+    rows = {r[0]: r for r in page.rows("clv-ranking")}
+    assert list(rows) == ["clv_12m (model)", "Past spend", "Best possible (hindsight)", "Random"]
+    assert _pct(rows["clv_12m (model)"][2]) == pytest.approx(vm["clv_ranking"]["capture"]["clv_12m"]["top_20pct"],
+                                                              abs=6e-4)
+    assert num(rows["Past spend"][3]) == 0.27
+    for absent in ("buy-again-auc", "p-purchase-calibration", "spend-interval", "validation-selection"):
+        assert absent not in page.tables
+    # a manifest from before the choice: BG/NBD parameters under "bgnbd", no purchase_model key
+    rows = dict(_model_params_rows(_old_layout(vm)["params"]))
+    assert rows["Purchase model"] == "BG/NBD"
+    assert rows["BG/NBD alpha (per week)"] == 8.0 and rows["BG/NBD r"] == 0.6
+    assert "Gamma-Gamma q" in rows
+
+
+def test_a_holdout_too_short_for_p_purchase_90d_says_so(run):
+    from rebuy.report import _value_models_validation
+
+    vm = dict(run["evaluation"]["value_models"])
+    vm["p_purchase_90d_calibration"] = {"note": "holdout shorter than 90 days: not checked"}
+    page = _Page()
+    page.feed(_value_models_validation(vm))
+    assert "holdout shorter than 90 days: not checked" in " ".join(page.text)
+    assert "p-purchase-calibration" not in page.tables and "p-purchase-deciles" not in page.tables
+    assert "buy-again-auc" in page.tables and "clv-ranking" in page.tables
+
+
 def _copy_models(run, dest: Path) -> Path:
     models = dest / "models"
     shutil.copytree(run["models"], models, symlinks=True)

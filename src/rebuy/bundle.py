@@ -13,7 +13,7 @@ Layout written by :func:`write_bundle`::
 
 The typed view: a trained model is a :class:`ModelBundle` (what ``rebuy.pipeline.fit`` returns and
 ``rebuy.pipeline.score`` takes); :func:`save_model_bundle` writes its models as the artefacts named
-in :data:`MODEL_ARTEFACTS` (``recommender`` only when one was trained) with its ``manifest`` entries,
+in :data:`MODEL_ARTEFACTS` (the :data:`OPTIONAL_ARTEFACTS` only when present) with its ``manifest`` entries,
 and :func:`load_model_bundle` reads one back after the checks below.
 
 Safety rules of :func:`load_bundle`: the manifest signature (when a key is configured), the package
@@ -54,7 +54,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from rebuy.config import Config
-    from rebuy.models import BGNBDModel, GammaGammaModel
+    from rebuy.models import GammaGammaModel, PurchaseModel
+    from rebuy.models.ranker import CLVRanker
+    from rebuy.models.selection import ProbabilityCalibrator
     from rebuy.recommend import Recommender
     from rebuy.segment import RFMClusterer, RFMScorer
 
@@ -505,8 +507,12 @@ def read_latest_scores(models_dir: str | os.PathLike[str]) -> dict[str, Any] | N
 
 # --------------------------------------------------------------------------------------------- typed bundle
 
-MODEL_ARTEFACTS = ("purchase_model", "spend_model", "rfm_scorer", "clusterer", "cluster_profiles", "recommender")
+MODEL_ARTEFACTS = ("purchase_model", "spend_model", "rfm_scorer", "clusterer", "cluster_profiles", "recommender",
+                   "purchase_calibrator", "clv_ranker")
 """The :class:`ModelBundle` fields stored as artefacts, each in ``<field>.joblib``."""
+
+OPTIONAL_ARTEFACTS = ("recommender", "purchase_calibrator", "clv_ranker")
+"""Artefacts a bundle may lack: no products, no holdout for the calibration, ``clv.method: model``."""
 
 
 @dataclass
@@ -521,12 +527,14 @@ class ModelBundle:
     """
 
     config: Config
-    purchase_model: BGNBDModel
+    purchase_model: PurchaseModel
     spend_model: GammaGammaModel
     rfm_scorer: RFMScorer
     clusterer: RFMClusterer
     cluster_profiles: pd.DataFrame
     recommender: Recommender | None = None
+    purchase_calibrator: ProbabilityCalibrator | None = None
+    clv_ranker: CLVRanker | None = None
     manifest: dict[str, Any] = field(default_factory=dict)
     bundle_dir: Path | None = None
 
@@ -546,7 +554,7 @@ class ModelBundle:
         return replace(self, config=config, manifest=manifest)
 
     def artefacts(self) -> dict[str, Any]:
-        """The stored models by artefact name (``recommender`` only when one was trained)."""
+        """The stored models by artefact name (the :data:`OPTIONAL_ARTEFACTS` only when present)."""
         out = {name: getattr(self, name) for name in MODEL_ARTEFACTS}
         return {k: v for k, v in out.items() if v is not None}
 
@@ -567,7 +575,7 @@ def load_model_bundle(path: str | os.PathLike[str]) -> ModelBundle:
 
     bundle_dir = resolve_bundle(path)
     artefacts, manifest = load_bundle(bundle_dir)
-    missing = [n for n in MODEL_ARTEFACTS if n != "recommender" and n not in artefacts]
+    missing = [n for n in MODEL_ARTEFACTS if n not in OPTIONAL_ARTEFACTS and n not in artefacts]
     if missing:
         raise BundleError(f"{bundle_dir / MANIFEST_NAME}: not a rebuy model bundle (no artefact {missing})")
     try:

@@ -55,12 +55,20 @@ def _setup_logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _config(config: Path | None, as_of: str | None, time_unit: str | None, column: list[str] | None) -> Config:
+def _config(config: Path | None, as_of: str | None, time_unit: str | None, column: list[str] | None,
+            **overrides: str | None) -> Config:
     return load_config(
         config,
-        overrides={"as_of": as_of, "time_unit": time_unit},
+        overrides={"as_of": as_of, "time_unit": time_unit, **overrides},
         columns=parse_column_overrides(column),
     )
+
+
+PurchaseModelOpt = Annotated[
+    str | None,
+    typer.Option("--purchase-model", help="bgnbd, mbgnbd, pareto_nbd or auto (the config's purchase_model; "
+                 "default auto: the candidate that predicts a holdout inside the window best)."),
+]
 
 
 def _fail(message: object) -> NoReturn:
@@ -151,26 +159,31 @@ def train(
     as_of: AsOfOpt = None,
     time_unit: TimeUnitOpt = None,
     column: ColumnOpt = None,
+    purchase_model: PurchaseModelOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Fit segments, clusters, BG/NBD, Gamma-Gamma and the recommender; write a bundle."""
+    """Fit segments, clusters, the purchase model (BG/NBD, MBG/NBD or Pareto/NBD), Gamma-Gamma, the
+    CLV ranker and the recommender; write a bundle."""
     _setup_logging(verbose)
     from rebuy.train import train as run_training
 
     t0 = time.perf_counter()
     with _handled(verbose):
-        cfg = _config(config, as_of, time_unit, column)
+        cfg = _config(config, as_of, time_unit, column, purchase_model=purchase_model)
         result = run_training(transactions, cfg, models_dir=models_dir, customers=customers)
     m = result.manifest
     td = m["training_data"]
-    bg = m["params"]["bgnbd"]
+    name = m["params"]["purchase_model"]
     gg = m["params"]["gamma_gamma"]
     rows = [
         ("bundle", str(result.bundle_dir)),
         ("as of", m["as_of"]),
         ("rows / customers / products", f"{td['rows']:,} / {td['customers']:,} / {td['products']:,}"),
-        ("BG/NBD", ", ".join(f"{k}={v:.4g}" for k, v in bg.items()) + f" (per {m['params']['time_unit'][:-1]})"),
+        *_selection_rows(m["purchase_model_selection"]),
+        (f"{name} parameters", ", ".join(f"{k}={v:.4g}" for k, v in m["params"][name].items())
+         + f" (per {m['params']['time_unit'][:-1]})"),
         ("Gamma-Gamma", ", ".join(f"{k}={v:.4g}" for k, v in gg.items())),
+        ("clv_12m from", _clv_line(m["clv"])),
         ("clusters", str(m["clustering"]["n_clusters"])),
         ("recommender", "trained" if m["recommender"].get("trained") else f"skipped ({m['recommender'].get('reason')})"),
         *[("warning", w) for w in m["model_diagnostics"]["warnings"]],
@@ -178,6 +191,26 @@ def train(
         ("seconds", f"{time.perf_counter() - t0:.1f}"),
     ]
     typer.echo(_table("rebuy train", rows))
+
+
+def _selection_rows(selection: dict) -> list[tuple[str, str]]:
+    """One row per candidate (its holdout figures) and the choice."""
+    rows = []
+    for name, c in selection.get("candidates", {}).items():
+        if "error" in c:
+            rows.append((f"candidate {name}", f"not fitted: {c['error']}"))
+        else:
+            rows.append((f"candidate {name}", f"{selection['metric']} {c[selection['metric']]:.5f}, AUC P(purchase 90d) "
+                         f"{c['auc_p_purchase']:.3f}, AUC P(alive) {c['auc_p_alive']:.3f}"))
+    return [*rows, ("purchase model", selection.get("reason", selection.get("chosen", "")))]
+
+
+def _clv_line(clv: dict) -> str:
+    ranker = clv.get("ranker") or {}
+    line = clv["method"]
+    if ranker.get("reason"):
+        line += f" ({ranker['reason']})"
+    return line
 
 
 @app.command()

@@ -164,12 +164,44 @@ class SegmentConfig(_Section):
         return self
 
 
-class BGNBDConfig(_Section):
+class PurchaseModelConfig(_Section):
+    """Settings of one purchase model (sections ``bgnbd``, ``mbgnbd``, ``pareto_nbd``)."""
+
     penalizer: float = Field(0.0, ge=0)
     retry_penalizer: float = Field(0.001, gt=0, description="used when the unpenalised fit does not converge")
     solver: Literal["numpy", "lifetimes"] = Field(
-        "numpy", description="numpy: lifetimes' objective with an analytic gradient (fast); lifetimes: BetaGeoFitter"
+        "numpy", description="numpy: lifetimes' objective with an analytic gradient (fast); lifetimes: lifetimes' "
+        "fitter of the same model (BetaGeoFitter, ModifiedBetaGeoFitter, ParetoNBDFitter)"
     )
+
+
+BGNBDConfig = PurchaseModelConfig
+"""The ``bgnbd`` section's class (the name before MBG/NBD and Pareto/NBD joined)."""
+
+
+PURCHASE_MODEL_NAMES = ("bgnbd", "mbgnbd", "pareto_nbd")
+"""Purchase models by config name (``rebuy.models.PURCHASE_MODELS``); ``purchase_model: auto`` picks one."""
+
+
+class SelectionConfig(_Section):
+    """How ``purchase_model: auto`` picks a purchase model and how ``p_purchase_90d`` is calibrated.
+
+    Both use 90-day holdout periods inside the training window (the last ``windows`` of them as
+    far as the history allows): the candidates are fitted on the history before each period and
+    scored on whether each customer bought in it (mean log loss of the predicted probability of a
+    purchase: it rewards ranking and calibration alike; see ``rebuy.models.selection``). 90 days
+    is the horizon of p_purchase_90d."""
+
+    candidates: list[Literal["bgnbd", "mbgnbd", "pareto_nbd"]] = Field(
+        default_factory=lambda: list(PURCHASE_MODEL_NAMES), min_length=1, description="models auto compares"
+    )
+    max_customers: int = Field(20_000, ge=1_000, description="candidates are compared on a random sample of at "
+                               "most this many customers (the chosen model is then fitted on everyone)")
+    windows: int = Field(4, ge=1, le=8, description="90-day holdout periods, most recent first, as far as the "
+                         "history allows (4 = a year: every season)")
+    tie_tolerance: float = Field(0.001, ge=0, description="log-loss difference (nats) within which candidates count "
+                                 "as equal and the AUC of P(alive) decides")
+    random_state: int = 0
 
 
 class GammaGammaConfig(_Section):
@@ -191,11 +223,17 @@ class CLVConfig(_Section):
     retention_cost: float = Field(0.0, ge=0, description="per customer per year, currency")
     horizons_days: list[int] = Field(default_factory=lambda: [30, 90, 365])
     churn_risk_thresholds: tuple[float, float] = Field(
-        (0.5, 0.8), description="p_alive below the first is high risk, below the second medium, else low"
+        (0.2, 0.5), description="p_purchase_90d below the first is high risk, below the second medium, else low"
     )
     next_purchase_max_days: int = Field(
-        1825, ge=1, description="next_purchase_date is NaT when the expected purchases stay below 1 this long"
+        365, ge=1, description="next_purchase_date is NaT when a purchase is not more likely than not within this many days"
     )
+    method: Literal["auto", "model", "ranker"] = Field(
+        "auto", description="clv_12m from the purchase x spend models (model), from the ranking model trained on a "
+        "shifted window (ranker), or the ranker when it beats the models on its internal holdout (auto)"
+    )
+    ranker_horizon_days: int = Field(365, ge=28, description="target window of the ranking model (shortened to "
+                                     "half the history when the history is shorter)")
 
     @field_validator("horizons_days")
     @classmethod
@@ -383,7 +421,13 @@ class Config(BaseModel):
     time_unit: Literal["days", "weeks"] = "weeks"
     data: DataConfig = Field(default_factory=DataConfig)
     segments: SegmentConfig = Field(default_factory=SegmentConfig)
-    bgnbd: BGNBDConfig = Field(default_factory=BGNBDConfig)
+    purchase_model: Literal["auto", "bgnbd", "mbgnbd", "pareto_nbd"] = Field(
+        "auto", description="repeat-purchase model; auto = the candidate that predicts a holdout best (selection)"
+    )
+    selection: SelectionConfig = Field(default_factory=SelectionConfig)
+    bgnbd: PurchaseModelConfig = Field(default_factory=PurchaseModelConfig)
+    mbgnbd: PurchaseModelConfig = Field(default_factory=PurchaseModelConfig)
+    pareto_nbd: PurchaseModelConfig = Field(default_factory=PurchaseModelConfig)
     gamma_gamma: GammaGammaConfig = Field(default_factory=GammaGammaConfig)
     clv: CLVConfig = Field(default_factory=CLVConfig)
     recommend: RecommendConfig = Field(default_factory=RecommendConfig)

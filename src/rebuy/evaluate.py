@@ -1,18 +1,30 @@
 """Validation of the value models on a calibration / holdout split (``rebuy evaluate``).
 
-Fit the purchase (BG/NBD) and spend (Gamma-Gamma) models on the calibration window, forecast the
-holdout window, and compare with what the calibration customers actually did there: aggregate
-repeat purchases, per-customer errors against a naive baseline, the cohort's weekly cumulative
-tracking curve (as in Fader, Hardie & Lee 2005, Figure 2), P(alive) calibration by decile and CLV
-ranking quality. The result is a JSON-serialisable dict with a plain-language verdict.
+Train the value models exactly as ``rebuy train`` does (``rebuy.pipeline.fit_value_models``: the
+purchase model chosen under ``purchase_model: auto``, the p_purchase_90d calibrator, Gamma-Gamma and
+the CLV ranker) on the calibration window, score the calibration customers as ``rebuy score``
+would (``pipeline.value_scores`` columns), and compare with what they did in the holdout:
 
-Layout: :func:`evaluate_value_models` fits (:func:`_fit_models`), forecasts the holdout once
-(:class:`_Holdout`) and assembles one section per function (``_aggregate``, ``_per_customer``,
-``_tracking``, ``_p_alive_calibration``, ``_clv_ranking``, ``_params``); :func:`_verdict` adds up
-one finding per check (sentences and a problem count). Invariants: every float in the result goes
-through :func:`_f` (rounded; None for NaN/inf), so ``json.dumps(result, allow_nan=False)`` works;
-only customers with a calibration purchase are scored. Time in the config's time unit, money in
-the transactions' currency.
+- ``aggregate``, ``per_customer``, ``tracking``: repeat purchases and revenue, per-customer errors
+  against each customer's own past rate, the cohort's weekly cumulative curve (FHL 2005, Fig. 2);
+- ``buy_again``: AUC for buying again in the holdout of ``p_alive``, ``p_purchase_90d`` and the
+  expected purchases, beside the recency (days since the last purchase) and frequency baselines,
+  for everyone and for one-time buyers;
+- ``p_alive_calibration`` (P(alive) deciles) and ``p_purchase_90d_calibration`` (deciles of the
+  calibrated probability against who bought in the first 90 days of the holdout; the raw model's
+  too);
+- ``spend_interval``: how often the holdout revenue falls inside the 90% predictive interval for the
+  holdout's length (the same machinery as ``spend_12m_p05``/``_p95``), and its width, beside one
+  interval for everyone (the 5th-95th percentiles of the customers' spend in the same-length window
+  before the cut);
+- ``clv_ranking``: holdout revenue captured by the top 10% / 20% of ``clv_12m`` (the method the
+  bundle would use, and the purchase x spend models' CLV), past spend, the best possible and
+  random, and Spearman correlations.
+
+:func:`rebuy.verdict.verdict` turns the sections into a plain-language verdict. Invariants: every
+float in the result goes through :func:`_f` (rounded; None for NaN/inf), so ``json.dumps(result,
+allow_nan=False)`` works; only customers with a calibration purchase are scored. Time in the
+config's time unit, money in the transactions' currency.
 """
 
 from __future__ import annotations
@@ -29,20 +41,10 @@ from scipy.stats import spearmanr
 from rebuy.config import Config
 from rebuy.dates import day_number, day_numbers_to_timestamps, unit_days
 from rebuy.features import calibration_holdout_split, spend_concentration
-from rebuy.models import BGNBDModel, GammaGammaModel, ModelFitError, PurchaseModel, customer_lifetime_value
+from rebuy.models import PurchaseModel, SpendModel
+from rebuy.models.selection import auc, decile_table
 
 logger = logging.getLogger(__name__)
-
-TRUST_LEVELS = ("good", "use with care", "do not trust")
-VERDICT_LEADS = {
-    "good": "Verdict: the models can be trusted on this data.",
-    "use with care": "Verdict: usable with care.",
-    "do not trust": "Verdict: do not rely on these models for this data without changes.",
-}
-
-Finding = tuple[list[str], int]
-"""One verdict check: (sentences, problems found)."""
-
 
 def _f(x: Any, nd: int = 6) -> float | None:
     """JSON-safe float (None for NaN/inf)."""
@@ -121,24 +123,13 @@ def _top_share(score: np.ndarray, revenue: np.ndarray, share: float) -> float:
     return float(revenue[idx].sum() / total)
 
 
+
+
 # ------------------------------------------------------------------------------------ fitting and forecasting
-def _fit_models(split: pd.DataFrame, cfg: Config) -> tuple[BGNBDModel, GammaGammaModel | None, list[str]]:
-    """(purchase model, spend model or None when it cannot be fitted, their warnings)."""
-    bg = BGNBDModel.from_config(cfg.bgnbd).fit(split)
-    notes = list(bg.warnings_)
-    try:
-        gg: GammaGammaModel | None = GammaGammaModel.from_config(cfg.gamma_gamma).fit(split)
-        notes += gg.warnings_
-    except ModelFitError as e:
-        gg = None
-        notes.append(f"Gamma-Gamma not fitted: {e}")
-    return bg, gg, notes
-
-
 @dataclass
 class _Holdout:
-    """Per calibration customer: what the models forecast for the holdout and what happened
-    (purchases are repeat purchase days; revenue in currency; duration in time units)."""
+    """Per calibration customer: the scores, what the models forecast for the holdout and what
+    happened (purchases are repeat purchase days; revenue in currency; duration in time units)."""
 
     duration: float
     x: np.ndarray
@@ -148,25 +139,49 @@ class _Holdout:
     p_alive: np.ndarray
     p_buy: np.ndarray
     naive: np.ndarray
-    order_value: np.ndarray | None
+    order_value: np.ndarray
+    scores: pd.DataFrame
+    days_since_last: np.ndarray
 
     @classmethod
-    def forecast(cls, split: pd.DataFrame, bg: PurchaseModel, gg: GammaGammaModel | None) -> _Holdout:
+    def forecast(cls, split: pd.DataFrame, pm: PurchaseModel, sm: SpendModel, scores: pd.DataFrame) -> _Holdout:
         duration = float(split["duration_holdout"].iloc[0])
         x, tx, T = (split[c].to_numpy() for c in ("frequency", "recency", "T"))
         with np.errstate(divide="ignore", invalid="ignore"):
             naive = np.where(T > 0, x / np.where(T > 0, T, 1.0), 0.0) * duration
+        cal_end = pd.Timestamp(split.attrs["as_of"])
         return cls(
             duration=duration,
             x=x,
             actual=split["frequency_holdout"].to_numpy(),
             actual_revenue=split["total_spend_holdout"].to_numpy(),
-            predicted=bg.expected_purchases(duration, x, tx, T),
-            p_alive=bg.p_alive(x, tx, T),
-            p_buy=bg.probability_of_purchase(duration, x, tx, T),
+            predicted=pm.expected_purchases(duration, x, tx, T),
+            p_alive=scores["p_alive"].to_numpy(),
+            p_buy=pm.probability_of_purchase(duration, x, tx, T),
             naive=naive,
-            order_value=None if gg is None else gg.expected_order_value(x, split["monetary_value"].to_numpy()),
+            order_value=sm.expected_order_value(x, split["monetary_value"].to_numpy()),
+            scores=scores,
+            days_since_last=(cal_end - split["last_purchase"]).dt.days.to_numpy().astype(np.float64),
         )
+
+
+def _calibration_scores(transactions: pd.DataFrame, split: pd.DataFrame, cfg: Config) -> tuple[Any, pd.DataFrame]:
+    """(the value models trained on the calibration window as ``rebuy train`` trains them, their
+    score columns for the calibration customers as ``rebuy score`` computes them)."""
+    from rebuy import pipeline
+    from rebuy.models import score_value
+
+    cal_end = pd.Timestamp(split.attrs["as_of"])
+    train = transactions[transactions["timestamp"] < cal_end + pd.Timedelta(days=1)]
+    summary = split[["frequency", "recency", "T", "monetary_value", "first_purchase", "last_purchase",
+                     "purchase_days", "total_spend"]].copy()
+    summary.attrs.update(split.attrs)
+    values = pipeline.fit_value_models(train, summary, cfg, cal_end)
+    scores = score_value(summary, values.purchase_model, values.spend_model, cfg, calibrator=values.calibrator)
+    model_clv = scores["clv_12m"].copy()
+    scores = pipeline.apply_clv_ranker(scores, values.clv_ranker, train, summary, cfg, cal_end)
+    scores["model_clv_12m"] = model_clv
+    return values, scores
 
 
 # ------------------------------------------------------------------------------------ report sections
@@ -180,10 +195,9 @@ def _aggregate(h: _Holdout) -> dict[str, Any]:
         "error_pct": _pct_error(pred, actual),
         "actual_revenue": _f(h.actual_revenue.sum(), 2),
     }
-    if h.order_value is not None:
-        pred_rev = (h.predicted * h.order_value).sum()
-        agg["predicted_revenue"] = _f(pred_rev, 2)
-        agg["revenue_error_pct"] = _pct_error(pred_rev, h.actual_revenue.sum())
+    pred_rev = (h.predicted * h.order_value).sum()
+    agg["predicted_revenue"] = _f(pred_rev, 2)
+    agg["revenue_error_pct"] = _pct_error(pred_rev, h.actual_revenue.sum())
     return agg
 
 
@@ -217,7 +231,7 @@ def _tracking(
     tracking: dict[str, Any] = {
         "note": (
             "cumulative repeat purchase days of the calibration customers by week from the first transaction "
-            "date; predicted = BG/NBD unconditional forecast from each customer's first purchase day. "
+            "date; predicted = the purchase model's unconditional forecast from each customer's first purchase day. "
             "holdout_* compare the weeks after the last whole calibration week."
         ),
         "calibration_weeks": int(((cal_end - curve["week_end"].iloc[0]).days) // 7 + 1),
@@ -270,8 +284,8 @@ def _p_alive_calibration(h: _Holdout) -> dict[str, Any]:
     ranked = rep.any() and np.std(bought[rep]) > 0 and np.std(h.p_alive[rep]) > 0
     return {
         "note": (
-            "deciles of P(alive) among repeat customers, then one-time buyers (P(alive) = 1 by the model's "
-            "definition). P(alive) is an upper bound on the share who buy in the holdout (an alive customer "
+            "deciles of P(alive) among repeat customers, then one-time buyers (P(alive) = 1 for all of them "
+            "under BG/NBD, by its definition; below 1 under MBG/NBD and Pareto/NBD). P(alive) is an upper bound on the share who buy in the holdout (an alive customer "
             "may not buy within the window); predicted_share_bought = P(alive) x P(a purchase in the window "
             "| alive) is the number to compare with observed_share_bought."
         ),
@@ -285,58 +299,200 @@ def _p_alive_calibration(h: _Holdout) -> dict[str, Any]:
     }
 
 
-def _clv_ranking(
-    split: pd.DataFrame, bg: PurchaseModel, gg: GammaGammaModel | None, cfg: Config, revenue: np.ndarray
-) -> dict[str, Any]:
-    """Holdout revenue share captured by the top 10% / 20% of predicted CLV (vs past spend, the best
-    possible and random) and Spearman correlations; only the horizon when there is no spend model."""
-    clv_rank: dict[str, Any] = {"horizon_months": cfg.clv.horizon_months}
-    if gg is None:
-        return clv_rank
-    clv = customer_lifetime_value(
-        bg, gg, split, cfg.clv.horizon_months, cfg.clv.margin, cfg.clv.discount_rate, cfg.time_unit
-    ).to_numpy()
-    past = split["total_spend"].to_numpy()
-    for share in (0.1, 0.2):
-        clv_rank[f"top_{int(share * 100)}pct"] = {
-            "clv_share_of_holdout_revenue": _f(_top_share(clv, revenue, share), 4),
-            "past_spend_share_of_holdout_revenue": _f(_top_share(past, revenue, share), 4),
-            "best_possible_share": _f(_top_share(revenue, revenue, share), 4),
-            "random_share": share,
-        }
-    ok = np.std(revenue) > 0 and np.std(clv) > 0
-    clv_rank["spearman_clv_vs_holdout_revenue"] = _f(spearmanr(clv, revenue).statistic, 4) if ok else None
-    clv_rank["spearman_past_spend_vs_holdout_revenue"] = (
-        _f(spearmanr(past, revenue).statistic, 4) if ok and np.std(past) > 0 else None
-    )
-    return clv_rank
 
 
-def _params(bg: BGNBDModel, gg: GammaGammaModel | None, unit: str) -> dict[str, Any]:
-    params: dict[str, Any] = {
-        "time_unit": unit,
-        "bgnbd": {k: _f(v, 6) for k, v in bg.params_.items()},
-        "bgnbd_log_likelihood": _f(bg.log_likelihood_, 3),
-        "bgnbd_penalizer_used": bg.penalizer_,
+def to_json_floats(obj: Any) -> Any:
+    """``obj`` with every float rounded through :func:`_f` (dicts and lists walked)."""
+    if isinstance(obj, dict):
+        return {k: to_json_floats(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [to_json_floats(v) for v in obj]
+    if isinstance(obj, float | np.floating):
+        return _f(obj)
+    return obj
+
+
+def _auc_row(scores: dict[str, np.ndarray], bought: np.ndarray, rows: np.ndarray) -> dict[str, float | None]:
+    return {name: _f(auc(score[rows], bought[rows]), 4) for name, score in scores.items()}
+
+
+def _buy_again(h: _Holdout) -> dict[str, Any]:
+    """AUC for buying again in the holdout: the model's columns beside recency and frequency."""
+    bought = h.actual > 0
+    s = h.scores
+    scores = {
+        "p_alive": h.p_alive,
+        "p_purchase_90d": s["p_purchase_90d"].to_numpy(),
+        "expected_purchases_90d": s["expected_purchases_90d"].to_numpy(),
+        "recency_baseline": -h.days_since_last,
+        "frequency_baseline": h.x,
     }
-    if gg is not None:
-        params["gamma_gamma"] = {k: _f(v, 6) for k, v in gg.params_.items()}
-        params["gamma_gamma_penalizer_used"] = gg.penalizer_
-        params["gamma_gamma_independence_corr"] = _f(gg.independence_corr_, 4)
-        params["gamma_gamma_q_above_1"] = gg.q_warning_ is None
-    return params
+    one_time = h.x == 0
+    return {
+        "note": "AUC (0.5 = chance) of each score for buying again in the holdout; recency_baseline ranks by "
+                "days since the last purchase (fewer = more likely), frequency_baseline by repeat purchase days",
+        "customers": int(len(bought)),
+        "bought_share": _f(bought.mean(), 4),
+        "one_time_buyers": int(one_time.sum()),
+        "auc": _auc_row(scores, bought, np.ones(len(bought), dtype=bool)),
+        "auc_one_time_buyers": _auc_row(scores, bought, one_time) if one_time.any() else {},
+    }
 
 
-def _headline(trust: str, agg: dict, per_customer: dict, clv_rank: dict) -> dict[str, Any]:
+def _decile_rows(predicted: np.ndarray, observed: np.ndarray) -> list[dict[str, Any]]:
+    table = decile_table(predicted, observed)
+    return [{"decile": int(r.decile), "customers": int(r.customers), "mean_predicted": _f(r.mean_predicted, 4),
+             "observed_share": _f(r.observed_share, 4), "abs_error": _f(r.abs_error, 4)} for r in table.itertuples()]
+
+
+def _p_purchase_calibration(transactions: pd.DataFrame, split: pd.DataFrame, h: _Holdout, pm: PurchaseModel,
+                            cfg: Config) -> dict[str, Any]:
+    """Deciles of ``p_purchase_90d`` (and of the raw model probability) against who bought within
+    90 days of the calibration end; only a note when the holdout is shorter than 90 days."""
+    from rebuy.models.value import P_PURCHASE_DAYS
+
+    cal_end = pd.Timestamp(split.attrs["as_of"])
+    if h.duration * unit_days(cfg.time_unit) < P_PURCHASE_DAYS:
+        return {"note": f"holdout shorter than {P_PURCHASE_DAYS} days: not checked"}
+    first = calibration_holdout_split(transactions, cal_end, cal_end + pd.Timedelta(days=P_PURCHASE_DAYS),
+                                      time_unit=cfg.time_unit)
+    bought = (first["frequency_holdout"].reindex(split.index).fillna(0) > 0).to_numpy()
+    x, tx, T = (split[c].to_numpy() for c in ("frequency", "recency", "T"))
+    predictions = {"calibrated": h.scores["p_purchase_90d"].to_numpy(),
+                   "raw_model": pm.probability_of_purchase(P_PURCHASE_DAYS / unit_days(pm.time_unit_), x, tx, T)}
+    out: dict[str, Any] = {"note": f"deciles of the predicted P(a purchase in {P_PURCHASE_DAYS} days) against the "
+                                   f"share who bought in the first {P_PURCHASE_DAYS} days of the holdout",
+                           "observed_share": _f(bought.mean(), 4)}
+    for name, p in predictions.items():
+        rows = _decile_rows(p, bought)
+        errors = [r["abs_error"] for r in rows]
+        out[name] = {"mean_predicted": _f(p.mean(), 4), "mean_abs_decile_error": _f(np.mean(errors), 4),
+                     "max_abs_decile_error": _f(np.max(errors), 4), "auc": _f(auc(p, bought), 4), "by_decile": rows}
+    return out
+
+
+def _interval_figures(lower: np.ndarray, upper: np.ndarray, actual: np.ndarray, alpha: float = 0.1) -> dict[str, Any]:
+    """Coverage, misses, widths and the mean interval score (Gneiting & Raftery 2007: width plus
+    2/alpha times each miss, currency; lower is better, and it cannot be gamed by wide intervals)."""
+    inside = (actual >= lower - 1e-9) & (actual <= upper + 1e-9)
+    score = (upper - lower) + 2 / alpha * (np.maximum(lower - actual, 0) + np.maximum(actual - upper, 0))
+    return {"coverage": _f(inside.mean(), 4), "below": _f((actual < lower - 1e-9).mean(), 4),
+            "above": _f((actual > upper + 1e-9).mean(), 4), "mean_width": _f((upper - lower).mean(), 2),
+            "median_width": _f(np.median(upper - lower), 2), "mean_interval_score": _f(score.mean(), 2)}
+
+
+def shortest_interval(values: np.ndarray, share: float) -> tuple[float, float]:
+    """The narrowest [lower, upper] holding at least ``share`` of ``values``."""
+    v = np.sort(np.asarray(values, dtype=np.float64))
+    k = min(len(v) - 1, max(0, int(np.ceil(share * len(v))) - 1))
+    widths = v[k:] - v[: len(v) - k]
+    i = int(np.argmin(widths))
+    return float(v[i]), float(v[i + k])
+
+
+def _spend_interval(split: pd.DataFrame, h: _Holdout, values: Any, cfg: Config) -> dict[str, Any]:
+    """Coverage and width of the 90% predictive interval of holdout revenue (for the holdout's own
+    length), beside the best single interval for everyone (chosen in hindsight)."""
+    from rebuy.models.predictive import LEVELS, nominal_coverage, spend_forecast
+
+    rows = tuple(split[c].to_numpy() for c in ("frequency", "recency", "T", "monetary_value"))
+    f = spend_forecast(values.purchase_model, values.spend_model, h.duration, rows, h.p_alive)
+    days = int(round(h.duration * unit_days(cfg.time_unit)))
+    model = _interval_figures(f.lower, f.upper, h.actual_revenue)
+    lo, hi = shortest_interval(h.actual_revenue, model["coverage"] if model["coverage"] is not None else 0.9)
+    level = int(round(100 * (LEVELS[1] - LEVELS[0])))
+    return {
+        "note": f"share of customers whose holdout revenue lies inside the {level}% predictive interval (the law's "
+                f"5% and 95% quantiles) for the holdout's {days} days (spend_12m_p05/_p95 use the same method for 365 "
+                "days); nominal_coverage = what a perfect model would cover (above 90% where a customer's chance of "
+                "buying nothing exceeds 5%: the lower bound is then 0); one_interval_for_everyone = the narrowest "
+                "single interval holding the same share of the holdout revenues, chosen in hindsight; "
+                "mean_interval_score = width + 20 x each miss (lower is better): per-customer intervals must beat "
+                "the single one on it to be worth having",
+        "levels": list(LEVELS),
+        "model": {**model, "nominal_coverage": _f(nominal_coverage(f.p_none).mean(), 4)},
+        "one_interval_for_everyone": {"lower": _f(lo, 2), "upper": _f(hi, 2),
+                                      **_interval_figures(np.full(len(f.mean), lo), np.full(len(f.mean), hi),
+                                                          h.actual_revenue)},
+        "predicted_revenue": _f(f.mean.sum(), 2),
+        "actual_revenue": _f(h.actual_revenue.sum(), 2),
+    }
+
+
+def _capture(score: np.ndarray, revenue: np.ndarray) -> dict[str, Any]:
+    return {f"top_{int(100 * share)}pct": _f(_top_share(score, revenue, share), 4) for share in (0.1, 0.2)}
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
+    return _f(spearmanr(a, b).statistic, 4) if np.std(a) > 0 and np.std(b) > 0 else None
+
+
+def _clv_ranking(split: pd.DataFrame, h: _Holdout, values: Any, cfg: Config) -> dict[str, Any]:
+    """Holdout revenue captured by the top 10% / 20% of ``clv_12m`` (the bundle's method), the
+    purchase x spend models' CLV, past spend, the best possible and random; Spearman."""
+    from rebuy.pipeline import clv_method, ranker_report
+
+    revenue = h.actual_revenue
+    clv = h.scores["clv_12m"].to_numpy()
+    rankings = {"clv_12m": clv, "model_clv_12m": h.scores["model_clv_12m"].to_numpy(),
+                "past_spend": split["total_spend"].to_numpy(), "best_possible": revenue}
+    out: dict[str, Any] = {
+        "method": clv_method(values.clv_ranker, cfg),
+        "ranker": ranker_report(values.clv_ranker),
+        "capture": {name: _capture(score, revenue) for name, score in rankings.items()},
+        "random": {"top_10pct": 0.1, "top_20pct": 0.2},
+        "spearman": {name: _spearman(score, revenue) for name, score in rankings.items() if name != "best_possible"},
+    }
+    cap = out["capture"]
+    if cap["clv_12m"]["top_20pct"] is not None and cap["past_spend"]["top_20pct"] is not None:
+        out["clv_minus_past_spend_top20_points"] = _f(100 * (cap["clv_12m"]["top_20pct"] - cap["past_spend"]["top_20pct"]), 2)
+    return out
+
+
+def _params(values: Any, unit: str, selection: dict[str, Any]) -> dict[str, Any]:
+    from rebuy.pipeline import _model_name
+
+    pm, sm = values.purchase_model, values.spend_model
+    name = _model_name(type(pm))
+    return {
+        "time_unit": unit,
+        "purchase_model": name,
+        name: {k: _f(v, 6) for k, v in pm.params_.items()},
+        "purchase_model_log_likelihood": _f(pm.log_likelihood_, 3),
+        "purchase_model_penalizer_used": pm.penalizer_,
+        "selection": selection,
+        "gamma_gamma": {k: _f(v, 6) for k, v in sm.params_.items()},
+        "gamma_gamma_penalizer_used": sm.penalizer_,
+        "gamma_gamma_independence_corr": _f(sm.independence_corr_, 4),
+        "gamma_gamma_q_above_1": sm.q_warning_ is None,
+    }
+
+
+def _headline(trust: str, sections: dict[str, Any]) -> dict[str, Any]:
+    agg, pc, rank = sections["aggregate"], sections["per_customer"], sections["clv_ranking"]
+    buy, interval = sections["buy_again"]["auc"], sections["spend_interval"]["model"]
+    p90 = sections["p_purchase_90d_calibration"].get("calibrated") or {}
     return {
         "trust": trust,
+        "purchase_model": sections["params"]["purchase_model"],
         "holdout_actual_repeat_purchases": agg["actual_repeat_purchases"],
         "holdout_predicted_repeat_purchases": agg["predicted_repeat_purchases"],
         "aggregate_error_pct": agg["error_pct"],
-        "mae_model": per_customer["model"]["mae"],
-        "mae_naive": per_customer["naive_own_past_rate"]["mae"],
-        "clv_top20_revenue_share": clv_rank.get("top_20pct", {}).get("clv_share_of_holdout_revenue"),
-        "spearman_clv": clv_rank.get("spearman_clv_vs_holdout_revenue"),
+        "revenue_error_pct": agg.get("revenue_error_pct"),
+        "mae_model": pc["model"]["mae"],
+        "mae_naive": pc["naive_own_past_rate"]["mae"],
+        "auc_p_alive": buy["p_alive"],
+        "auc_p_alive_one_time_buyers": sections["buy_again"]["auc_one_time_buyers"].get("p_alive"),
+        "auc_p_purchase_90d": buy["p_purchase_90d"],
+        "auc_recency_baseline": buy["recency_baseline"],
+        "p_purchase_90d_mean_decile_error": p90.get("mean_abs_decile_error"),
+        "p_purchase_90d_max_decile_error": p90.get("max_abs_decile_error"),
+        "spend_interval_coverage": interval["coverage"],
+        "clv_method": rank["method"],
+        "clv_top20_revenue_share": rank["capture"]["clv_12m"]["top_20pct"],
+        "past_spend_top20_revenue_share": rank["capture"]["past_spend"]["top_20pct"],
+        "clv_minus_past_spend_top20_points": rank.get("clv_minus_past_spend_top20_points"),
+        "spearman_clv": rank["spearman"]["clv_12m"],
     }
 
 
@@ -346,18 +502,14 @@ def evaluate_value_models(
     holdout_end: dt.date | str | pd.Timestamp | None = None,
     config: Config | None = None,
 ) -> dict[str, Any]:
-    """Fit on transactions up to ``calibration_end`` and score the holdout (days after it up to
-    ``holdout_end``, default the last transaction date). Returns a JSON-serialisable dict:
+    """Train on transactions up to ``calibration_end`` as ``rebuy train`` does and check the holdout
+    (days after it up to ``holdout_end``, default the last transaction date). Returns a
+    JSON-serialisable dict: ``headline``, ``verdict``, ``windows``, ``params`` (the chosen purchase
+    model, every candidate's holdout figures, Gamma-Gamma), the sections of the module docstring,
+    ``spend_concentration`` and ``warnings``. Only customers with a calibration purchase are scored
+    (new holdout customers cannot be forecast)."""
+    from rebuy.verdict import verdict
 
-    ``headline`` (key numbers), ``verdict`` (plain language), ``windows``, ``params``,
-    ``aggregate`` (predicted vs actual repeat purchase days and revenue in the holdout),
-    ``per_customer`` (MAE/RMSE of holdout purchases, model vs the naive own-past-rate baseline
-    ``frequency / T * duration``), ``tracking`` (weekly cumulative curve), ``p_alive_calibration``
-    (by decile of P(alive): mean P(alive), mean predicted and actual purchases, share who bought
-    again), ``clv_ranking`` (holdout revenue share captured by the top 10% / 20% of predicted CLV,
-    against past-spend ranking and the best possible, Spearman), ``spend_concentration``, ``warnings``.
-    Only customers with a calibration purchase are scored (new holdout customers cannot be forecast).
-    """
     cfg = config or Config()
     unit = cfg.time_unit
     split = calibration_holdout_split(transactions, calibration_end, holdout_end, time_unit=unit)
@@ -366,116 +518,23 @@ def evaluate_value_models(
     warnings_ = [str(concentration["finding"])] if concentration["finding"] else []
     if float(split["frequency_holdout"].sum()) == 0:
         warnings_.append("no repeat purchases by calibration customers in the holdout window")
-    bg, gg, fit_notes = _fit_models(split, cfg)
-    warnings_ += fit_notes
-    holdout = _Holdout.forecast(split, bg, gg)
-    hold_end = cal_end + pd.Timedelta(days=round(holdout.duration * unit_days(unit)))
-    agg, per_customer = _aggregate(holdout), _per_customer(holdout)
-    p_alive_cal = _p_alive_calibration(holdout)
-    clv_rank = _clv_ranking(split, bg, gg, cfg, holdout.actual_revenue)
-    verdict, trust = _verdict(agg, per_customer, clv_rank, gg, p_alive_cal)
-    return {
-        "headline": _headline(trust, agg, per_customer, clv_rank),
-        "verdict": verdict,
-        "windows": {
-            "calibration_end": cal_end.strftime("%Y-%m-%d"),
-            "holdout_end": hold_end.strftime("%Y-%m-%d"),
-            "holdout_duration": _f(holdout.duration, 4),
-            "time_unit": unit,
-        },
-        "params": _params(bg, gg, unit),
-        "aggregate": agg,
-        "per_customer": per_customer,
-        "tracking": _tracking(transactions, bg, split.index, cal_end, hold_end),
-        "p_alive_calibration": p_alive_cal,
-        "clv_ranking": clv_rank,
-        "spend_concentration": concentration,
-        "warnings": warnings_,
+    values, scores = _calibration_scores(transactions, split, cfg)
+    warnings_ += [*values.purchase_model.warnings_, *values.spend_model.warnings_]
+    h = _Holdout.forecast(split, values.purchase_model, values.spend_model, scores)
+    hold_end = cal_end + pd.Timedelta(days=round(h.duration * unit_days(unit)))
+    sections: dict[str, Any] = {
+        "windows": {"calibration_end": cal_end.strftime("%Y-%m-%d"), "holdout_end": hold_end.strftime("%Y-%m-%d"),
+                    "holdout_duration": _f(h.duration, 4), "time_unit": unit},
+        "params": _params(values, unit, values.selection),
+        "aggregate": _aggregate(h),
+        "per_customer": _per_customer(h),
+        "tracking": _tracking(transactions, values.purchase_model, split.index, cal_end, hold_end),
+        "buy_again": _buy_again(h),
+        "p_alive_calibration": _p_alive_calibration(h),
+        "p_purchase_90d_calibration": _p_purchase_calibration(transactions, split, h, values.purchase_model, cfg),
+        "spend_interval": _spend_interval(split, h, values, cfg),
+        "clv_ranking": _clv_ranking(split, h, values, cfg),
     }
-
-
-# ------------------------------------------------------------------------------------ verdict
-def _forecast_finding(agg: dict) -> Finding:
-    err = agg["error_pct"]
-    direction = "over" if err > 0 else "under"
-    sentence = (
-        f"BG/NBD forecast {agg['predicted_repeat_purchases']:.0f} repeat purchase days in the holdout against "
-        f"{agg['actual_repeat_purchases']} actual ({abs(err):.1f}% {direction}-forecast)."
-    )
-    return [sentence], 2 if abs(err) > 30 else 1 if abs(err) > 15 else 0
-
-
-def _revenue_finding(agg: dict) -> Finding:
-    rev = agg.get("revenue_error_pct")
-    if rev is None:
-        return [], 0
-    sentence = (
-        f"Holdout revenue forecast (BG/NBD x Gamma-Gamma): {agg['predicted_revenue']:,.0f} against "
-        f"{agg['actual_revenue']:,.0f} actual ({rev:+.1f}%)."
-    )
-    return [sentence], int(abs(rev) > 25)
-
-
-def _per_customer_finding(per_customer: dict) -> Finding:
-    imp = per_customer.get("mae_improvement_pct")
-    if imp is None:
-        return [], 0
-    if imp > 0:
-        return [f"Per customer it is {imp:.1f}% more accurate (MAE) than each customer's own past rate."], 0
-    return [f"Per customer it is {-imp:.1f}% LESS accurate (MAE) than each customer's own past rate."], 2
-
-
-def _share_finding(p_alive_cal: dict) -> Finding:
-    share_err = p_alive_cal.get("mean_abs_share_error")
-    if share_err is None:
-        return [], 0
-    sentence = (
-        f"Predicted and observed shares of customers buying again differ by {100 * share_err:.1f} "
-        "percentage points on average across P(alive) deciles."
-    )
-    return [sentence], int(share_err > 0.1)
-
-
-def _ranking_finding(clv_rank: dict) -> Finding:
-    top = clv_rank.get("top_20pct")
-    if not top or top.get("clv_share_of_holdout_revenue") is None:
-        return [], 0
-    share = top["clv_share_of_holdout_revenue"]
-    past = top.get("past_spend_share_of_holdout_revenue")
-    sentence = f"The top 20% by predicted CLV brought {100 * share:.0f}% of holdout revenue" + (
-        f" (ranking by past spend: {100 * past:.0f}%)." if past is not None else "."
-    )
-    return [sentence], int(share < 0.3)
-
-
-def _spend_model_finding(gg: GammaGammaModel | None) -> Finding:
-    if gg is None:
-        return ["Gamma-Gamma could not be fitted, so no CLV check."], 1
-    sentences: list[str] = []
-    if not gg.independence_ok_:
-        sentences.append(
-            f"Spend per order is correlated with frequency (r = {gg.independence_corr_:.2f}), which breaks a "
-            "Gamma-Gamma assumption: treat order values and CLV as rough."
-        )
-    if gg.q_warning_ is not None:
-        sentences.append("Gamma-Gamma q <= 1 (very heavy-tailed spend): expected order values use observed means.")
-    return sentences, len(sentences)
-
-
-def _verdict(
-    agg: dict, per_customer: dict, clv_rank: dict, gg: GammaGammaModel | None, p_alive_cal: dict
-) -> tuple[str, str]:
-    """Plain-language verdict and a trust level ("good", "use with care", "do not trust")."""
-    if agg.get("error_pct") is None:
-        return "No holdout purchases to compare with, so the forecasts cannot be checked.", "do not trust"
-    findings = [
-        _forecast_finding(agg),
-        _revenue_finding(agg),
-        _per_customer_finding(per_customer),
-        _share_finding(p_alive_cal),
-        _ranking_finding(clv_rank),
-        _spend_model_finding(gg),
-    ]
-    problems = sum(n for _, n in findings)
-    trust = "good" if problems == 0 else "use with care" if problems <= 2 else "do not trust"
-    return VERDICT_LEADS[trust] + " " + " ".join(s for sentences, _ in findings for s in sentences), trust
+    text, trust = verdict(sections, values.spend_model)
+    return {"headline": _headline(trust, sections), "verdict": text, **sections,
+            "spend_concentration": to_json_floats(concentration), "warnings": warnings_}

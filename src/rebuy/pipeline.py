@@ -18,7 +18,8 @@ score: RFM summary -> value scores -> RFM scores, segments, clusters -> recommen
 from __future__ import annotations
 
 import logging
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -28,6 +29,11 @@ from rebuy.config import Config
 from rebuy.errors import ScoringError
 from rebuy.progress import step
 from rebuy.schema import column, score_columns
+
+if TYPE_CHECKING:
+    from rebuy.models import PurchaseModel, SpendModel
+    from rebuy.models.ranker import CLVRanker
+    from rebuy.models.selection import ProbabilityCalibrator
 
 log = logging.getLogger(__name__)
 
@@ -54,37 +60,182 @@ def fit(transactions: pd.DataFrame, config: Config, as_of: pd.Timestamp) -> Mode
     concentration = spend_concentration(summary)
     if concentration["finding"]:
         log.warning("%s", concentration["finding"])
-    purchase_model, spend_model = _fit_value_models(summary, config)
-    value = score_value(summary, purchase_model, spend_model, config)
+    values = fit_value_models(transactions, summary, config, as_of)
+    value = score_value(summary, values.purchase_model, values.spend_model, config, calibrator=values.calibrator)
+    value = apply_clv_ranker(value, values.clv_ranker, transactions, summary, config, as_of)
     rfm_scorer, segments = _fit_rfm_scores(summary, config)
     clusterer, profiles = _fit_clusters(summary, config, segments, value["clv_12m"])
     recommender, recommender_info = _fit_recommender(transactions, config, as_of)
-    bundle = ModelBundle(config=config, purchase_model=purchase_model, spend_model=spend_model,
+    bundle = ModelBundle(config=config, purchase_model=values.purchase_model, spend_model=values.spend_model,
                          rfm_scorer=rfm_scorer, clusterer=clusterer, cluster_profiles=profiles,
-                         recommender=recommender)
-    bundle.manifest = _fit_manifest(bundle, segments, value, recommender_info, concentration)
+                         recommender=recommender, purchase_calibrator=values.calibrator,
+                         clv_ranker=values.clv_ranker)
+    bundle.manifest = _fit_manifest(bundle, segments, value, recommender_info, concentration, values)
     return bundle
 
 
-def _fit_value_models(summary: pd.DataFrame, config: Config) -> tuple[Any, Any]:
-    with step("BG/NBD fit", log):
-        purchase_model = fit_purchase_model(summary, config)
+@dataclass
+class ValueModels:
+    """The fitted value models of one training run and how they were chosen."""
+
+    purchase_model: PurchaseModel
+    spend_model: SpendModel
+    calibrator: ProbabilityCalibrator | None
+    clv_ranker: CLVRanker | None
+    selection: dict[str, Any]
+
+
+def fit_value_models(transactions: pd.DataFrame, summary: pd.DataFrame, config: Config,
+                     as_of: pd.Timestamp) -> ValueModels:
+    """The purchase model (chosen on a holdout inside the window under ``purchase_model: auto``),
+    the 90-day probability calibrator, the spend model and the CLV ranker (``clv.method``)."""
+    from rebuy.models.selection import select_purchase_model
+
+    with step("purchase model selection", log):
+        windows = selection_windows(transactions, config, as_of)
+        selection = select_purchase_model(windows, config, lambda name, s: fit_purchase_model(s, config, name=name))
+    log.info("purchase model: %s", selection.report.get("reason", selection.name))
+    with step("purchase model fit", log):
+        purchase_model = fit_purchase_model(summary, config, name=selection.name)
+        purchase_model.standard_errors_  # noqa: B018 (computed while the fit's data are in memory: intervals use them)
     with step("Gamma-Gamma fit", log):
         spend_model = fit_spend_model(summary, config)
-    return purchase_model, spend_model
+        spend_model.standard_errors_  # noqa: B018
+    ranker = _fit_clv_ranker(transactions, summary, config, as_of, purchase_model.__class__)
+    return ValueModels(purchase_model, spend_model, selection.calibrator, ranker, selection.report)
 
 
-def fit_purchase_model(summary: pd.DataFrame, config: Config, *, sample_weight: Any = None,
-                       time_unit: str | None = None) -> Any:
-    """The purchase model of ``config`` fitted on (frequency, recency, T) rows; ``sample_weight``
-    counts the customers behind each row (the Spark path fits distinct rows)."""
-    from rebuy.models import BGNBDModel
+def selection_windows(transactions: pd.DataFrame, config: Config, as_of: pd.Timestamp) -> list[pd.DataFrame]:
+    """The calibration/holdout splits :mod:`rebuy.models.selection` scores the candidates on: one
+    per ``HOLDOUT_DAYS``-day period before ``as_of`` (most recent first, at most
+    ``selection.windows``), each with at least that much history before its cut, on a random sample
+    of at most ``selection.max_customers`` customers. Empty when the history is too short."""
+    from rebuy.features import calibration_holdout_split
+    from rebuy.models.selection import HOLDOUT_DAYS
 
+    sel = config.selection
+    sample = _customer_sample(transactions, sel.max_customers, sel.random_state)
+    first = sample["timestamp"].min().normalize()
+    period = pd.Timedelta(days=HOLDOUT_DAYS)
+    windows = []
+    for k in range(1, sel.windows + 1):
+        cut = as_of - k * period
+        if cut - first < period:
+            break
+        split = calibration_holdout_split(sample, cut, cut + period, time_unit=config.time_unit)
+        if len(split) >= 2 and (split["frequency"] > 0).any():
+            windows.append(split)
+    return windows
+
+
+def _customer_sample(transactions: pd.DataFrame, max_customers: int, seed: int) -> pd.DataFrame:
+    """The lines of a random sample of at most ``max_customers`` customers (all lines when fewer)."""
+    ids = transactions["customer_id"].unique()
+    if len(ids) <= max_customers:
+        return transactions
+    keep = np.random.default_rng(seed).choice(len(ids), max_customers, replace=False)
+    return transactions[transactions["customer_id"].isin(ids[keep])]
+
+
+def fit_purchase_model(summary: pd.DataFrame, config: Config, *, name: str | None = None,
+                       sample_weight: Any = None, time_unit: str | None = None) -> PurchaseModel:
+    """The purchase model ``name`` (default: ``config.purchase_model``, BG/NBD for ``auto``) with
+    its config section, fitted on (frequency, recency, T) rows; ``sample_weight`` counts the
+    customers behind each row (the Spark path fits distinct rows)."""
+    from rebuy.models import PURCHASE_MODELS
+
+    name = name or (config.purchase_model if config.purchase_model != "auto" else "bgnbd")
     kwargs = {"time_unit": time_unit} if time_unit is not None else {}
-    return BGNBDModel.from_config(config.bgnbd).fit(summary, sample_weight=sample_weight, **kwargs)
+    model_cls = PURCHASE_MODELS[name]
+    return model_cls.from_config(getattr(config, name)).fit(summary, sample_weight=sample_weight, **kwargs)
 
 
-def fit_spend_model(summary: pd.DataFrame, config: Config, *, sample_weight: Any = None) -> Any:
+def _fit_clv_ranker(transactions: pd.DataFrame, summary: pd.DataFrame, config: Config, as_of: pd.Timestamp,
+                    purchase_cls: type) -> CLVRanker | None:
+    """The CLV ranking model trained on a shifted window (None under ``clv.method: model``); its
+    features include the predictions of this run's purchase-model class and the spend model, fitted
+    on the shifted window's summary."""
+    if config.clv.method == "model":
+        return None
+    from rebuy.models import GammaGammaModel
+    from rebuy.models.ranker import CLVRanker
+
+    def predict_value(shifted: pd.DataFrame) -> pd.DataFrame:
+        pm = purchase_cls.from_config(getattr(config, _model_name(purchase_cls))).fit(shifted)
+        sm = GammaGammaModel.from_config(config.gamma_gamma).fit(shifted)
+        return prediction_columns(shifted, pm, sm)
+
+    with step("CLV ranker fit", log):
+        ranker = CLVRanker(horizon_days=config.clv.ranker_horizon_days, time_unit=config.time_unit)
+        return ranker.fit(transactions, as_of, predict_value)
+
+
+def prediction_columns(summary: pd.DataFrame, purchase_model: PurchaseModel, spend_model: SpendModel) -> pd.DataFrame:
+    """The value-score columns the CLV ranker reads (P(alive), expected purchases in 90 and 365
+    days, expected order value), alone: indexed like ``summary``."""
+    from rebuy.dates import unit_days
+    from rebuy.models.inputs import distinct_rows
+
+    x, tx, T, m = (summary[c].to_numpy(dtype=np.float64) for c in ("frequency", "recency", "T", "monetary_value"))
+    rows, _, inv = distinct_rows(x, tx, T)
+    forecast = purchase_model.conditional(*rows)
+    u = unit_days(purchase_model.time_unit_)
+    return pd.DataFrame({"p_alive": forecast.p_alive()[inv],
+                         "expected_purchases_90d": forecast.expected_purchases(90 / u)[inv],
+                         "expected_purchases_365d": forecast.expected_purchases(365 / u)[inv],
+                         "expected_order_value": spend_model.expected_order_value(x, m)}, index=summary.index)
+
+
+def _ranker_inputs() -> tuple[str, ...]:
+    """Value-score columns the CLV ranker takes as features."""
+    from rebuy.models.ranker_features import PREDICTION_COLUMNS
+
+    return PREDICTION_COLUMNS
+
+
+def _model_name(purchase_cls: type) -> str:
+    from rebuy.models import PURCHASE_MODELS
+
+    return next(name for name, cls in PURCHASE_MODELS.items() if cls is purchase_cls)
+
+
+def clv_method(ranker: CLVRanker | None, config: Config) -> str:
+    """"ranker" when the ranking model sets clv_12m (``clv.method: ranker``, or ``auto`` and it won
+    its internal holdout), else "model" (purchase x spend models)."""
+    if ranker is None or getattr(ranker, "model_", None) is None:
+        return "model"
+    return "ranker" if config.clv.method == "ranker" or ranker.use_ else "model"
+
+
+def ranker_report(ranker: CLVRanker | None) -> dict[str, Any] | None:
+    """The CLV ranker's JSON-able record: whether it won its internal holdout, why, the figures."""
+    if ranker is None:
+        return None
+    return {"use": bool(ranker.use_), "reason": ranker.reason_, "horizon_days": int(ranker.horizon_days_),
+            "holdout": ranker.holdout_}
+
+
+def apply_clv_ranker(value: pd.DataFrame, ranker: CLVRanker | None, transactions: pd.DataFrame,
+                     summary: pd.DataFrame, config: Config, as_of: pd.Timestamp) -> pd.DataFrame:
+    """``value`` with ``clv_12m``, ``clv_{H}m`` and ``net_ltv`` from the ranker's predicted revenue
+    when :func:`clv_method` says so: its spend over ``horizon_days_`` as a steady monthly rate,
+    times ``clv.margin``, discounted monthly at ``clv.discount_rate`` (currency)."""
+    if clv_method(ranker, config) != "ranker":
+        return value
+    from rebuy.models.value import CONTRACT_CLV_MONTHS
+
+    cc = config.clv
+    revenue = ranker.predict(transactions, summary, value[list(_ranker_inputs())], as_of)
+    monthly = cc.margin * revenue / ranker.horizon_days_ * (365.25 / 12)
+    out = value.copy()
+    for months in {CONTRACT_CLV_MONTHS, cc.horizon_months}:
+        discount = float(sum((1.0 + cc.discount_rate) ** -i for i in range(1, months + 1)))
+        out[f"clv_{months}m"] = monthly * discount
+    out["net_ltv"] = out[f"clv_{cc.horizon_months}m"] - cc.acquisition_cost - cc.retention_cost * cc.horizon_months / 12.0
+    return out
+
+
+def fit_spend_model(summary: pd.DataFrame, config: Config, *, sample_weight: Any = None) -> SpendModel:
     """The Gamma-Gamma spend model of ``config`` fitted on (frequency, monetary_value) rows."""
     from rebuy.models import GammaGammaModel
 
@@ -124,21 +275,32 @@ def _fit_recommender(transactions: pd.DataFrame, config: Config, as_of: pd.Times
     return rec, {"trained": True, **config.recommend.model_dump(), "n_products": int(len(rec.product_ids_))}
 
 
-def _fit_manifest(bundle: ModelBundle, segments: pd.Series, value: pd.DataFrame,
-                  recommender_info: dict[str, Any], concentration: dict[str, Any]) -> dict[str, Any]:
+def _fit_manifest(bundle: ModelBundle, segments: pd.Series, value: pd.DataFrame, recommender_info: dict[str, Any],
+                  concentration: dict[str, Any], values: ValueModels) -> dict[str, Any]:
     """The training's manifest entries (JSON-able)."""
     from rebuy.offers import vip_clv_threshold
 
     config, pm, sm = bundle.config, bundle.purchase_model, bundle.spend_model
+    name = _model_name(type(pm))
+    ranker = bundle.clv_ranker
     return {
         "params": {
             "time_unit": config.time_unit,
-            "bgnbd": {k: float(v) for k, v in pm.params_.items()},
+            "purchase_model": name,
+            name: {k: float(v) for k, v in pm.params_.items()},
             "gamma_gamma": {k: float(v) for k, v in sm.params_.items()},
         },
+        "purchase_model_selection": values.selection,
+        "clv": {
+            "method": clv_method(ranker, config),
+            "config_method": config.clv.method,
+            "ranker": ranker_report(ranker),
+        },
         "model_diagnostics": {
-            "bgnbd_log_likelihood": float(getattr(pm, "log_likelihood_", float("nan"))),
-            "bgnbd_penalizer_used": float(getattr(pm, "penalizer_", config.bgnbd.penalizer)),
+            "purchase_model": name,
+            "purchase_model_log_likelihood": float(getattr(pm, "log_likelihood_", float("nan"))),
+            "purchase_model_penalizer_used": float(getattr(pm, "penalizer_", getattr(config, name).penalizer)),
+            "purchase_model_standard_errors": {k: float(v) for k, v in pm.standard_errors_.items()},
             "gamma_gamma_penalizer_used": float(getattr(sm, "penalizer_", config.gamma_gamma.penalizer)),
             "gamma_gamma_independence_corr": float(getattr(sm, "independence_corr_", float("nan"))),
             "warnings": [*getattr(pm, "warnings_", []), *getattr(sm, "warnings_", [])],
@@ -193,12 +355,17 @@ def score(
     return _in_schema_order(table, bundle.config)
 
 
-def value_scores(bundle: ModelBundle, summary: pd.DataFrame) -> pd.DataFrame:
-    """P(alive), expected purchases, order value, CLV, net LTV, next purchase date and churn risk per
-    customer of an RFM summary (indexed like it)."""
+def value_scores(bundle: ModelBundle, summary: pd.DataFrame, transactions: pd.DataFrame,
+                 as_of: pd.Timestamp) -> pd.DataFrame:
+    """P(alive), the calibrated 90-day purchase probability, expected purchases, order value, CLV
+    (from the ranker when the bundle's ``clv.method`` is "ranker"), spend and its interval, net LTV,
+    next purchase date and churn risk per customer of an RFM summary of ``transactions`` as of
+    ``as_of`` (indexed like the summary)."""
     from rebuy.models import score_value
 
-    return score_value(summary, bundle.purchase_model, bundle.spend_model, bundle.config)
+    cfg = bundle.config
+    value = score_value(summary, bundle.purchase_model, bundle.spend_model, cfg, calibrator=bundle.purchase_calibrator)
+    return apply_clv_ranker(value, bundle.clv_ranker, transactions, summary, cfg, as_of)
 
 
 def customer_table(bundle: ModelBundle, transactions: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
@@ -211,7 +378,7 @@ def customer_table(bundle: ModelBundle, transactions: pd.DataFrame, as_of: pd.Ti
     with step("RFM summary", log):
         summary = rfm_summary(transactions, as_of=as_of, time_unit=cfg.time_unit)
     with step("value models", log):
-        value = value_scores(bundle, summary)
+        value = value_scores(bundle, summary, transactions, as_of)
     with step("segments and clusters", log):
         rfm = bundle.rfm_scorer.transform(summary)
         segment = assign_segments(rfm, cfg.segments.rules, cfg.segments.fallback_segment)

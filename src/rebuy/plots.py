@@ -9,8 +9,8 @@ is selected. :func:`figure_to_png_base64` turns a figure into the base64 PNG the
 and closes it.
 
 Model-based plots take any fitted object with ``p_alive(frequency, recency, T)`` and
-``expected_purchases(t, frequency, recency, T)`` (``rebuy.models.BGNBDModel``); lifetimes'
-``BetaGeoFitter`` is accepted too.
+``expected_purchases(t, frequency, recency, T)`` (any ``rebuy.models.PurchaseModel``: BG/NBD,
+MBG/NBD, Pareto/NBD); lifetimes' fitters (``BetaGeoFitter`` ...) are accepted too.
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def _numeric(values: Any, name: str) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------------
-# BG/NBD matrices
+# purchase-model matrices
 # --------------------------------------------------------------------------------------------------
 
 
@@ -246,7 +246,7 @@ def plot_frequency_recency_matrix(
 
     Parameters
     ----------
-    model : fitted BG/NBD (``expected_purchases(t, frequency, recency, T)``).
+    model : a fitted purchase model (``expected_purchases(t, frequency, recency, T)``).
     t : forecast horizon in the model's time unit.
     summary : RFM summary; the axes run to its ``quantile`` (default 99th percentile) of frequency
         and of T, so a few extreme buyers among a million do not squash the picture.
@@ -316,7 +316,7 @@ def plot_calibration_purchases_vs_holdout_purchases(
         or ``frequency`` as in ``rebuy.features.calibration_holdout_split``), ``frequency_holdout``
         and the model's prediction for the holdout window (``prediction_col``, default the first
         column found among :data:`PREDICTION_COLUMNS`).
-    model : alternatively, a fitted BG/NBD; predictions are then computed from ``recency``/``T``
+    model : alternatively, a fitted purchase model; predictions are then computed from ``recency``/``T``
         (``_cal`` suffixes accepted) and ``duration_holdout``.
     n : customers with ``n`` or more calibration purchases share the last group ("n+").
     """
@@ -417,7 +417,7 @@ def plot_cumulative_transactions(
         actual, predicted = np.cumsum(actual), np.cumsum(predicted)
     fig, ax = _figure_and_axes(ax, (9.0, 5.0))
     ax.plot(week, actual, label="Actual", linewidth=2)
-    ax.plot(week, predicted, label="Predicted (BG/NBD)", linestyle="--", linewidth=2)
+    ax.plot(week, predicted, label="Predicted (purchase model)", linestyle="--", linewidth=2)
     if calibration_week is not None:
         ax.axvline(float(calibration_week), color="grey", linestyle=":", label="End of calibration")
     ax.set_xlabel("Week")

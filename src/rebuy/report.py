@@ -8,13 +8,18 @@ The page has no external resources (inline CSS, plots embedded as base64 PNG, no
 can be mailed or opened from disk. Sections, each an ``<section id=...>``:
 
 ``overview`` (run id, as-of, customers scored), ``data`` (training rows, customers, products and the
-cleaning counts of the manifest), ``model`` (BG/NBD and Gamma-Gamma parameters, diagnostics and
-warnings, clustering, recommender), ``kpis`` (:func:`rebuy.kpis.kpi_summary` and the cohort
-retention heatmap, when ``transactions`` is given), ``segments`` (sizes and 12-month CLV per
-segment), ``movement`` (segment changes since the previous report), ``clv`` (CLV distribution),
-``clusters`` (cluster profiles from the bundle), ``validation`` (tracking curve, P(alive)
-calibration, CLV ranking and recommender metrics vs baselines, when an evaluate JSON is given) and
-``offers`` (offer counts and discount cost by offer type and channel, against the run budget).
+cleaning counts of the manifest), ``model`` (the chosen purchase model's parameters (BG/NBD,
+MBG/NBD or Pareto/NBD: manifest ``params.purchase_model``) and how it was chosen, Gamma-Gamma,
+how clv_12m is computed, diagnostics and warnings, clustering, recommender), ``kpis``
+(:func:`rebuy.kpis.kpi_summary` and the cohort retention heatmap, when ``transactions`` is given),
+``segments`` (sizes and 12-month CLV per segment), ``movement`` (segment changes since the previous
+report), ``clv`` (CLV distribution), ``clusters`` (cluster profiles from the bundle),
+``validation`` (when an evaluate JSON is given: the same figures as ``rebuy evaluate``: verdict
+and headline, every purchase-model candidate's holdout figures, the tracking curve, buy-again AUC
+beside the recency and frequency baselines, P(alive) and p_purchase_90d calibration, spend-interval
+coverage beside one interval for everyone, CLV capture beside past spend; and the recommender
+metrics vs baselines; older evaluation JSONs show what they have) and ``offers`` (offer counts and
+discount cost by offer type and channel, against the run budget).
 
 Which bundle: the one that produced the scores (their ``model_run_id``) when it is still in
 ``models_dir``, else ``models_dir/latest`` (the page says so). It is loaded with
@@ -420,29 +425,87 @@ def _section_data(ctx: _Context) -> str:
     return out
 
 
+_TIME_SCALE_PARAMS = ("alpha", "beta")
+"""Purchase-model parameters measured in the model's time unit (BG/NBD's alpha, Pareto/NBD's beta)."""
+
+
+def _purchase_model_label(name: Any) -> str:
+    """The display name of a purchase model's config name ("bgnbd" -> "BG/NBD"); the name itself
+    for a model this rebuy does not know."""
+    from rebuy.models import PURCHASE_MODELS
+
+    cls = PURCHASE_MODELS.get(str(name))
+    return cls.DISPLAY_NAME if cls is not None and cls.DISPLAY_NAME else str(name)
+
+
+def _model_params_rows(params: Mapping[str, Any], default_unit: str = "weeks") -> list[tuple[str, Any]]:
+    """The chosen purchase model (``params.purchase_model``; "bgnbd" in manifests that predate the
+    choice) and its parameters, then Gamma-Gamma's."""
+    name = str(params.get("purchase_model") or "bgnbd")
+    label = _purchase_model_label(name)
+    unit = str(params.get("time_unit", default_unit))
+    rows: list[tuple[str, Any]] = [("Purchase model", label)] if params.get(name) else []
+    for k, v in (params.get(name) or {}).items():
+        suffix = f" (per {unit[:-1]})" if k in _TIME_SCALE_PARAMS else ""
+        rows.append((f"{label} {k}{suffix}", v))
+    rows += [(f"Gamma-Gamma {k}", v) for k, v in (params.get("gamma_gamma") or {}).items()]
+    return rows
+
+
+def _selection_html(selection: Any, table_id: str) -> str:
+    """How the purchase model was chosen: every candidate's figures on the holdout windows, the
+    reason and the p_purchase_90d calibrator; empty without a selection report."""
+    if not isinstance(selection, Mapping) or not selection.get("reason"):
+        return ""
+    chosen = selection.get("chosen")
+    rows: list[list[Any]] = []
+    for name, c in (selection.get("candidates") or {}).items():
+        if not isinstance(c, Mapping):
+            continue
+        if "error" in c:
+            rows.append([_purchase_model_label(name), f"not fitted: {c['error']}", "-", "-", "-", "no"])
+            continue
+        rows.append([_purchase_model_label(name), c.get("log_loss"), c.get("auc_p_purchase"), c.get("auc_p_alive"),
+                     _fmt(c.get("mean_decile_error"), "pct"), "yes" if name == chosen else "no"])
+    out = _p(f"Purchase model: {_purchase_model_label(chosen)}. {selection['reason']}.")
+    if rows:
+        out += _table(["Candidate", "Log loss (lower is better)", "AUC of P(purchase in 90 days)", "AUC of P(alive)",
+                       "Mean decile error", "Chosen"], rows, table_id=table_id, numeric=(1, 2, 3, 4))
+    cal = selection.get("calibrator")
+    if isinstance(cal, Mapping):
+        out += _note(f"p_purchase_90d = the chosen model's probability calibrated by {cal.get('method', '?')} scaling "
+                     f"(intercept {_fmt(cal.get('intercept'))}, slope {_fmt(cal.get('slope'))}, learned on "
+                     f"{_fmt(cal.get('customers'))} customer-windows).")
+    return out
+
+
 def _section_model(ctx: _Context) -> str:
     m = ctx.manifest
     params = m.get("params", {}) or {}
-    unit = str(params.get("time_unit", ctx.config.time_unit))
-    out = ""
-    bg = params.get("bgnbd") or {}
-    gg = params.get("gamma_gamma") or {}
-    prow: list[tuple[str, Any]] = []
-    for k, v in bg.items():
-        suffix = f" (per {unit[:-1]})" if k == "alpha" else ""
-        prow.append((f"BG/NBD {k}{suffix}", v))
-    for k, v in gg.items():
-        prow.append((f"Gamma-Gamma {k}", v))
-    out += _h3("Parameters") + (_kv(prow, "model-params") if prow else _note("The manifest has no parameters."))
+    prow = _model_params_rows(params, ctx.config.time_unit)
+    out = _h3("Parameters") + (_kv(prow, "model-params") if prow else _note("The manifest has no parameters."))
+    selection = _selection_html(m.get("purchase_model_selection"), "model-selection")
+    if selection:
+        out += _h3("How the purchase model was chosen") + selection
     diag = dict(m.get("model_diagnostics", {}) or {})
     warnings = list(diag.pop("warnings", []) or [])
-    if diag:
-        out += _h3("Diagnostics") + _kv([(k.replace("_", " "), v) for k, v in diag.items()], "model-diagnostics")
+    if diag:  # nested entries (the purchase model's standard errors) one row per item
+        drows = [(f"{k} {kk}".replace("_", " "), vv) for k, v in diag.items()
+                 for kk, vv in (v.items() if isinstance(v, Mapping) else [("", v)])]
+        out += _h3("Diagnostics") + _kv([(k.strip(), v) for k, v in drows], "model-diagnostics")
     out += _h3("Warnings")
     if warnings:
         out += "<ul id=\"model-warnings\">" + "".join(f'<li class="warn">{_e(w)}</li>' for w in warnings) + "</ul>"
     else:
         out += _p("No model warnings.")
+    extra = _model_other_rows(m)
+    if extra:
+        out += _h3("Other settings") + _kv(extra, "model-other")
+    return out
+
+
+def _model_other_rows(m: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """Clustering, recommender, how clv_12m is computed and the CLV settings of a manifest."""
     extra: list[tuple[str, Any]] = []
     cl = m.get("clustering") or {}
     if cl:
@@ -453,12 +516,14 @@ def _section_model(ctx: _Context) -> str:
             extra += [("Recommender", f"trained ({rec.get('algorithm', '?')}, {rec.get('n_products', '?')} products)")]
         else:
             extra += [("Recommender", f"not trained ({rec.get('reason', 'unknown reason')})")]
+    clv_run = m.get("clv") or {}
+    if clv_run.get("method"):
+        reason = (clv_run.get("ranker") or {}).get("reason")
+        extra += [("clv_12m computed by", clv_run["method"] + (f" ({reason})" if reason else ""))]
     clv = (m.get("config") or {}).get("clv") or {}
     if clv:
         extra += [(f"CLV {k.replace('_', ' ')}", v) for k, v in clv.items() if not isinstance(v, (dict, list))]
-    if extra:
-        out += _h3("Other settings") + _kv(extra, "model-other")
-    return out
+    return extra
 
 
 _KPI_ROWS = (
@@ -732,7 +797,7 @@ def _calibration_figure(rows: list[Mapping[str, Any]]) -> Figure:
     fig = Figure(figsize=(11.0, 4.2), layout="constrained")
     ax1, ax2 = fig.subplots(1, 2)
     ax1.bar(x - 0.2, act, 0.4, label="Actual", color="tab:blue")
-    ax1.bar(x + 0.2, pred, 0.4, label="Predicted (BG/NBD)", color="tab:orange")
+    ax1.bar(x + 0.2, pred, 0.4, label="Predicted (purchase model)", color="tab:orange")
     ax1.set_xticks(x, labels)
     ax1.set_xlabel("P(alive) decile at calibration end (10 = most likely alive)")
     ax1.set_ylabel("Mean purchases in the holdout")
@@ -755,62 +820,199 @@ def _section_validation(ctx: _Context) -> str:
             "No evaluation given (rebuy evaluate ... --out evaluate.json, then rebuy report --evaluation "
             "evaluate.json), so no validation figures in this report."
         )
-    from rebuy import plots
-
     ev = ctx.evaluation
     out = ""
     vm = ev.get("value_models")
     if isinstance(vm, Mapping):
-        out += _h3("Value models (calibration / holdout)")
-        win = vm.get("windows") or {}
-        if win:
-            out += _p(f"Calibration ends {win.get('calibration_end', '?')}; holdout ends {win.get('holdout_end', '?')}.")
-        if vm.get("verdict"):
-            trust = (vm.get("headline") or {}).get("trust")
-            out += _p(str(vm["verdict"]), "warn" if trust and trust != "good" else None)
-        head = vm.get("headline") or {}
-        if head:
-            out += _kv([(k.replace("_", " "), v) for k, v in head.items()], "validation-headline")
-        tracking = vm.get("tracking")
-        if isinstance(tracking, Mapping) and tracking.get("weeks"):
-            out += _img(plots.plot_cumulative_transactions(tracking),
-                        "Tracking: cumulative repeat purchases, actual vs predicted")
-        cal = (vm.get("p_alive_calibration") or {}).get("by_decile")
-        if cal:
-            out += _img(_calibration_figure(list(cal)), "Calibration: holdout purchases and buying by P(alive) decile")
-        rank = vm.get("clv_ranking") or {}
-        rrows = []
-        for key in ("top_10pct", "top_20pct"):
-            r = rank.get(key)
-            if isinstance(r, Mapping):
-                rrows.append((key.replace("top_", "Top ").replace("pct", "%"),
-                              _fmt(r.get("clv_share_of_holdout_revenue"), "pct"),
-                              _fmt(r.get("past_spend_share_of_holdout_revenue"), "pct"),
-                              _fmt(r.get("best_possible_share"), "pct"), _fmt(r.get("random_share"), "pct")))
-        if rrows:
-            out += _h3("Holdout revenue captured by the top customers")
-            out += _table(["Customers", "By predicted CLV", "By past spend", "Best possible", "Random"], rrows,
-                          table_id="clv-ranking", numeric=(1, 2, 3, 4))
-        for w in vm.get("warnings") or []:
-            out += _p(str(w), "warn")
+        out += _value_models_validation(vm)
     rec = ev.get("recommender")
     if isinstance(rec, Mapping) and isinstance(rec.get("modes"), Mapping):
-        out += _h3("Recommender vs baselines")
-        out += _p(f"Trained before {rec.get('cutoff', '?')}, tested up to {rec.get('test_end', '?')}, "
-                  f"lists of {rec.get('k', '?')} products.")
-        for mode, res in rec["modes"].items():
-            if not isinstance(res, Mapping):
-                continue
-            fig = plots.plot_recommender_metrics(res)
-            fig.axes[0].set_title(f"Recommender vs baselines ({str(mode).replace('_', ' ')}, "
-                                  f"{res.get('n_test_customers', '?')} test customers)")
-            out += _img(fig, f"Recommender metrics vs baselines: {str(mode).replace('_', ' ')}")
-            names = [k for k, v in res.items() if isinstance(v, Mapping)]
-            metrics = [m for m in (res[names[0]] if names else {})]
-            out += _table(["Model", *metrics], [[n.replace("_", " "), *[res[n].get(m) for m in metrics]] for n in names],
-                          table_id=f"recommender-{mode}", numeric=range(1, len(metrics) + 1))
+        out += _recommender_validation(rec)
     if not out:
         out = _note("The evaluation JSON has neither value_models nor recommender results.")
+    return out
+
+
+_NEW_VALIDATION_SECTIONS = ("buy_again", "p_purchase_90d_calibration", "spend_interval")
+"""Sections of ``rebuy evaluate`` that older evaluation JSONs lack (the page says so)."""
+
+
+def _value_models_validation(vm: Mapping[str, Any]) -> str:
+    """The value-model half of the validation section, from ``evaluate_value_models``' dict: the
+    same figures as ``rebuy evaluate`` (and notebook 02)."""
+    from rebuy import plots
+
+    out = _h3("Value models (calibration / holdout)")
+    win = vm.get("windows") or {}
+    if win:
+        out += _p(f"Calibration ends {win.get('calibration_end', '?')}; holdout ends {win.get('holdout_end', '?')}.")
+    head = vm.get("headline") or {}
+    if vm.get("verdict"):
+        out += _p(str(vm["verdict"]), "warn" if head.get("trust") and head["trust"] != "good" else None)
+    if head:
+        out += _kv(_headline_rows(head), "validation-headline")
+    missing = [k for k in _NEW_VALIDATION_SECTIONS if k not in vm]
+    if missing:
+        out += _note(f"This evaluation was written by an older rebuy: it has no {', '.join(missing)} "
+                     "(re-run rebuy evaluate for them).")
+    selection = _selection_html((vm.get("params") or {}).get("selection"), "validation-selection")
+    if selection:
+        out += _h3("Purchase model choice") + selection
+    tracking = vm.get("tracking")
+    if isinstance(tracking, Mapping) and tracking.get("weeks"):
+        out += _img(plots.plot_cumulative_transactions(tracking),
+                    "Tracking: cumulative repeat purchases, actual vs predicted")
+    out += _buy_again_html(vm.get("buy_again"))
+    cal = (vm.get("p_alive_calibration") or {}).get("by_decile")
+    if cal:
+        out += _img(_calibration_figure(list(cal)), "Calibration: holdout purchases and buying by P(alive) decile")
+    out += _p_purchase_html(vm.get("p_purchase_90d_calibration"))
+    out += _spend_interval_html(vm.get("spend_interval"))
+    out += _clv_ranking_html(vm.get("clv_ranking"))
+    for w in vm.get("warnings") or []:
+        out += _p(str(w), "warn")
+    return out
+
+
+def _headline_rows(head: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """The headline figures, shares as per cent, the purchase model by its display name."""
+    rows: list[tuple[str, Any]] = []
+    for k, v in head.items():
+        if k == "purchase_model":
+            v = _purchase_model_label(v)
+        elif any(w in k for w in ("share", "coverage", "decile_error")) and isinstance(v, float):
+            v = _fmt(float(v), "pct")
+        rows.append((k.replace("_", " "), v))
+    return rows
+
+
+_BUY_AGAIN_LABELS = {
+    "p_alive": "P(alive)",
+    "p_purchase_90d": "p_purchase_90d",
+    "expected_purchases_90d": "Expected purchases in 90 days",
+    "recency_baseline": "Baseline: days since the last purchase",
+    "frequency_baseline": "Baseline: repeat purchase days",
+}
+
+
+def _buy_again_html(buy: Any) -> str:
+    """AUC for buying again in the holdout of the model's scores beside the recency and frequency
+    baselines, for everyone and for one-time buyers."""
+    if not isinstance(buy, Mapping) or not isinstance(buy.get("auc"), Mapping):
+        return ""
+    one_time = buy.get("auc_one_time_buyers") or {}
+    rows = [[_BUY_AGAIN_LABELS.get(k, k), v, one_time.get(k)] for k, v in buy["auc"].items()]
+    out = _h3("Who buys again: AUC against simple baselines")
+    out += _p(f"{_fmt(buy.get('customers'))} customers, {_fmt(buy.get('bought_share'), 'pct')} bought in the holdout; "
+              f"{_fmt(buy.get('one_time_buyers'))} one-time buyers. AUC 0.5 = chance, 1 = perfect ranking.")
+    return out + _table(["Score", "AUC, all customers", "AUC, one-time buyers"], rows, table_id="buy-again-auc",
+                        numeric=(1, 2))
+
+
+def _p_purchase_html(cal: Any) -> str:
+    """p_purchase_90d (calibrated) and the raw model probability against who bought within 90
+    days: the summary of each, then the calibrated deciles."""
+    if not isinstance(cal, Mapping):
+        return ""
+    out = _h3("Is p_purchase_90d calibrated?")
+    kinds = [(k, label) for k, label in (("calibrated", "p_purchase_90d (calibrated)"), ("raw_model", "Raw model"))
+             if isinstance(cal.get(k), Mapping)]
+    if not kinds:
+        return out + _note(str(cal.get("note", "Not checked.")))
+    out += _p(f"{cal.get('note', '')}; {_fmt(cal.get('observed_share'), 'pct')} bought.")
+    out += _table(["Probability", "Mean predicted", "Mean decile error", "Worst decile error", "AUC"],
+                  [[label, _fmt(cal[k].get("mean_predicted"), "pct"), _fmt(cal[k].get("mean_abs_decile_error"), "pct"),
+                    _fmt(cal[k].get("max_abs_decile_error"), "pct"), cal[k].get("auc")] for k, label in kinds],
+                  table_id="p-purchase-calibration", numeric=(1, 2, 3, 4))
+    rows = [[str(r.get("decile")), r.get("customers"), _fmt(r.get("mean_predicted"), "pct"),
+             _fmt(r.get("observed_share"), "pct"), _fmt(r.get("abs_error"), "pct")]
+            for r in (cal.get("calibrated") or {}).get("by_decile") or []]
+    if rows:
+        out += _table(["Decile of p_purchase_90d", "Customers", "Predicted", "Bought", "Error"], rows,
+                      table_id="p-purchase-deciles", numeric=(1, 2, 3, 4))
+    return out
+
+
+def _spend_interval_html(interval: Any) -> str:
+    """Coverage, width and interval score of the per-customer 90% spend interval, beside one
+    interval for everyone."""
+    if not isinstance(interval, Mapping) or not isinstance(interval.get("model"), Mapping):
+        return ""
+    single = interval.get("one_interval_for_everyone") or {}
+    named = [("Per-customer interval (spend_12m_p05 / _p95)", interval["model"])]
+    if single:
+        named.append((f"One interval for everyone ({_fmt(single.get('lower'), 'money')} to "
+                      f"{_fmt(single.get('upper'), 'money')})", single))
+    rows = [[name, _fmt(r.get("coverage"), "pct"), _fmt(r.get("nominal_coverage"), "pct"), _fmt(r.get("below"), "pct"),
+             _fmt(r.get("above"), "pct"), _fmt(r.get("mean_width"), "money"), _fmt(r.get("median_width"), "money"),
+             _fmt(r.get("mean_interval_score"), "money")] for name, r in named]
+    out = _h3("Spend interval: how often the holdout revenue fell inside")
+    out += _table(["Interval", "Coverage", "Nominal coverage", "Below", "Above", "Mean width", "Median width",
+                   "Mean interval score (lower is better)"], rows, table_id="spend-interval", numeric=range(1, 8))
+    return out + _note(str(interval.get("note", "")))
+
+
+_TOPS = ("top_10pct", "top_20pct")
+
+
+def _capture_layout(rank: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(capture, random, spearman) of a ``clv_ranking`` section; evaluation JSONs of older rebuys
+    (``top_20pct: {clv_share_of_holdout_revenue, ...}``) are read into the same layout."""
+    if isinstance(rank.get("capture"), Mapping):
+        return dict(rank["capture"]), dict(rank.get("random") or {}), dict(rank.get("spearman") or {})
+    old = {"clv_12m": "clv_share_of_holdout_revenue", "past_spend": "past_spend_share_of_holdout_revenue",
+           "best_possible": "best_possible_share"}
+    capture = {name: {t: (rank.get(t) or {}).get(field) for t in _TOPS} for name, field in old.items()}
+    chance = {t: (rank.get(t) or {}).get("random_share") for t in _TOPS}
+    spearman = {"clv_12m": rank.get("spearman_clv_vs_holdout_revenue"),
+                "past_spend": rank.get("spearman_past_spend_vs_holdout_revenue")}
+    return capture, chance, spearman
+
+
+def _clv_ranking_html(rank: Any) -> str:
+    """Holdout revenue captured by the top 10% / 20% by clv_12m, the models' CLV, past spend, the
+    best possible and random."""
+    if not isinstance(rank, Mapping) or not (rank.get("capture") or rank.get("top_20pct")):
+        return ""
+    capture, chance, spearman = _capture_layout(rank)
+    names = {"clv_12m": f"clv_12m ({rank.get('method', 'model')})", "model_clv_12m": "CLV of the purchase x spend models",
+             "past_spend": "Past spend", "best_possible": "Best possible (hindsight)"}
+    rows = [[names.get(k, k), *[_fmt(v.get(t), "pct") for t in _TOPS], spearman.get(k)]
+            for k, v in capture.items() if isinstance(v, Mapping)]
+    rows.append(["Random", *[_fmt(chance.get(t), "pct") for t in _TOPS], None])
+    out = _h3("Holdout revenue captured by the top customers")
+    out += _table(["Ranked by", "Top 10%", "Top 20%", "Spearman with holdout revenue"], rows,
+                  table_id="clv-ranking", numeric=(1, 2, 3))
+    gain = rank.get("clv_minus_past_spend_top20_points")
+    if gain is not None:
+        out += _p(f"The top 20% by clv_12m brought {gain:+.1f} points of the holdout revenue "
+                  f"{'more' if gain >= 0 else 'less'} than the top 20% by past spend.")
+    ranker = rank.get("ranker")
+    if isinstance(ranker, Mapping):
+        scalars = [(k.replace("_", " "), v) for k, v in ranker.items() if not isinstance(v, (Mapping, list))]
+        if scalars:
+            out += _kv(scalars, "clv-ranker")
+    return out
+
+
+def _recommender_validation(rec: Mapping[str, Any]) -> str:
+    """The recommender's metrics against its baselines, one figure and table per mode."""
+    from rebuy import plots
+
+    out = _h3("Recommender vs baselines")
+    out += _p(f"Trained before {rec.get('cutoff', '?')}, tested up to {rec.get('test_end', '?')}, "
+              f"lists of {rec.get('k', '?')} products.")
+    for mode, res in rec["modes"].items():
+        if not isinstance(res, Mapping):
+            continue
+        fig = plots.plot_recommender_metrics(res)
+        fig.axes[0].set_title(f"Recommender vs baselines ({str(mode).replace('_', ' ')}, "
+                              f"{res.get('n_test_customers', '?')} test customers)")
+        out += _img(fig, f"Recommender metrics vs baselines: {str(mode).replace('_', ' ')}")
+        names = [k for k, v in res.items() if isinstance(v, Mapping)]
+        metrics = [m for m in (res[names[0]] if names else {})]
+        out += _table(["Model", *metrics], [[n.replace("_", " "), *[res[n].get(m) for m in metrics]] for n in names],
+                      table_id=f"recommender-{mode}", numeric=range(1, len(metrics) + 1))
     return out
 
 

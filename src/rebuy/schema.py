@@ -56,18 +56,25 @@ SCORE_TABLE: tuple[Column, ...] = (
     Column("total_spend", "float", "net spend over the whole history, currency"),
     Column("first_purchase", "datetime", "day of the first purchase"),
     Column("last_purchase", "datetime", "day of the last purchase"),
-    Column("p_alive", "float", "BG/NBD probability the customer is still active"),
+    Column("p_alive", "float", "probability the customer is still active, from the purchase model the manifest "
+           "names (`params.purchase_model`: BG/NBD, MBG/NBD or Pareto/NBD)"),
+    Column("p_purchase_90d", "float", "probability of at least one purchase in the next 90 days, calibrated on a "
+           "holdout inside the training window"),
     Column("expected_purchases_30d", "float", "expected purchase days in the next 30 days"),
     Column("expected_purchases_90d", "float", "expected purchase days in the next 90 days"),
     Column("expected_purchases_365d", "float", "expected purchase days in the next 365 days"),
     Column("expected_order_value", "float", "Gamma-Gamma expected value of the next order, currency"),
-    Column("clv_12m", "float", "discounted 12-month margin (CLV × `clv.margin`, monthly `clv.discount_rate`), "
-           "currency"),
+    Column("clv_12m", "float", "discounted 12-month margin (× `clv.margin`, monthly `clv.discount_rate`), "
+           "currency; from the ranking model or the purchase × spend models (`clv.method` in the manifest)"),
+    Column("spend_12m", "float", "expected revenue in the next 365 days (before margin and discount), currency"),
+    Column("spend_12m_p05", "float", "lower end of the 90% predictive interval of the next 365 days' revenue "
+           "(purchase and spend randomness and parameter uncertainty), currency"),
+    Column("spend_12m_p95", "float", "upper end of that 90% interval, currency"),
     Column("net_ltv", "float", "CLV over `clv.horizon_months` − acquisition cost − retention cost per year "
            "(config), currency"),
-    Column("churn_risk", "string", "low / medium / high from P(alive) (`clv.churn_risk_thresholds`)"),
-    Column("next_purchase_date", "datetime", "first day by which one purchase is expected (empty when not "
-           "within `clv.next_purchase_max_days`)"),
+    Column("churn_risk", "string", "low / medium / high from `p_purchase_90d` (`clv.churn_risk_thresholds`)"),
+    Column("next_purchase_date", "datetime", "first day by which a purchase is more likely than not (empty when "
+           "not within `clv.next_purchase_max_days`)"),
     Column("recommended_products", "list", "top-N products (`recommend.n_items`)"),
     Column("offer_type", "string", "the one offer: birthday, browse_abandonment, cross_sell, win_back, vip, "
            "spend_tier, referral, loyalty_points, reminder or none"),

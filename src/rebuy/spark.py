@@ -458,7 +458,7 @@ def _clv_partition(
         return
     bundle = _executor_bundle(candidates, run_id)
     summary = rfm_summary(tx, as_of=as_of, time_unit=bundle.config.time_unit)
-    clv = pipeline.value_scores(bundle, summary)["clv_12m"]
+    clv = pipeline.value_scores(bundle, summary, tx, as_of)["clv_12m"]
     yield pd.DataFrame({"customer_id": summary.index.astype(object).to_numpy(), "clv": clv.to_numpy(dtype=np.float64)})
 
 
@@ -585,8 +585,8 @@ def _vip_cut(tx_by_customer: SparkDataFrame, candidates: list[str], run_id: str,
     def clv(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         return _clv_partition(batches, candidates=candidates, run_id=run_id, as_of=as_of)
 
-    values = tx_by_customer.select("customer_id", "timestamp", "amount").mapInPandas(
-        clv, "customer_id string, clv double")
+    # every column: the CLV ranker's features read products, quantities and prices too
+    values = tx_by_customer.mapInPandas(clv, "customer_id string, clv double")
     n = values.count()
     k = max(1, math.ceil(top_share * n)) if n else 0
     if k == 0:

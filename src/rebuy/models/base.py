@@ -34,7 +34,7 @@ from __future__ import annotations
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, NamedTuple, Self
 
 import numpy as np
 import pandas as pd
@@ -289,6 +289,15 @@ class PurchaseModel(BaseFitter):
 
     time_unit_: str
 
+    @classmethod
+    def from_params(cls, params: dict[str, float], time_unit: str = "weeks") -> Self:
+        """A model with given parameters (e.g. published ones, or read from a bundle manifest); time
+        parameters in ``time_unit``."""
+        m = super().from_params(params)
+        unit_days(time_unit)
+        m.time_unit_ = time_unit
+        return m
+
     def fit(self, summary: pd.DataFrame, time_unit: str | None = None, sample_weight: Any = None) -> Self:
         """Fit on an RFM summary (columns ``frequency``, ``recency``, ``T``); returns self.
 
@@ -335,6 +344,21 @@ class PurchaseModel(BaseFitter):
     def expected_purchases_population(self, t: Any) -> np.ndarray:
         """Expected repeat purchases of a new customer within ``t`` time units of the first purchase."""
 
+    def alive_count_moments(self, t: Any, frequency: Any, T: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For customers alive at T after ``frequency`` repeat purchases: ``(P(N = 0), E[N],
+        E[N (N - 1)])`` of the purchases N in the next ``t`` time units, integrated over the
+        customer's posterior (which, given alive, depends on x and T only, not on t_x).
+
+        With P(alive) these give the unconditional count moments (a dead customer buys nothing);
+        :mod:`rebuy.models.predictive` turns them into spend intervals. Models that do not
+        implement it cannot give intervals."""
+        raise NotImplementedError(f"{type(self).__name__} does not give purchase-count moments")
+
+    def next_purchase_days(self, frequency: Any, recency: Any, T: Any, max_days: int = 1825) -> np.ndarray:
+        """Whole days to the day by which a next purchase is more likely than not (see
+        :meth:`ConditionalForecast.next_purchase_days`); -1 when not within ``max_days``."""
+        return self.conditional(frequency, recency, T).next_purchase_days(max_days)
+
     # ------------------------------------------------------------------ the hook for CLV and scores
     def conditional(self, frequency: Any, recency: Any, T: Any) -> ConditionalForecast:
         """Predictions for these customers that share their common work (the hook
@@ -351,10 +375,6 @@ class PurchaseModel(BaseFitter):
         (see :meth:`ConditionalForecast.iter_expected_purchases`)."""
         return self.conditional(frequency, recency, T).iter_expected_purchases(horizons)
 
-    def next_purchase_days(self, frequency: Any, recency: Any, T: Any, max_days: int = 1825) -> np.ndarray:
-        """Whole days to the expected next purchase, -1 when not within ``max_days`` (see
-        :meth:`ConditionalForecast.next_purchase_days`)."""
-        return self.conditional(frequency, recency, T).next_purchase_days(max_days)
 
 
 class ConditionalForecast:
@@ -385,15 +405,23 @@ class ConditionalForecast:
         horizon, so callers can accumulate without an n x H matrix. Validates now, computes lazily."""
         return (self.expected_purchases(h) for h in check_horizons(horizons))
 
+    def probability_of_purchase(self, t: Any, rows: Any = slice(None)) -> np.ndarray:
+        """P(at least one purchase in the next ``t`` time units) of ``rows`` (scalar ``t`` or one per
+        selected row)."""
+        return self.model.probability_of_purchase(t, self.x[rows], self.tx[rows], self.T[rows])
+
     def next_purchase_days(self, max_days: int = 1825) -> np.ndarray:
-        """Whole days (int64) from T to the expected next purchase: the first d in 1..``max_days``
-        with ``expected_purchases(d days) >= 1``; -1 when the expected count stays below 1 for
-        ``max_days`` days. Integer bisection (about log2(max_days) evaluations)."""
+        """Whole days (int64) from T to the customer's median time to the next purchase: the first d
+        in 1..``max_days`` with P(a purchase within d days) >= 0.5; -1 when a purchase is not more
+        likely than not within ``max_days`` (lapsed customers get no date rather than one years
+        away). Integer bisection (about log2(max_days) evaluations)."""
         max_days = check_max_days(max_days)
         u = unit_days(self.model.time_unit_)
-        cand = np.flatnonzero(self.expected_purchases(max_days / u) >= 1.0)
+        cand = np.flatnonzero(self.probability_of_purchase(max_days / u) >= 0.5)
         days = np.full(len(self.x), -1, dtype=np.int64)
-        days[cand] = first_day_reaching(lambda d: self.expected_purchases(d / u, cand) >= 1.0, len(cand), max_days)
+        days[cand] = first_day_reaching(
+            lambda d: self.probability_of_purchase(d / u, cand) >= 0.5, len(cand), max_days
+        )
         return days
 
 
@@ -410,6 +438,17 @@ def check_max_days(max_days: Any) -> int:
     return whole_number(max_days, "next_purchase_days: max_days")
 
 
+class OrderValueMoments(NamedTuple):
+    """Per customer, of the values z of future purchases: ``mean`` E[z], ``second`` E[z^2],
+    ``shared`` E[z_i z_j] for two different purchases (currency, currency^2), and ``tail_shape``:
+    the index of the power tail the unknown spend level gives the total spend (inf for none)."""
+
+    mean: np.ndarray
+    second: np.ndarray
+    shared: np.ndarray
+    tail_shape: np.ndarray
+
+
 class SpendModel(BaseFitter):
     """A spend-per-purchase model fitted on ``frequency`` and ``monetary_value`` (currency)."""
 
@@ -424,3 +463,8 @@ class SpendModel(BaseFitter):
     @abstractmethod
     def expected_order_value(self, frequency: Any, monetary_value: Any) -> np.ndarray:
         """Expected spend per future purchase (currency), per customer."""
+
+    def order_value_moments(self, frequency: Any, monetary_value: Any) -> OrderValueMoments:
+        """Moments of future purchase values z (currency), per customer, for spend intervals (see
+        :class:`OrderValueMoments`); models that do not implement it cannot give intervals."""
+        raise NotImplementedError(f"{type(self).__name__} does not give order-value moments")

@@ -2,16 +2,21 @@
 
 Columns, in this order (the score table's contract):
 
-- ``p_alive``;
+- ``p_alive``; ``p_purchase_90d`` (the model's P(a purchase in 90 days), calibrated by
+  ``calibrator`` when one is given: :mod:`rebuy.models.selection`);
 - ``expected_purchases_{h}d`` for h in :data:`SCORE_HORIZONS_DAYS` and each further
   ``config.clv.horizons_days`` (days, ascending);
 - ``expected_order_value`` (currency);
 - ``clv_12m`` (always) and ``clv_{H}m`` for ``H = config.clv.horizon_months`` (discounted margin,
   currency; see :mod:`rebuy.models.clv`);
 - ``net_ltv`` = clv_H - acquisition_cost - retention_cost * H / 12 (currency);
-- ``next_purchase_date`` (the as-of day plus the model's ``next_purchase_days``; NaT when not
-  expected within ``config.clv.next_purchase_max_days``);
-- ``churn_risk`` ("high" / "medium" / "low" from ``config.clv.churn_risk_thresholds`` on p_alive).
+- ``spend_12m``, ``spend_12m_p05``, ``spend_12m_p95``: expected revenue over the next 365 days and
+  its 90% predictive interval (currency; :mod:`rebuy.models.predictive`);
+- ``next_purchase_date`` (the as-of day plus the model's ``next_purchase_days``: the day by which a
+  purchase is more likely than not; NaT when not within ``config.clv.next_purchase_max_days``);
+- ``churn_risk`` ("high" / "medium" / "low" from ``config.clv.churn_risk_thresholds`` on
+  ``p_purchase_90d``, the calibrated probability: P(alive) cannot be checked against what
+  customers do, a purchase probability can).
 
 Invariant: no NaN or inf in the numeric columns (a FloatingPointError, never a user error, if a
 model produced one). Predictions run on the distinct (frequency, recency, T) rows, through one
@@ -41,10 +46,36 @@ CONTRACT_CLV_MONTHS = 12
 """``clv_12m`` is always in the score table, whatever ``config.clv.horizon_months`` is."""
 
 
-def churn_risk(p_alive: np.ndarray, thresholds: tuple[float, float]) -> np.ndarray:
-    """"high" below the first threshold of P(alive), "medium" below the second, else "low"."""
+def churn_risk(p_purchase: np.ndarray, thresholds: tuple[float, float]) -> np.ndarray:
+    """"high" below the first threshold of the calibrated P(a purchase in 90 days), "medium" below
+    the second, else "low"."""
     lo, hi = thresholds
-    return np.where(p_alive < lo, "high", np.where(p_alive < hi, "medium", "low"))
+    return np.where(p_purchase < lo, "high", np.where(p_purchase < hi, "medium", "low"))
+
+
+SPEND_DAYS = 365
+"""Horizon of ``spend_12m`` and its interval (days)."""
+
+P_PURCHASE_DAYS = 90
+"""Horizon of ``p_purchase_90d`` (days); the calibrator is learned on a holdout this long."""
+
+
+def _add_probabilities(out: pd.DataFrame, forecast: ConditionalForecast, inv: np.ndarray,
+                       calibrator: Any) -> None:
+    """``p_purchase_90d``: the model's P(a purchase in 90 days) through ``calibrator`` (when given)."""
+    u = unit_days(forecast.model.time_unit_)
+    raw = forecast.probability_of_purchase(P_PURCHASE_DAYS / u)[inv]
+    out["p_purchase_90d"] = raw if calibrator is None else calibrator.transform(raw)
+
+
+def _add_spend(out: pd.DataFrame, purchase_model: PurchaseModel, spend_model: SpendModel,
+               rows: tuple[np.ndarray, ...], p_alive: np.ndarray, distinct: tuple[Any, np.ndarray]) -> None:
+    """``spend_12m`` and its 90% predictive interval (currency; :mod:`rebuy.models.predictive`)."""
+    from rebuy.models.predictive import spend_forecast
+
+    horizon = SPEND_DAYS / unit_days(purchase_model.time_unit_)
+    f = spend_forecast(purchase_model, spend_model, horizon, rows, p_alive, distinct=distinct)
+    out["spend_12m"], out["spend_12m_p05"], out["spend_12m_p95"] = f.mean, f.lower, f.upper
 
 
 def _time_unit(summary: pd.DataFrame, purchase_model: PurchaseModel) -> str:
@@ -106,6 +137,7 @@ def score_value(
     spend_model: SpendModel,
     config: Config,
     as_of: Any = None,
+    calibrator: Any = None,
 ) -> pd.DataFrame:
     """Per-customer value scores, indexed like ``summary`` (columns: see the module docstring).
 
@@ -122,11 +154,13 @@ def score_value(
     forecast = purchase_model.conditional(*rows)  # shared by every column below
     out = pd.DataFrame(index=summary.index)
     out["p_alive"] = forecast.p_alive()[inv]
+    _add_probabilities(out, forecast, inv, calibrator)
     _add_forecasts(out, forecast, inv, spend_model.expected_order_value(x, m), cc)
+    _add_spend(out, purchase_model, spend_model, (x, tx, T, m), out["p_alive"].to_numpy(), (rows, inv))
     days = forecast.next_purchase_days(int(cc.next_purchase_max_days))[inv]
     out["next_purchase_date"] = _days_after(day, days)
     out["churn_risk"] = pd.Series(
-        churn_risk(out["p_alive"].to_numpy(), cc.churn_risk_thresholds), index=out.index, dtype="string"
+        churn_risk(out["p_purchase_90d"].to_numpy(), cc.churn_risk_thresholds), index=out.index, dtype="string"
     )
     if not np.isfinite(out.select_dtypes("number").to_numpy()).all():
         raise FloatingPointError("score_value: non-finite value scores (please report with the summary)")

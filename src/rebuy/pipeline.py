@@ -9,8 +9,10 @@ This module is the only place the chain is written: ``rebuy.train`` (``rebuy tra
 ``rebuy.scoring.Scorer`` (``rebuy score``, the offers service) and ``rebuy.spark`` (per partition)
 all call it.
 
-fit:   RFM summary -> purchase model + spend model -> value scores -> RFM scores, segments, clusters
-       -> recommender (when the data has products) -> manifest entries (params, diagnostics, VIP cut)
+fit:   RFM summary -> purchase model (chosen on holdout windows under ``purchase_model: auto``) and
+       its p_purchase_90d calibrator -> spend model -> CLV ranker (``clv.method``) -> value scores
+       -> RFM scores, segments, clusters -> recommender (when the data has products) -> manifest
+       entries (params, selection, clv method, diagnostics, VIP cut)
 score: RFM summary -> value scores -> RFM scores, segments, clusters -> recommendations
        -> offers -> the columns of ``rebuy.schema.score_columns(config)``, in that order
 """

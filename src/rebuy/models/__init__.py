@@ -31,8 +31,8 @@ Adding a purchase model (as ``mbgnbd.py`` and ``pareto_nbd.py`` were):
    on log parameters, ``f`` the weighted mean negative log-likelihood plus
    ``penalizer * sum(params**2)``, with attributes ``penalizer`` and ``W`` (see ``optimize.py``).
 2. Subclass :class:`PurchaseModel`: set ``PARAM_NAMES``, ``SHAPE_PARAMS``, ``DISPLAY_NAME``;
-   hyper-parameters ``penalizer, retry_penalizer, solver`` in ``__init__``; implement the objective
-   hooks (``_objective``, ``_from_theta``, ``_to_theta``, ``_lifetimes_fitter``) and the
+   the hyper-parameters ``penalizer, retry_penalizer, solver`` come from the base ``__init__``;
+   implement the objective hooks (``_objective``, ``_from_theta``, ``_to_theta``, ``_lifetimes_fitter``) and the
    predictions (``log_likelihood``, ``p_alive``, ``expected_purchases``,
    ``probability_of_purchase``, ``expected_purchases_population``) and, for spend intervals,
    ``alive_count_moments`` (P(no purchase), E[N], E[N(N-1)] for a customer alive now; test it

@@ -289,6 +289,15 @@ class PurchaseModel(BaseFitter):
 
     time_unit_: str
 
+    def __init__(self, penalizer: float = 0.0, retry_penalizer: float = 0.001, solver: str = "numpy"):
+        """Hyper-parameters shared by every purchase model: ``penalizer`` (L2 penalty of the first
+        fit, lifetimes' ``penalizer_coef``), ``retry_penalizer`` (of the one retry after a failed or
+        degenerate fit), ``solver`` ("numpy": rebuy's analytic-gradient fit of lifetimes' objective;
+        "lifetimes": lifetimes' own fitter)."""
+        self.penalizer = penalizer
+        self.retry_penalizer = retry_penalizer
+        self.solver = solver
+
     @classmethod
     def from_params(cls, params: dict[str, float], time_unit: str = "weeks") -> Self:
         """A model with given parameters (e.g. published ones, or read from a bundle manifest); time

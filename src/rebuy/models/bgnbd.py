@@ -185,11 +185,6 @@ class BGNBDModel(PurchaseModel):
     SHAPE_PARAMS = ("r", "a", "b")
     DISPLAY_NAME = "BG/NBD"
 
-    def __init__(self, penalizer: float = 0.0, retry_penalizer: float = 0.001, solver: str = "numpy"):
-        self.penalizer = penalizer
-        self.retry_penalizer = retry_penalizer
-        self.solver = solver
-
     def fit(self, summary: pd.DataFrame, time_unit: str | None = None, sample_weight: Any = None) -> BGNBDModel:
         """Fit on an RFM summary (columns ``frequency``, ``recency``, ``T``); returns self.
 

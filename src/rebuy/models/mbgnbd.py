@@ -155,11 +155,6 @@ class MBGNBDModel(PurchaseModel):
     SHAPE_PARAMS = ("r", "a", "b")
     DISPLAY_NAME = "MBG/NBD"
 
-    def __init__(self, penalizer: float = 0.0, retry_penalizer: float = 0.001, solver: str = "numpy"):
-        self.penalizer = penalizer
-        self.retry_penalizer = retry_penalizer
-        self.solver = solver
-
     def fit(
         self, summary: pd.DataFrame, time_unit: str | None = None, sample_weight: Any = None
     ) -> MBGNBDModel:

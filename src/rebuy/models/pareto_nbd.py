@@ -622,11 +622,6 @@ class ParetoNBDModel(PurchaseModel):
     SHAPE_PARAMS = ("r", "s")
     DISPLAY_NAME = "Pareto/NBD"
 
-    def __init__(self, penalizer: float = 0.0, retry_penalizer: float = 0.001, solver: str = "numpy"):
-        self.penalizer = penalizer
-        self.retry_penalizer = retry_penalizer
-        self.solver = solver
-
     # ---------------------------------------------------------------- objective hooks
     def _objective(
         self, cols: list[np.ndarray], weights: np.ndarray, penalizer: float, mask: Any

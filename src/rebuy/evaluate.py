@@ -42,14 +42,10 @@ from rebuy.config import Config
 from rebuy.dates import day_number, day_numbers_to_timestamps, unit_days
 from rebuy.features import calibration_holdout_split, spend_concentration
 from rebuy.models import PurchaseModel, SpendModel
-from rebuy.models.selection import auc, decile_table
+from rebuy.models.selection import auc, decile_table, deciles
+from rebuy.models.selection import json_float as _f
 
 logger = logging.getLogger(__name__)
-
-def _f(x: Any, nd: int = 6) -> float | None:
-    """JSON-safe float (None for NaN/inf)."""
-    x = float(x)
-    return round(x, nd) if np.isfinite(x) else None
 
 
 def _pct_error(predicted: float, actual: float) -> float | None:
@@ -104,14 +100,6 @@ def tracking_curve(
             "predicted": predicted,
         }
     )
-
-
-def _deciles(score: np.ndarray, n: int = 10) -> np.ndarray:
-    """Decile 1 (lowest) .. n (highest) by rank, ties broken by position (always n near-equal groups)."""
-    order = np.argsort(score, kind="stable")
-    ranks = np.empty(len(score), dtype=np.int64)
-    ranks[order] = np.arange(len(score))
-    return (ranks * n // max(len(score), 1)) + 1
 
 
 def _top_share(score: np.ndarray, revenue: np.ndarray, share: float) -> float:
@@ -259,7 +247,7 @@ def _calibration_rows(h: _Holdout) -> list[dict[str, Any]]:
     groups: list[tuple[Any, np.ndarray]] = []
     if repeaters.any():
         dec = np.zeros(len(h.x), dtype=np.int64)
-        dec[repeaters] = _deciles(h.p_alive[repeaters])
+        dec[repeaters] = deciles(h.p_alive[repeaters])
         groups += [(d, dec == d) for d in range(1, 11)]
     groups.append(("one_time_buyers", ~repeaters))
     return [

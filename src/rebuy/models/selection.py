@@ -77,7 +77,7 @@ class ProbabilityCalibrator:
         return expit(self.intercept_ + self.slope_ * _log_odds(p))
 
     def report(self) -> dict[str, Any]:
-        return {"method": "platt", "intercept": _r(self.intercept_), "slope": _r(self.slope_), "customers": self.n_}
+        return {"method": "platt", "intercept": json_float(self.intercept_), "slope": json_float(self.slope_), "customers": self.n_}
 
 
 def _logistic_fit(z: np.ndarray, y: np.ndarray, iterations: int = 50) -> tuple[float, float]:
@@ -124,7 +124,8 @@ class Selection:
     report: dict[str, Any] = field(default_factory=dict)
 
 
-def _r(x: float, nd: int = 6) -> float | None:
+def json_float(x: float, nd: int = 6) -> float | None:
+    """``x`` rounded to ``nd`` decimals for a JSON report; None for NaN / inf."""
     x = float(x)
     return round(x, nd) if np.isfinite(x) else None
 
@@ -150,13 +151,18 @@ def average_ranks(values: np.ndarray) -> np.ndarray:
     return ranks
 
 
+def deciles(score: np.ndarray, n: int = 10) -> np.ndarray:
+    """Decile 1 (lowest) .. n (highest) by rank, ties broken by position (always n near-equal groups)."""
+    order = np.argsort(score, kind="stable")
+    ranks = np.empty(len(score), dtype=np.int64)
+    ranks[order] = np.arange(len(score))
+    return (ranks * n // max(len(score), 1)) + 1
+
+
 def decile_table(predicted: np.ndarray, observed: np.ndarray, n: int = 10) -> pd.DataFrame:
     """Per decile of ``predicted`` (1 = lowest; near-equal groups, ties by position): customers,
     mean predicted and observed share, and their absolute difference."""
-    order = np.argsort(predicted, kind="stable")
-    decile = np.empty(len(predicted), dtype=np.int64)
-    decile[order] = np.arange(len(predicted)) * n // max(len(predicted), 1) + 1
-    frame = pd.DataFrame({"decile": decile, "predicted": predicted, "observed": np.asarray(observed, dtype=float)})
+    frame = pd.DataFrame({"decile": deciles(predicted, n), "predicted": predicted, "observed": np.asarray(observed, dtype=float)})
     table = frame.groupby("decile").agg(customers=("predicted", "size"), mean_predicted=("predicted", "mean"),
                                         observed_share=("observed", "mean"))
     table["abs_error"] = (table["mean_predicted"] - table["observed_share"]).abs()
@@ -181,11 +187,11 @@ def _score_candidate(model_fits: list[PurchaseModel], windows: list[pd.DataFrame
         bought.append((split["frequency_holdout"] > 0).to_numpy())
     p_buy, p_alive, y = np.concatenate(raw), np.concatenate(alive), np.concatenate(bought)
     figures = {
-        METRIC: _r(log_loss(p_buy, y)),
-        "auc_p_purchase": _r(auc(p_buy, y), 4),
-        "auc_p_alive": _r(auc(p_alive, y), 4),
-        "mean_decile_error": _r(decile_table(p_buy, y)["abs_error"].mean(), 4),
-        "params_last_window": {k: _r(v) for k, v in model_fits[0].params_.items()},
+        METRIC: json_float(log_loss(p_buy, y)),
+        "auc_p_purchase": json_float(auc(p_buy, y), 4),
+        "auc_p_alive": json_float(auc(p_alive, y), 4),
+        "mean_decile_error": json_float(decile_table(p_buy, y)["abs_error"].mean(), 4),
+        "params_last_window": {k: json_float(v) for k, v in model_fits[0].params_.items()},
     }
     return figures, p_buy, y
 
@@ -202,7 +208,7 @@ def _choose(candidates: dict[str, dict[str, Any]], tolerance: float) -> str:
 
 def _windows_report(windows: list[pd.DataFrame]) -> list[dict[str, Any]]:
     return [{"calibration_end": pd.Timestamp(w.attrs["as_of"]).strftime("%Y-%m-%d"), "customers": int(len(w)),
-             "bought_share": _r((w["frequency_holdout"] > 0).mean(), 4)} for w in windows]
+             "bought_share": json_float((w["frequency_holdout"] > 0).mean(), 4)} for w in windows]
 
 
 def select_purchase_model(windows: list[pd.DataFrame], config: Config, fit: Any) -> Selection:
@@ -233,7 +239,7 @@ def select_purchase_model(windows: list[pd.DataFrame], config: Config, fit: Any)
             continue
         figures, p_buy, y = _score_candidate(fits, windows)
         pooled[name] = (p_buy, y)
-        report["candidates"][name] = {**figures, "fit_seconds": _r(time.perf_counter() - t0, 3)}
+        report["candidates"][name] = {**figures, "fit_seconds": json_float(time.perf_counter() - t0, 3)}
     if not pooled:
         raise ModelFitError(f"purchase model: no candidate could be fitted ({report['candidates']})")
     chosen = _choose(report["candidates"], config.selection.tie_tolerance)

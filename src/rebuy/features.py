@@ -187,6 +187,17 @@ def _summarise(
     return out
 
 
+def customer_sample(transactions: pd.DataFrame, max_customers: int, seed: int) -> pd.DataFrame:
+    """The lines of a random sample of at most ``max_customers`` customers (seeded; all lines, the
+    same frame, when there are no more customers than that)."""
+    codes, labels = _customer_codes(transactions["customer_id"].astype("string"))
+    if len(labels) <= max_customers:
+        return transactions
+    chosen = np.zeros(len(labels), dtype=bool)
+    chosen[np.random.default_rng(seed).choice(len(labels), int(max_customers), replace=False)] = True
+    return transactions.loc[chosen[codes]]
+
+
 def rfm_summary(
     transactions: pd.DataFrame,
     as_of: dt.date | str | pd.Timestamp | None = None,

@@ -112,11 +112,11 @@ def selection_windows(transactions: pd.DataFrame, config: Config, as_of: pd.Time
     per ``HOLDOUT_DAYS``-day period before ``as_of`` (most recent first, at most
     ``selection.windows``), each with at least that much history before its cut, on a random sample
     of at most ``selection.max_customers`` customers. Empty when the history is too short."""
-    from rebuy.features import calibration_holdout_split
+    from rebuy.features import calibration_holdout_split, customer_sample
     from rebuy.models.selection import HOLDOUT_DAYS
 
     sel = config.selection
-    sample = _customer_sample(transactions, sel.max_customers, sel.random_state)
+    sample = customer_sample(transactions, sel.max_customers, sel.random_state)
     first = sample["timestamp"].min().normalize()
     period = pd.Timedelta(days=HOLDOUT_DAYS)
     windows = []
@@ -128,15 +128,6 @@ def selection_windows(transactions: pd.DataFrame, config: Config, as_of: pd.Time
         if len(split) >= 2 and (split["frequency"] > 0).any():
             windows.append(split)
     return windows
-
-
-def _customer_sample(transactions: pd.DataFrame, max_customers: int, seed: int) -> pd.DataFrame:
-    """The lines of a random sample of at most ``max_customers`` customers (all lines when fewer)."""
-    ids = transactions["customer_id"].unique()
-    if len(ids) <= max_customers:
-        return transactions
-    keep = np.random.default_rng(seed).choice(len(ids), max_customers, replace=False)
-    return transactions[transactions["customer_id"].isin(ids[keep])]
 
 
 def fit_purchase_model(summary: pd.DataFrame, config: Config, *, name: str | None = None,

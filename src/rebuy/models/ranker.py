@@ -48,7 +48,7 @@ from threadpoolctl import threadpool_limits
 
 from rebuy.dates import UNIT_DAYS, as_of_day, cutoff_after, naive_utc
 from rebuy.errors import FeatureError, InvalidParameterError, ModelFitError, RebuyError
-from rebuy.features import _customer_codes, calibration_holdout_split
+from rebuy.features import calibration_holdout_split, customer_sample
 from rebuy.models.ranker_features import PREDICTION_COLUMNS, _aligned_predictions, ranker_features
 
 __all__ = ["CLVRanker", "expected_spend"]
@@ -234,13 +234,7 @@ class CLVRanker(BaseEstimator):
     def _sample(self, transactions: pd.DataFrame, before: pd.Series) -> pd.DataFrame:
         """The lines up to as_of of at most ``max_train_customers`` random customers."""
         tx = transactions.loc[before.to_numpy()] if not before.all() else transactions
-        codes, labels = _customer_codes(tx["customer_id"].astype("string"))
-        if len(labels) <= self.max_train_customers:
-            return tx
-        rng = np.random.default_rng(self.random_state)
-        chosen = np.zeros(len(labels), dtype=bool)
-        chosen[rng.choice(len(labels), int(self.max_train_customers), replace=False)] = True
-        return tx.loc[chosen[codes]]
+        return customer_sample(tx, int(self.max_train_customers), self.random_state)
 
     def _windows(
         self, tx: pd.DataFrame, day: pd.Timestamp, h: int, predict_value: PredictValue

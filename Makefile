@@ -19,13 +19,22 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip check --disable-pip-version-check
 	@touch $(STAMP)
 
+# Two nights: score with control groups -> simulated responses (true offer effects) -> rebuy measure
+# -> score again with the evidence; then the report.
 demo: $(STAMP)
 	$(BIN)/rebuy simulate --customers 20000 --seed 7 --out $(DEMO)/shop.parquet
 	$(BIN)/rebuy train --transactions $(DEMO)/shop.parquet --customers $(DEMO)/shop_customers.parquet --models-dir models
+	rm -rf $(DEMO)/offer_log $(DEMO)/scores.duckdb
 	$(BIN)/rebuy score --transactions $(DEMO)/shop.parquet --customers $(DEMO)/shop_customers.parquet \
 		--events $(DEMO)/shop_events.parquet --models-dir models --out $(DEMO)/scores.parquet --db $(DEMO)/scores.duckdb
-	$(BIN)/rebuy report --models-dir models --scores $(DEMO)/scores.parquet --transactions $(DEMO)/shop.parquet \
-		--out $(DEMO)/report.html
+	$(BIN)/rebuy simulate --customers 20000 --seed 7 --out $(DEMO)/shop.parquet --responses-to $(DEMO)/offer_log
+	$(BIN)/rebuy measure --offers $(DEMO)/scores.duckdb --transactions $(DEMO)/shop_after.parquet \
+		--out $(DEMO)/uplift.json --models-dir models
+	$(BIN)/rebuy score --transactions $(DEMO)/shop_after.parquet --customers $(DEMO)/shop_customers.parquet \
+		--events $(DEMO)/shop_events.parquet --models-dir models --out $(DEMO)/scores.parquet --db $(DEMO)/scores.duckdb \
+		--uplift $(DEMO)/uplift.json
+	$(BIN)/rebuy report --models-dir models --scores $(DEMO)/scores.parquet --transactions $(DEMO)/shop_after.parquet \
+		--uplift $(DEMO)/uplift.json --offers $(DEMO)/offer_log --out $(DEMO)/report.html
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -52,12 +52,40 @@ def test_train_score_summary(demo):
         "--models-dir", models, "--out", demo / "scores.csv", "--db", demo / "scores.duckdb",
     )
     assert res.exit_code == 0, res.output
-    for text in ("segment: ", "mean P(alive)", "total predicted 12-month CLV", "offer: ", "scores written to"):
+    for text in ("segment: ", "mean P(alive)", "total predicted 12-month CLV", "offer: ", "scores written to",
+                 "treatment / control", "offer log", "experiment"):
         assert text in res.output
     scores = pd.read_csv(demo / "scores.csv")
     assert len(scores) == 1500
     manifest = json.loads((models / "latest" / "manifest.json").read_text())
     assert manifest["config"]["time_unit"] == "days"
+
+
+def test_simulated_experiment_is_measured_by_rebuy_measure(tmp_path):
+    res = invoke("simulate", "--customers", 3000, "--seed", 2, "--products", 100, "--out", tmp_path / "shop.parquet",
+                 "--experiment", "--offer-effect", "win_back=0.3", "--offer-effect", "vip=0")
+    assert res.exit_code == 0, res.output
+    truth = json.loads((tmp_path / "shop_experiment_truth.json").read_text())
+    assert truth["win_back"]["effect"]["response"] == 0.3
+    res = invoke("measure", "--offers", tmp_path / "shop_offer_log.parquet", "--transactions",
+                 tmp_path / "shop_after.parquet", "--out", tmp_path / "uplift.json", "--models-dir", tmp_path / "m")
+    assert res.exit_code == 0, res.output
+    assert "win_back" in res.output and "overall" in res.output and "waiting for their 30-day window" in res.output
+    result = json.loads((tmp_path / "uplift.json").read_text())
+    assert {"window_days", "by_offer", "overall", "by_segment"} <= set(result)
+    win_back = next(e for e in result["by_offer"] if e["offer_type"] == "win_back")
+    assert win_back["verdict"] == "works"  # a 30-point effect: the interval is a few points wide
+    assert json.loads((tmp_path / "m" / "latest_uplift.json").read_text()) == result
+
+
+def test_measure_names_a_missing_log_column(tmp_path, demo):
+    pd.DataFrame({"customer_id": ["a"], "decided_at": ["2025-01-01"], "group": ["control"]}).to_csv(
+        tmp_path / "log.csv", index=False)
+    res = runner.invoke(app, ["measure", "--offers", str(tmp_path / "log.csv"), "--transactions",
+                              str(demo / "shop.csv.gz"), "--out", str(tmp_path / "u.json")])
+    assert res.exit_code == 2
+    assert "log.csv" in res.output and "offer_type" in res.output
+    assert "Traceback" not in res.output
 
 
 def test_column_override_maps_a_new_schema(demo, tmp_path):

@@ -12,7 +12,7 @@ import nbformat
 import pytest
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-NAMES = ["01_explore_customers", "02_value_models", "03_recommendations_and_offers"]
+NAMES = ["01_explore_customers", "02_value_models", "03_recommendations_and_offers", "04_measure_offers"]
 CELL_TIMEOUT = 300  # seconds per cell; a whole notebook takes ~5-15 s at 2,000 customers
 
 # what each notebook must show: at least this many figures, and these texts somewhere in its outputs
@@ -20,6 +20,8 @@ EXPECTED = {
     "01_explore_customers": (4, ["purchase lines", "customer_retention_rate", "step_conversion", "dominant_segment"]),
     "02_value_models": (5, ["simulation truth", "Verdict", "lifetimes", "of the predicted 12-month CLV"]),
     "03_recommendations_and_offers": (2, ["popularity", "own_history", "recommended:", " via "]),
+    "04_measure_offers": (1, ["decisions logged", "uplift over 30 days", "simulation truth", "switched off:",
+                              "night 2 (with evidence)"]),
 }
 ABSOLUTE_PATH = re.compile(r"(?<![\w.~])(/(?:work|home|tmp|Users|root|mnt|opt|var)/|[A-Za-z]:\\\\)")
 

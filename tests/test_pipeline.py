@@ -92,8 +92,9 @@ def test_no_offer_on_a_channel_without_consent(trained, shop):
         on = joined["channel"] == channel
         assert on.any(), f"no customer was contacted by {channel}"
         assert joined.loc[on, f"consent_{channel}"].all()
-    messaged = joined["offer_type"] != "none"
+    messaged = (joined["offer_type"] != "none") & (joined["group"] == "treatment")
     assert (joined.loc[messaged, "channel"] != "none").all()
+    assert joined.loc[messaged, "deliver"].all()
 
 
 def test_outputs_are_written_and_recorded(trained, shop):
@@ -227,7 +228,7 @@ def test_score_customer_equals_the_batch_row(trained, shop):
             as_of=as_of,
         )
         batch = nightly.loc[cid]
-        for col in ("segment", "r_score", "f_score", "m_score", "cluster", "offer_type", "channel", "churn_risk"):
+        for col in ("segment", "r_score", "f_score", "m_score", "cluster", "offer_type", "channel", "churn_risk", "group"):
             assert one[col] == batch[col], col
         for col in ("p_alive", "expected_purchases_30d", "clv_12m", "net_ltv", "offer_value"):
             assert one[col] == pytest.approx(batch[col], rel=1e-9, abs=1e-12), col

@@ -270,6 +270,43 @@ def test_recommender_metrics_vs_baselines(tmp_path):
     assert render(fig, tmp_path, "recs") > 5_000
 
 
+
+UPLIFT_ROWS = [
+    {"offer_type": "win_back", "treatment": 1200, "uplift": 0.031, "uplift_ci95": [0.012, 0.050], "verdict": "works"},
+    {"offer_type": "vip", "treatment": 300, "uplift": -0.040, "uplift_ci95": [-0.070, -0.010], "verdict": "harmful"},
+    {"offer_type": "cross_sell", "treatment": 800, "uplift": 0.004, "uplift_ci95": [-0.010, 0.018],
+     "verdict": "no effect shown"},
+    {"offer_type": "birthday", "treatment": 0, "uplift": None, "uplift_ci95": [None, None]},  # not measured
+]
+
+
+def test_uplift_error_bars_in_points_with_zero_line_and_readable_labels(tmp_path):
+    fig = plots.plot_uplift(UPLIFT_ROWS, window_days=30)
+    ax = fig.axes[0]
+    label_at = {round(y): t.get_text() for y, t in zip(ax.get_yticks(), ax.get_yticklabels(), strict=True)}
+    assert label_at == {2: "win-back (1,200 treated)", 1: "VIP (300 treated)", 0: "cross-sell (800 treated)"}
+    point_at = {round(float(line.get_ydata()[0])): float(line.get_xdata()[0]) for line in ax.lines
+                if line.get_marker() == "o"}
+    assert point_at == pytest.approx({2: 3.1, 1: -4.0, 0: 0.4})  # percentage points; birthday left out
+    bar_at = {round(float(seg[0, 1])): (float(seg[0, 0]), float(seg[1, 0]))
+              for coll in ax.collections for seg in coll.get_segments()}
+    assert bar_at[1] == pytest.approx((-7.0, -1.0)) and bar_at[2] == pytest.approx((1.2, 5.0))
+    assert any(list(line.get_xdata()) == [0.0, 0.0] for line in ax.lines)  # the zero line
+    assert "percentage points" in ax.get_xlabel() and "30 days" in ax.get_xlabel()
+    assert render(fig, tmp_path, "uplift") > 5_000
+
+
+def test_uplift_without_any_measured_offer_type_is_refused():
+    with pytest.raises(PlotInputError, match="by_offer: no offer type with an uplift"):
+        plots.plot_uplift(UPLIFT_ROWS[3:])
+    with pytest.raises(PlotInputError, match="by_offer: expected a list"):
+        plots.plot_uplift("win_back")
+
+
+def test_offer_type_label():
+    assert [plots.offer_type_label(t) for t in ("win_back", "browse_abandonment", "vip", "loyalty_points")] == [
+        "win-back", "browse abandonment", "VIP", "loyalty points"]
+
 def test_plot_into_given_axes():
     fig, (a1, a2) = plt.subplots(1, 2)
     out = plots.plot_clv_distribution(np.arange(100.0), ax=a2)

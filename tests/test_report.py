@@ -110,22 +110,28 @@ def num(text: str) -> float:
 # --------------------------------------------------------------------------------------------------
 
 
+def _trained_shop(root: Path, n_customers: int, n_products: int):
+    """(simulation, transactions path, train result) of a simulated shop trained into ``root/models``."""
+    from rebuy.simulate import simulate
+    from rebuy.train import train
+
+    sim = simulate(n_customers=n_customers, seed=3, n_products=n_products)
+    tx_path = root / "shop.parquet"
+    sim.transactions.to_parquet(tx_path)
+    return sim, tx_path, train(tx_path, Config(), models_dir=root / "models")
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     from rebuy.evaluate import evaluate_value_models
     from rebuy.evaluate_recommender import evaluate_recommender
     from rebuy.outputs import write_json
     from rebuy.scoring import run_scoring
-    from rebuy.simulate import simulate
-    from rebuy.train import train
 
     root = tmp_path_factory.mktemp("report")
-    sim = simulate(n_customers=3000, seed=3, n_products=300)
-    tx_path = root / "shop.parquet"
-    sim.transactions.to_parquet(tx_path)
+    sim, tx_path, result = _trained_shop(root, n_customers=3000, n_products=300)
     cfg = Config()
     models = root / "models"
-    result = train(tx_path, cfg, models_dir=models)
     scores_path = root / "scores.parquet"
     scored = run_scoring(tx_path, models_dir=models, out=scores_path, customers=sim.customers, events=sim.events)
     evaluation = {
@@ -475,3 +481,167 @@ def test_report_renders_in_headless_chromium(run, tmp_path):
     assert result["total"] == len(run["page"].images)
     assert result["ok"] == result["total"]
     assert min(result["widths"]) > 0
+
+
+# --------------------------------------------------------------------------------------------------
+# "What worked": the measured uplift of the offers (a small bundle of its own and hand-written uplift)
+# --------------------------------------------------------------------------------------------------
+
+
+def _offer_row(offer_type: str, uplift: float, ci: list[float], margin: float, margin_ci: list[float],
+               verdict: str, **extra) -> dict:
+    return {"offer_type": offer_type, "treatment": 600, "control": 150, "response_treatment": 0.10 + uplift,
+            "response_control": 0.10, "uplift": uplift, "uplift_ci95": ci, "uplift_plain": uplift,
+            "uplift_plain_ci95": [ci[0] - 0.01, ci[1] + 0.01], "ci_width_ratio": 0.78,
+            "incremental_revenue_per_customer": margin / 0.3, "incremental_revenue_ci95": [m / 0.3 for m in margin_ci],
+            "incremental_margin_per_customer": margin, "incremental_margin_ci95": margin_ci, "mde": 0.03,
+            "verdict": verdict, **extra}
+
+
+UPLIFT = {
+    "window_days": 30, "as_of": "2024-12-31", "margin": 0.3,
+    "decisions_total": 1200, "decisions_measured": 1000, "decisions_pending": 200,
+    "variance_reduction": {"method": "cuped", "covariates": ["p_purchase_90d", "total_spend"],
+                           "median_ci_width_ratio": 0.81},
+    "by_offer": [
+        _offer_row("win_back", 0.04, [0.012, 0.068], 1.5, [0.3, 2.7], "works"),
+        _offer_row("vip", -0.03, [-0.055, -0.005], -1.1, [-2.0, -0.2], "harmful"),
+        _offer_row("cross_sell", 0.005, [-0.02, 0.03], 0.2, [-0.5, 0.9], "no effect shown",
+                   note="fewer than 200 control customers"),
+    ],
+    "overall": _offer_row("overall", 0.01, [-0.004, 0.024], 0.4, [-0.1, 0.9], "no effect shown"),
+    "by_segment": [],
+}
+
+
+def _section(path: Path, sid: str) -> _Page:
+    found = re.search(rf'<section id="{sid}">(.*?)</section>', path.read_text(encoding="utf-8"), re.S)
+    assert found, f"no section {sid}"
+    page = _Page()
+    page.feed(found.group(1))
+    return page
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """A trained bundle of a 400-customer shop, a hand-made score table and an offer log."""
+    root = tmp_path_factory.mktemp("what_worked")
+    sim, tx_path, result = _trained_shop(root, n_customers=400, n_products=50)
+    ids = sorted(sim.transactions["customer_id"].astype(str).unique())
+    scores = pd.DataFrame({"customer_id": ids, "segment": "Loyal Customers", "model_run_id": result.manifest["run_id"]})
+    scores_path = write_table(scores, root / "scores.parquet")
+    log = pd.DataFrame({"customer_id": ids, "decided_at": pd.Timestamp("2024-11-01"),
+                        "offer_type": ["win_back", "vip"] * (len(ids) // 2) + ["win_back"] * (len(ids) % 2),
+                        "group": ["control" if i % 3 == 0 else "treatment" for i in range(len(ids))]})
+    log_path = write_table(log, root / "offer_log.parquet")
+    full = build_report(models_dir=root / "models", scores=scores_path, out=root / "full.html", transactions=tx_path,
+                        uplift=UPLIFT, offer_log=log_path)
+    return {"root": root, "models": root / "models", "scores_path": scores_path, "tx_path": tx_path,
+            "log": log, "log_path": log_path, "full": full, "page": _section(full, "what_worked")}
+
+
+def test_what_worked_comes_right_after_the_overview(small):
+    assert parse(small["full"]).sections[:2] == ["overview", "what_worked"]
+    assert [sid for sid, _ in SECTIONS][:2] == ["overview", "what_worked"]
+    assert "section-error" not in small["page"].classes
+
+
+def test_what_worked_says_the_window_and_the_decisions_measured_and_pending(small):
+    text = " ".join(small["page"].text)
+    assert "within 30 days of the decision, as of 2024-12-31" in text
+    assert "1,000 of 1,200 decisions measured, 200 still inside their window" in text
+    assert "cuped (p_purchase_90d, total_spend)" in text and "81.0%" in text
+
+
+def test_what_worked_table_has_verdicts_and_formatted_intervals(small):
+    rows = {r[0]: r for r in small["page"].rows("uplift-by-offer")}
+    assert list(rows) == ["win-back", "VIP", "cross-sell", "overall"]
+    win = rows["win-back"]
+    assert win[1:5] == ["600", "150", "14.0%", "10.0%"]
+    assert win[5:9] == ["+4.0", "+1.2 to +6.8", "+1.50", "+0.30 to +2.70"]
+    assert win[9:] == ["works", "78.0%"]
+    assert rows["VIP"][6] == "-5.5 to -0.5" and rows["VIP"][9] == "harmful"
+    assert rows["cross-sell"][9] == "no effect shown"
+    assert "cross-sell: fewer than 200 control customers" in " ".join(small["page"].text)
+
+
+def test_what_worked_plots_the_uplift_intervals(small):
+    images = small["page"].images
+    assert len(images) == 1 and "Uplift per offer type" in images[0]["alt"]
+    width, height = png_size(base64.b64decode(images[0]["src"].split(",", 1)[1]))
+    assert width >= 300 and height >= 150
+
+
+def test_a_harmful_type_is_switched_off_and_a_profitable_one_promoted(small):
+    text = " ".join(small["page"].text)
+    assert "VIP is switched off: it was harmful (uplift -3.0 points, 95% CI -5.5 to -0.5)." in text
+    assert "win-back moves ahead in the priority" in text
+    assert "cross-sell moves" not in text  # its margin interval includes 0
+
+
+def test_campaign_kpis_of_the_offer_log_match_campaign_kpis(small):
+    from rebuy.campaign_kpis import campaign_kpis
+    from rebuy.data import load_transactions
+
+    tx = load_transactions(small["tx_path"], Config())
+    want = campaign_kpis(small["log"], tx, window_days=30, as_of="2024-12-31").set_index(["offer_type", "group"])
+    table = small["page"].tables["campaign-kpis"]
+    assert table[0][:3] == ["Offer type", "Customers treated", "Customers control"]
+    rows = {r[0]: r for r in table[1:]}
+    assert set(rows) == {"win-back", "VIP"}
+    assert num(rows["VIP"][1]) == want.loc[("vip", "treatment"), "customers"]
+    assert num(rows["VIP"][4]) == pytest.approx(100 * want.loc[("vip", "control"), "repeat_rate"], abs=0.05)
+    assert num(rows["win-back"][7]) == pytest.approx(want.loc[("win_back", "treatment"), "revenue_per_customer"],
+                                                     abs=0.005)
+    assert num(rows["win-back"][2]) == want.loc[("win_back", "control"), "customers"]
+
+
+def test_recorded_evidence_replaces_the_derived_changes(small, tmp_path):
+    evidence = {"source": "uplift.json", "switched_off": [], "promoted": ["cross_sell"],
+                "priority": ["cross_sell", "birthday", "win_back"]}
+    out = build_report(models_dir=small["models"], scores=small["scores_path"], out=tmp_path / "r.html",
+                       uplift=UPLIFT, evidence=evidence)
+    text = " ".join(_section(out, "what_worked").text)
+    assert "evidence from uplift.json" in text
+    assert "cross-sell moves ahead in the priority" in text
+    assert "Priority: cross-sell, birthday, win-back." in text
+    assert "switched off" not in text
+
+
+def test_without_uplift_the_section_says_how_to_measure(small, tmp_path):
+    out = build_report(models_dir=small["models"], scores=small["scores_path"], out=tmp_path / "r.html")
+    page = _section(out, "what_worked")
+    text = " ".join(page.text)
+    assert "No uplift measurement given" in text
+    assert "rebuy measure --offers OFFER_LOG --transactions TRANSACTIONS --out uplift.json" in text
+    assert "rebuy report --uplift uplift.json" in text
+    assert not page.images and "uplift-by-offer" not in page.tables
+
+
+def test_nothing_changes_when_no_type_is_harmful_or_clearly_profitable():
+    from rebuy.report import _change_sentences
+
+    calm = {"by_offer": [_offer_row("vip", 0.0, [-0.02, 0.02], 0.0, [-0.5, 0.5], "no effect shown")]}
+    assert _change_sentences(calm, None) == [
+        "Nothing changes: no offer type was shown harmful or clearly profitable, so the configured priority stays."]
+
+
+def test_a_bad_uplift_json_fails_with_one_line_naming_the_file(small, tmp_path):
+    bad = tmp_path / "uplift.json"
+    bad.write_text('{"window_days": 30}', encoding="utf-8")
+    with pytest.raises(ReportError, match=r"uplift.json: uplift JSON has no 'by_offer' list"):
+        build_report(models_dir=small["models"], scores=small["scores_path"], out=tmp_path / "r.html", uplift=bad)
+    with pytest.raises(ReportError, match=r"missing.json: uplift JSON not found"):
+        build_report(models_dir=small["models"], scores=small["scores_path"], out=tmp_path / "r.html",
+                     uplift=tmp_path / "missing.json")
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_harm_that_does_not_survive_holm_stays_on_and_the_report_says_why():
+    from rebuy.report import _change_sentences
+
+    weak = {"by_offer": [_offer_row("vip", -0.03, [-0.055, -0.005], -1.0, [-2.0, -0.1], "harmful",
+                                    significant_holm=False)]}
+    sentences = _change_sentences(weak, None)
+    assert sentences[0].startswith("VIP stays on: its harm (uplift -3.0 points) is not significant")
+    assert not any("switched off" in s for s in sentences)

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from rebuy.config import Config
-from rebuy.schema import SCORE_COLUMNS, SCORE_TABLE, column, markdown_table, score_columns
+from rebuy.schema import OFFER_LOG_TABLE, SCORE_COLUMNS, SCORE_TABLE, column, markdown_table, score_columns
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -15,6 +15,19 @@ def test_readme_score_table_is_the_schema():
     section = text[text.index("## The score table"):]
     section = section[: section.index("\n## ", 1)]
     assert markdown_table() in section, "README's score table differs from rebuy.schema: paste markdown_table()"
+
+
+def test_readme_offer_log_table_is_the_schema():
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("## Did it work?"):]
+    section = section[: section.index("\n## ", 1)]
+    assert markdown_table(OFFER_LOG_TABLE) in section, "README's offer log table differs: paste markdown_table(OFFER_LOG_TABLE)"
+
+
+def test_offer_log_shares_the_score_table_meaning_of_its_common_columns():
+    shared = {c.name for c in OFFER_LOG_TABLE} & set(SCORE_COLUMNS)
+    assert {"customer_id", "offer_type", "group", "deliver", "segment"} <= shared
+    assert all(column(c.name).kind == c.kind for c in OFFER_LOG_TABLE if c.name in shared)
 
 
 def test_column_names_are_unique_and_ordered():

@@ -464,11 +464,14 @@ def record_latest_scores(
     db_path: str | os.PathLike[str] | None = None,
     table: str | None = None,
     run_id: str | None = None,
+    experiment: dict[str, Any] | None = None,
 ) -> Path:
     """Record (atomically) where the latest scores table was written, in ``models_dir/latest_scores.json``.
 
     Paths are stored absolute. ``table`` defaults to ``customer_scores`` when ``db_path`` is given.
     ``run_id`` is the bundle that scored (default: the current latest bundle; null when there is none).
+    ``experiment`` (the night's control-group key and shares) lets a request scored alone land in
+    the group the batch would give it.
     """
     models_dir = Path(models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
@@ -480,6 +483,7 @@ def record_latest_scores(
         "table": table,
         "model_run_id": run_id if run_id is not None else latest_run_id(models_dir),
         "recorded_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "experiment": experiment,
     }
     out = models_dir / LATEST_SCORES_FILE
     atomic_write_bytes(out, _manifest_bytes(record))

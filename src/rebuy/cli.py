@@ -126,9 +126,21 @@ def simulate(
     start: Annotated[str, typer.Option("--start", help="First day YYYY-MM-DD.")] = "2023-01-01",
     end: Annotated[str, typer.Option("--end", help="Last day YYYY-MM-DD.")] = "2024-12-31",
     products: Annotated[int, typer.Option("--products", help="Catalogue size.")] = 2_000,
+    experiment: Annotated[bool, typer.Option(
+        "--experiment", help="Also simulate a decision night: an offer log with control groups (random offer "
+        "types) and the purchases after it, with true offer effects.")] = False,
+    responses_to: Annotated[Path | None, typer.Option(
+        "--responses-to", help="Simulate the purchases after this offer log's night (from rebuy score) instead "
+        "of simulating decisions.")] = None,
+    offer_effect: Annotated[list[str] | None, typer.Option(
+        "--offer-effect", help="TYPE=RESPONSE[:SPEND], repeatable: true extra purchase probability in the window "
+        "for a treated customer (negative = harmful) and the extra order's value multiple; default: the "
+        "simulator's DEFAULT_EFFECTS.")] = None,
+    window_days: Annotated[int, typer.Option("--window-days", help="Response window after the decision night.")] = 30,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Simulate a shop from the BG/NBD and Gamma-Gamma processes (with catalogue, customers and events)."""
+    """Simulate a shop from the BG/NBD and Gamma-Gamma processes (with catalogue, customers and events);
+    with --experiment or --responses-to, also a decision night, what customers buy after it, and the truth."""
     _setup_logging(verbose)
     from rebuy.simulate import simulate as run_simulation
     from rebuy.simulate import write_simulation
@@ -137,6 +149,8 @@ def simulate(
     with _handled(verbose):
         sim = run_simulation(n_customers=customers, seed=seed, start=start, end=end, n_products=products)
         paths = write_simulation(sim, out)
+        if experiment or responses_to is not None:
+            paths.update(_simulate_night(sim, out, responses_to, offer_effect, window_days, seed))
     tx = sim.transactions
     rows = [
         ("customers", f"{customers:,}"),
@@ -148,6 +162,76 @@ def simulate(
         ("seconds", f"{time.perf_counter() - t0:.1f}"),
     ]
     typer.echo(_table("rebuy simulate", rows))
+
+
+def _simulate_night(sim: object, out: Path, responses_to: Path | None, effects: list[str] | None,
+                    window_days: int, seed: int) -> dict[str, Path]:
+    """The experiment files beside ``out``: the offer log (simulated unless given), the shop through
+    the response window (``<stem>_after``) and the true effects (``<stem>_experiment_truth.json``)."""
+    import pandas as pd
+
+    from rebuy.measure import read_offer_log
+    from rebuy.outputs import write_json, write_table
+    from rebuy.simulate import simulation_paths
+    from rebuy.simulate_offers import simulate_responses, simulated_offer_log
+
+    base = simulation_paths(out)["transactions"]
+    stem, ext = base.name[: -len("".join(base.suffixes))], "".join(base.suffixes)
+    written: dict[str, Path] = {}
+    if responses_to is None:
+        log = simulated_offer_log(sim, seed=seed)
+        written["offer log"] = write_table(log, base.with_name(f"{stem}_offer_log.parquet"))
+    else:
+        log = read_offer_log(responses_to)
+    responses = simulate_responses(sim, log, effects or None, window_days=window_days, seed=seed)
+    after = pd.concat([sim.transactions, responses.transactions], ignore_index=True)
+    written["shop after the window"] = write_table(after, base.with_name(f"{stem}_after{ext}"))
+    written["experiment truth"] = write_json(responses.truth, base.with_name(f"{stem}_experiment_truth.json"))
+    return written
+
+
+@app.command()
+def measure(
+    offers: Annotated[str, typer.Option("--offers", help="Offer log: DuckDB file, Parquet file/dataset dir or CSV.")],
+    transactions: Annotated[str, typer.Option("--transactions", help="Transactions through the response windows.")],
+    out: Annotated[Path, typer.Option("--out", help="Uplift JSON to write.")] = Path("uplift.json"),
+    config: ConfigOpt = None,
+    window_days: Annotated[int | None, typer.Option(
+        "--window-days", help="Response window in days (default: measure.window_days of the config, 30).")] = None,
+    models_dir: Annotated[Path | None, typer.Option(
+        "--models-dir", help="Also record the result as MODELS_DIR/latest_uplift.json (offers.use_measured_uplift).")] = None,
+    as_of: AsOfOpt = None,
+    column: ColumnOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Measure each offer type against its control group: uplift, incremental revenue and margin, with 95% intervals."""
+    _setup_logging(verbose)
+    from rebuy.data import load_transactions
+    from rebuy.measure import format_uplift_table, measure_uplift, read_offer_log
+    from rebuy.outputs import write_json
+    from rebuy.progress import step
+    from rebuy.scoring import LATEST_UPLIFT_FILE
+
+    t0 = time.perf_counter()
+    with _handled(verbose):
+        cfg = _config(config, None, None, column)
+        log = read_offer_log(offers)
+        with step("load and clean transactions", logging.getLogger("rebuy.measure")):
+            tx = load_transactions(transactions, cfg, min_customers=1)
+        result = measure_uplift(log, tx, window_days=window_days or cfg.measure.window_days,
+                                margin=cfg.clv.margin, as_of=as_of)
+        result["offer_log"] = str(offers)
+        write_json(result, out)
+        if models_dir is not None:
+            write_json(result, Path(models_dir) / LATEST_UPLIFT_FILE)
+    typer.echo(format_uplift_table(result))
+    rows = [("decisions", f"{result['decisions_total']:,} ({result['decisions_measured']:,} measured, "
+                          f"{result['decisions_pending']:,} waiting for their {result['window_days']}-day window)"),
+            ("uplift written to", str(out))]
+    if models_dir is not None:
+        rows.append(("recorded for scoring", str(Path(models_dir) / LATEST_UPLIFT_FILE)))
+    rows.append(("seconds", f"{time.perf_counter() - t0:.1f}"))
+    typer.echo(_table("rebuy measure", rows))
 
 
 @app.command()
@@ -228,9 +312,12 @@ def score(
     as_of: AsOfOpt = None,
     time_unit: TimeUnitOpt = None,
     column: ColumnOpt = None,
+    uplift: Annotated[
+        Path | None, typer.Option("--uplift", help="rebuy measure JSON: offers chosen by measured uplift.")
+    ] = None,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Score every customer with the latest bundle; write Parquet/CSV and the DuckDB table atomically."""
+    """Score every customer with the latest bundle; write Parquet/CSV, the DuckDB table and the offer log atomically."""
     _setup_logging(verbose)
     from rebuy.scoring import run_scoring, score_summary
 
@@ -247,6 +334,7 @@ def score(
             config=settings,
             columns=parse_column_overrides(column),
             time_unit=time_unit,
+            uplift=uplift,
         )
     s = score_summary(run.scores)
     rows = [("customers", f"{s['customers']:,}")]
@@ -254,11 +342,31 @@ def score(
     rows += [("mean P(alive)", f"{s['mean_p_alive']:.3f}"), ("total predicted 12-month CLV", f"{s['total_clv_12m']:,.2f}")]
     rows += [(f"offer: {k}", f"{v:,}") for k, v in s["offers"].items()]
     rows += [(f"channel: {k}", f"{v:,}") for k, v in s["channels"].items()]
+    rows += _experiment_rows(run.experiment or {}, s)
     rows += [("scores written to", str(run.out_path))]
     if run.db_path:
-        rows += [("DuckDB table", f"{run.db_path} :: customer_scores")]
+        rows += [("DuckDB tables", f"{run.db_path} :: customer_scores, offer_log")]
+    if run.log_path:
+        rows += [("offer log", f"{run.log_path} ({run.experiment['logged']:,} decisions)")]
     rows += [("seconds", f"{run.seconds:.1f}")]
     typer.echo(_table("rebuy score", rows))
+
+
+def _experiment_rows(experiment: dict, summary: dict) -> list[tuple[str, str]]:
+    """The control groups, their notes and the evidence of a scoring run, for its summary."""
+    groups = summary["groups"]
+    rows = [("experiment", f"{experiment.get('experiment')} (decided_at {experiment.get('decided_at')}, "
+                           f"run {experiment.get('run_id')})"),
+            ("treatment / control", f"{groups.get('treatment', 0):,} / {groups.get('control', 0):,} "
+                                    f"(delivered {summary['delivered']:,})")]
+    rows += [(f"control: {t}", note) for t, note in experiment.get("notes", {}).items()]
+    evidence = experiment.get("evidence")
+    if evidence:
+        rows += [("evidence", evidence["source"]),
+                 ("switched off (harmful)", ", ".join(evidence["switched_off"]) or "none"),
+                 ("kept (harm not significant after Holm)", ", ".join(evidence.get("kept_despite_harm", [])) or "none"),
+                 ("promoted (margin CI > 0)", ", ".join(evidence["promoted"]) or "none")]
+    return rows
 
 
 @app.command()
@@ -334,15 +442,19 @@ def report(
     models_dir: Annotated[Path, typer.Option("--models-dir", help="Models directory holding latest.")] = Path("models"),
     transactions: Annotated[str | None, typer.Option("--transactions", help="Transactions for KPIs (optional).")] = None,
     evaluation: Annotated[Path | None, typer.Option("--evaluation", help="evaluate report JSON (optional).")] = None,
+    uplift: Annotated[Path | None, typer.Option("--uplift", help="rebuy measure JSON for 'What worked' (optional).")] = None,
+    offers: Annotated[str | None, typer.Option(
+        "--offers", help="Offer log for the KPIs by campaign (optional; with --transactions).")] = None,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Write the nightly HTML report (data summary, KPIs, segments, validation, offers)."""
+    """Write the nightly HTML report (what worked, data summary, KPIs, segments, validation, offers)."""
     _setup_logging(verbose)
     from rebuy.report import build_report
 
     t0 = time.perf_counter()
     with _handled(verbose):
-        path = build_report(models_dir=models_dir, scores=scores, out=out, transactions=transactions, evaluation=evaluation)
+        path = build_report(models_dir=models_dir, scores=scores, out=out, transactions=transactions, evaluation=evaluation,
+                            uplift=uplift, offer_log=offers)
     typer.echo(_table("rebuy report", [("report written to", str(path)), ("seconds", f"{time.perf_counter() - t0:.1f}")]))
 
 

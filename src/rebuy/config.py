@@ -390,6 +390,16 @@ class OffersConfig(_Section):
     budget_rank_by: Literal["clv_12m", "net_ltv", "expected_order_value"] = Field(
         "clv_12m", description="the budget goes to the highest values of this column first"
     )
+    # control groups and evidence (rebuy.offers.control, rebuy.offers.evidence)
+    control_share: float = Field(0.10, ge=0, lt=1, description="share of each offer type's customers held out "
+                                 "(not sent) to measure it; 0 = no control groups")
+    min_control: int = Field(100, ge=1, description="customers an offer type's control group needs; smaller types "
+                             "get a larger share (up to max_control_share) or no control group")
+    max_control_share: float = Field(0.5, gt=0, lt=1, description="the largest share a small offer type may hold out")
+    experiment_key: str | None = Field(None, description="key of the control draw; None = the decision's calendar "
+                                       "month (a customer keeps their group all month)")
+    use_measured_uplift: bool = Field(False, description="score with the latest `rebuy measure` result recorded in "
+                                      "the models directory (latest_uplift.json), as `rebuy score --uplift` does")
 
     @field_validator("priority")
     @classmethod
@@ -412,6 +422,13 @@ class OffersConfig(_Section):
         return v
 
 
+class MeasureConfig(_Section):
+    """Measuring offers against their control groups (``rebuy measure``)."""
+
+    window_days: int = Field(30, ge=1, description="a decision's response window: a purchase in "
+                             "[decided_at, decided_at + window_days) counts")
+
+
 class Config(BaseModel):
     """The whole configuration. ``Config()`` gives the defaults."""
 
@@ -432,6 +449,7 @@ class Config(BaseModel):
     clv: CLVConfig = Field(default_factory=CLVConfig)
     recommend: RecommendConfig = Field(default_factory=RecommendConfig)
     offers: OffersConfig = Field(default_factory=OffersConfig)
+    measure: MeasureConfig = Field(default_factory=MeasureConfig)
 
     @model_validator(mode="after")
     def _check_columns(self) -> Config:

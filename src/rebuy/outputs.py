@@ -257,6 +257,7 @@ def upsert_duckdb(
     key: str = DEFAULT_KEY,
     *,
     mode: Literal["replace", "upsert"] = "replace",
+    appends: Mapping[str, tuple[pd.DataFrame, str, str]] | None = None,
 ) -> int:
     """Write ``df`` into table ``table`` of the DuckDB file ``db_path`` in one transaction.
 
@@ -265,6 +266,10 @@ def upsert_duckdb(
     ``df`` are deleted and ``df`` inserted; other rows stay (the columns must match the existing
     table's). Either way re-running with the same frame gives the same table, and any error rolls
     back, leaving the previous table exactly as it was. Returns the table's row count after commit.
+
+    ``appends`` maps further tables to ``(rows, run column, run id)``: in the same transaction the
+    table's rows of that run are deleted and ``rows`` inserted (an append-only log where a rerun
+    replaces its own rows; the table is created on first use).
     """
     db_path = Path(db_path)
     where = f"{db_path}:{table}"
@@ -298,7 +303,10 @@ def upsert_duckdb(
                     )
                 con.execute(f'DELETE FROM "{table}" WHERE "{key}" IN (SELECT "{key}" FROM {_SOURCE_VIEW})')
                 con.execute(f'INSERT INTO "{table}" BY NAME SELECT * FROM {_SOURCE_VIEW}')
-            n_rows = con.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
+            n_rows = con.execute(f'SELECT count(*) FROM "{table}"').fetchall()[0][0]
+            for log_table, (rows, run_column, run_id) in (appends or {}).items():
+                _append_run(con, _check_ident(log_table, "table name"), _to_arrow(rows, f"{db_path}:{log_table}"),
+                            _check_ident(run_column, "column name"), run_id)
             con.execute("COMMIT")
         except BaseException:
             try:
@@ -313,6 +321,20 @@ def upsert_duckdb(
             con.close()
     logger.info("%s: %s %d rows (table now %d rows)", where, mode, len(df), n_rows)
     return int(n_rows)
+
+
+_APPEND_VIEW = "_rebuy_append_source"
+
+
+def _append_run(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table, run_column: str, run_id: str) -> None:
+    """Inside the caller's transaction: replace ``table``'s rows of run ``run_id`` by ``rows``."""
+    con.register(_APPEND_VIEW, rows)
+    try:
+        con.execute(f'CREATE TABLE IF NOT EXISTS "{table}" AS SELECT * FROM {_APPEND_VIEW} LIMIT 0').fetchall()
+        con.execute(f'DELETE FROM "{table}" WHERE "{run_column}" = ?', [run_id]).fetchall()
+        con.execute(f'INSERT INTO "{table}" BY NAME SELECT * FROM {_APPEND_VIEW}').fetchall()
+    finally:
+        con.unregister(_APPEND_VIEW)
 
 
 def _decode_json_lists(df: pd.DataFrame, skip: str) -> pd.DataFrame:

@@ -20,6 +20,7 @@ score: RFM summary -> value scores -> RFM scores, segments, clusters -> recommen
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,7 @@ import pandas as pd
 from rebuy.bundle import ModelBundle
 from rebuy.config import Config
 from rebuy.errors import ScoringError
+from rebuy.offers.evidence import Evidence, annotate_reasons
 from rebuy.progress import step
 from rebuy.schema import column, score_columns
 
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
     from rebuy.models import PurchaseModel, SpendModel
     from rebuy.models.ranker import CLVRanker
     from rebuy.models.selection import ProbabilityCalibrator
+    from rebuy.offers.control import ShareDecision
 
 log = logging.getLogger(__name__)
 
@@ -322,30 +325,94 @@ def score(
     *,
     scored_at: pd.Timestamp | None = None,
     vip_min_clv: float | None = None,
+    evidence: Evidence | None = None,
+    control_shares: Mapping[str, ShareDecision] | None = None,
 ) -> pd.DataFrame:
     """The score table: one row per customer of ``transactions`` (cleaned canonical lines).
 
     ``as_of`` (midnight) defaults to the day of the last transaction. VIP status uses the training
     run's CLV threshold (``bundle.vip_min_clv``) unless ``vip_min_clv`` is given, so a customer
-    scored alone gets the same offer as in the batch. Columns: ``rebuy.schema.score_columns``.
+    scored alone gets the same offer as in the batch. ``evidence`` (from ``rebuy measure``)
+    re-orders the offer priority (:mod:`rebuy.offers.evidence`). Control groups
+    (:mod:`rebuy.offers.control`) use ``control_shares`` when given (a single customer or a Spark
+    partition uses the night's), else the shares of this table's offer counts; the experiment, the
+    shares and their notes are in ``table.attrs["experiment"]``. Columns:
+    ``rebuy.schema.score_columns``.
     """
     from rebuy.dates import resolve_as_of
     from rebuy.offers import assign_offers
 
     as_of = resolve_as_of(transactions["timestamp"], as_of)
+    config = with_evidence(bundle.config, evidence)
     table = customer_table(bundle, transactions, as_of)
     last_products, cross_sell = _recommend(bundle, transactions, table)
     with step("offers", log):
         offers = assign_offers(
-            table, bundle.config, as_of=as_of, customers=customers, events=events,
+            table, config, as_of=as_of, customers=customers, events=events,
             last_order_products=last_products, cross_sell=cross_sell, transactions=transactions,
             vip_min_clv=vip_min_clv if vip_min_clv is not None else bundle.vip_min_clv,
         )
     for c in offers.columns:
         table[c] = offers[c].to_numpy()
+    table, experiment = experiment_groups(table, config, as_of, evidence, control_shares)
     table["model_run_id"] = bundle.run_id
     table["scored_at"] = pd.Timestamp(scored_at) if scored_at is not None else pd.Timestamp.now(tz="UTC").tz_localize(None)
-    return _in_schema_order(table, bundle.config)
+    out = _in_schema_order(table, bundle.config)
+    out.attrs["experiment"] = experiment
+    return out
+
+
+def with_evidence(config: Config, evidence: Evidence | None) -> Config:
+    """``config`` with the offer priority the evidence sets (unchanged without evidence)."""
+    if evidence is None:
+        return config
+    offers = config.offers.model_copy(update={"priority": [t for t in evidence.priority if t != "reminder"]})
+    return config.model_copy(update={"offers": offers})
+
+
+def decision_day(as_of: pd.Timestamp) -> pd.Timestamp:
+    """The first day a decision made on data to ``as_of`` can act (``decided_at`` in the offer log)."""
+    return pd.Timestamp(as_of).normalize() + pd.Timedelta(days=1)
+
+
+def experiment_groups(table: pd.DataFrame, config: Config, as_of: pd.Timestamp, evidence: Evidence | None,
+                      shares: Mapping[str, ShareDecision] | None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The offer columns after the evidence's harmful reminders are dropped and the control groups
+    are held out; and the experiment's description (key, decision day, shares, notes)."""
+    from rebuy.offers.control import experiment_key, hold_out, nightly_shares
+
+    oc = config.offers
+    if evidence is not None:
+        table = _drop_harmful_reminders(table, evidence)
+        table["offer_reason"] = annotate_reasons(table["offer_type"].to_numpy(dtype=object),
+                                                 table["offer_reason"].to_numpy(dtype=object), evidence)
+        table["offer_reason"] = table["offer_reason"].astype("string")
+    decided_at = decision_day(as_of)
+    key = experiment_key(oc.experiment_key, decided_at)
+    if shares is None:
+        shares = nightly_shares(table["offer_type"], oc.control_share, oc.min_control, oc.max_control_share)
+    table = hold_out(table, experiment=key, shares=shares)
+    return table, {"experiment": key, "decided_at": decided_at.strftime("%Y-%m-%d"),
+                   "shares": {t: d.share for t, d in shares.items()},
+                   "notes": {t: d.note for t, d in shares.items() if d.note},
+                   "evidence": evidence.report() if evidence is not None else None}
+
+
+def _drop_harmful_reminders(table: pd.DataFrame, evidence: Evidence) -> pd.DataFrame:
+    """Reminders measured harmful become "none" (a rule is switched off through the priority
+    instead; a reminder is the guards' outcome, not a rule)."""
+    if "reminder" not in evidence.switched_off:
+        return table
+    rows = table["offer_type"].to_numpy(dtype=object) == "reminder"
+    if rows.any():
+        table = table.copy()
+        table.loc[rows, ["offer_type", "channel"]] = "none"
+        table.loc[rows, ["offer_value", "discount_cost"]] = 0.0
+        table.loc[rows, "max_contacts_per_month"] = 0
+        table.loc[rows, "offer_products"] = pd.Series([[] for _ in range(int(rows.sum()))], dtype=object,
+                                                      index=table.index[rows])
+        table.loc[rows, "offer_reason"] = f"Reminders were measured harmful ({evidence.source}): no message."
+    return table
 
 
 def value_scores(bundle: ModelBundle, summary: pd.DataFrame, transactions: pd.DataFrame,

@@ -45,6 +45,8 @@ __all__ = [
     "plot_clv_distribution",
     "plot_cluster_profiles",
     "plot_recommender_metrics",
+    "plot_uplift",
+    "offer_type_label",
     "figure_to_png_base64",
 ]
 
@@ -748,4 +750,74 @@ def plot_recommender_metrics(
     ax.set_title("Recommender vs baselines")
     ax.set_ylim(0, max(float(values.max()) * 1.15, 1e-3))
     ax.legend()
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# measured uplift
+# --------------------------------------------------------------------------------------------------
+
+_OFFER_WORDS = {"win_back": "win-back", "cross_sell": "cross-sell", "vip": "VIP"}
+_VERDICT_COLOURS = {"works": "tab:green", "harmful": "tab:red"}
+
+
+def offer_type_label(offer_type: Any) -> str:
+    """An offer type as words for people: ``"win_back"`` -> ``"win-back"``, ``"vip"`` -> ``"VIP"``,
+    ``"browse_abandonment"`` -> ``"browse abandonment"``."""
+    name = str(offer_type)
+    return _OFFER_WORDS.get(name, name.replace("_", " "))
+
+
+def _uplift_points(rows: Sequence[Mapping[str, Any]]) -> tuple[list[Mapping[str, Any]], np.ndarray, np.ndarray]:
+    """(rows with an uplift and an interval, uplift in points, [[below], [above]] error bar lengths)."""
+    def usable(r: Mapping[str, Any]) -> bool:
+        ci = r.get("uplift_ci95")
+        return (r.get("uplift") is not None and isinstance(ci, Sequence) and len(ci) == 2
+                and None not in ci and bool(np.isfinite([r["uplift"], *ci]).all()))
+
+    kept = [r for r in rows if isinstance(r, Mapping) and usable(r)]
+    if not kept:
+        raise PlotInputError("by_offer: no offer type with an uplift and its uplift_ci95")
+    mid = 100 * np.array([float(r["uplift"]) for r in kept])
+    lo = 100 * np.array([float(r["uplift_ci95"][0]) for r in kept])
+    hi = 100 * np.array([float(r["uplift_ci95"][1]) for r in kept])
+    return kept, mid, np.vstack([np.maximum(mid - lo, 0), np.maximum(hi - mid, 0)])
+
+
+def plot_uplift(
+    by_offer: Sequence[Mapping[str, Any]],
+    *,
+    window_days: int | None = None,
+    ax: Axes | None = None,
+) -> Figure:
+    """Measured uplift per offer type with its 95% interval (horizontal error bars, a zero line).
+
+    Parameters
+    ----------
+    by_offer : rows of the ``rebuy measure`` JSON's ``by_offer`` (and ``overall``, if wanted): each
+        with ``offer_type``, ``uplift`` and ``uplift_ci95`` (shares: treated response rate minus
+        control response rate) and optionally ``verdict`` (colours the point: works green, harmful
+        red, otherwise grey) and ``treatment`` (customers, shown in the label). Rows without an
+        uplift or interval are left out; none left is a :class:`PlotInputError`.
+    window_days : the measurement window, days, for the axis label.
+
+    The x axis is in percentage points (uplift x 100).
+    """
+    if isinstance(by_offer, (str, bytes)) or not isinstance(by_offer, Sequence):
+        raise PlotInputError(f"by_offer: expected a list of dicts, got {type(by_offer).__name__}")
+    rows, mid, err = _uplift_points(by_offer)
+    fig, ax = _figure_and_axes(ax, (8.0, max(2.5, 0.55 * len(rows) + 1.5)))
+    y = np.arange(len(rows))[::-1]
+    colours = [_VERDICT_COLOURS.get(str(r.get("verdict")), "tab:gray") for r in rows]
+    for yi, m, e_lo, e_hi, c in zip(y, mid, err[0], err[1], colours, strict=True):
+        ax.errorbar(m, yi, xerr=[[e_lo], [e_hi]], fmt="o", color=c, ecolor=c, capsize=4, markersize=6)
+    ax.axvline(0.0, color="black", linewidth=1)
+    labels = [offer_type_label(r.get("offer_type", "?"))
+              + (f" ({int(r['treatment']):,} treated)" if r.get("treatment") is not None else "") for r in rows]
+    ax.set_yticks(y, labels)
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    window = f" within {window_days} days" if window_days else ""
+    ax.set_xlabel(f"Uplift in response rate{window} (percentage points, treated minus control)")
+    ax.set_title("Measured uplift by offer type, with 95% interval")
+    ax.margins(x=0.15)
     return fig

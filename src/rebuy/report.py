@@ -7,8 +7,14 @@
 The page has no external resources (inline CSS, plots embedded as base64 PNG, no JavaScript), so it
 can be mailed or opened from disk. Sections, each an ``<section id=...>``:
 
-``overview`` (run id, as-of, customers scored), ``data`` (training rows, customers, products and the
-cleaning counts of the manifest), ``model`` (the chosen purchase model's parameters (BG/NBD,
+``overview`` (run id, as-of, customers scored), ``what_worked`` (when an uplift JSON of
+``rebuy measure`` is given: the measurement window and decisions measured/pending, per offer type
+the treated/control sizes, response rates, uplift in points with its 95% interval, incremental
+margin per treated customer, verdict and interval width vs the plain difference in means, a plot of
+the intervals, and what the next ``rebuy score --uplift`` run changes (``evidence``, else derived
+with its rule); with an offer log and transactions the KPIs by campaign of
+:func:`rebuy.campaign_kpis.campaign_kpis`; without an uplift JSON, how to get one), ``data``
+(training rows, customers, products and the cleaning counts of the manifest), ``model`` (the chosen purchase model's parameters (BG/NBD,
 MBG/NBD or Pareto/NBD: manifest ``params.purchase_model``) and how it was chosen, Gamma-Gamma,
 how clv_12m is computed, diagnostics and warnings, clustering, recommender), ``kpis``
 (:func:`rebuy.kpis.kpi_summary` and the cohort retention heatmap, when ``transactions`` is given),
@@ -52,7 +58,8 @@ import numpy as np
 import pandas as pd
 
 import rebuy
-from rebuy.errors import OutputError, ReportError
+from rebuy.errors import OutputError, PlotInputError, ReportError
+from rebuy.offers.names import RULE_NAMES
 from rebuy.outputs import atomic_write_bytes, write_table
 from rebuy.schema import column
 
@@ -67,6 +74,7 @@ __all__ = ["ReportError", "build_report", "SECTIONS", "HISTORY_DIR", "HISTORY_KE
 
 SECTIONS = (
     ("overview", "Overview"),
+    ("what_worked", "What worked"),
     ("data", "Data summary and cleaning"),
     ("model", "Model parameters and warnings"),
     ("kpis", "Retention KPIs"),
@@ -319,25 +327,47 @@ def _config(manifest: Mapping[str, Any]) -> tuple[Config, str]:
         return Config(), f"The bundle's config does not validate with this rebuy ({first}); defaults are used."
 
 
-def _read_evaluation(evaluation: str | os.PathLike[str] | Mapping[str, Any]) -> dict[str, Any]:
-    if isinstance(evaluation, Mapping):
-        data: Any = dict(evaluation)
-    else:
-        path = Path(evaluation)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ReportError(f"{path}: evaluation JSON not found") from None
-        except (OSError, ValueError) as exc:
-            raise ReportError(f"{path}: cannot read the evaluation JSON ({exc})") from None
+def _read_json_object(source: str | os.PathLike[str] | Mapping[str, Any], what: str) -> dict[str, Any]:
+    """A JSON object from a file (or a dict as is); ReportError naming the file otherwise."""
+    if isinstance(source, Mapping):
+        return dict(source)
+    path = Path(source)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ReportError(f"{path}: {what} not found") from None
+    except (OSError, ValueError) as exc:
+        raise ReportError(f"{path}: cannot read the {what} ({exc})") from None
     if not isinstance(data, dict):
-        raise ReportError(f"{evaluation}: evaluation JSON must be an object")
+        raise ReportError(f"{path}: {what} must be an object")
+    return data
+
+
+def _read_evaluation(evaluation: str | os.PathLike[str] | Mapping[str, Any]) -> dict[str, Any]:
+    data = _read_json_object(evaluation, "evaluation JSON")
     # accept the bare outputs of evaluate_value_models / evaluate_recommender too
     if "tracking" in data and "value_models" not in data:
         data = {"value_models": data}
     elif "modes" in data and "recommender" not in data:
         data = {"recommender": data}
     return data
+
+
+def _read_uplift(uplift: str | os.PathLike[str] | Mapping[str, Any]) -> dict[str, Any]:
+    """The ``rebuy measure`` JSON (or its dict); it must have a ``by_offer`` list."""
+    data = _read_json_object(uplift, "uplift JSON")
+    if not isinstance(data.get("by_offer"), list):
+        name = "uplift" if isinstance(uplift, Mapping) else str(uplift)
+        raise ReportError(f"{name}: uplift JSON has no 'by_offer' list (is it the output of rebuy measure?)")
+    return data
+
+
+def _read_offer_log(offer_log: str | os.PathLike[str] | pd.DataFrame) -> pd.DataFrame:
+    """The offer log (Parquet file or dataset directory, DuckDB table ``offer_log``, CSV, or a
+    DataFrame), read by :func:`rebuy.measure.log.read_offer_log` (``DataError`` naming the source)."""
+    from rebuy.measure.log import read_offer_log
+
+    return read_offer_log(offer_log if isinstance(offer_log, pd.DataFrame) else Path(offer_log))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -396,6 +426,190 @@ def _section_overview(ctx: _Context) -> str:
     if ctx.config_note:
         out += _p(ctx.config_note, "warn")
     return out + _kv(rows, "overview-table")
+
+
+# ---- what worked (measured uplift of the offers) -------------------------------------------------
+
+_HOW_TO_MEASURE = (
+    "No uplift measurement given. To see which offers worked, measure the treated against the control "
+    "customers once their window has passed: rebuy measure --offers OFFER_LOG --transactions TRANSACTIONS "
+    "--out uplift.json, then rebuy report --uplift uplift.json (add --offers OFFER_LOG for the KPIs by campaign)."
+)
+_UPLIFT_HEADERS = (
+    "Offer type", "Treated", "Control", "Response treated", "Response control", "Uplift (points)",
+    "Uplift 95% CI (points)", "Incremental margin per treated customer (currency)", "Margin 95% CI", "Verdict",
+    "Interval width vs plain difference in means",
+)
+
+
+def _finite(value: Any) -> bool:
+    """A real number (not bool, not NaN/inf)."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) and bool(
+        np.isfinite(float(value)))
+
+
+def _points(share: Any) -> str:
+    """A difference of shares in percentage points, signed ("+3.1"); '-' when missing."""
+    return f"{100 * float(share):+.1f}" if _finite(share) else "-"
+
+
+def _ci(ci: Any) -> tuple[float, float] | None:
+    """A JSON interval ``[lo, hi]`` as floats; None when missing or not finite."""
+    if not isinstance(ci, Sequence) or isinstance(ci, str) or len(ci) != 2 or not all(_finite(v) for v in ci):
+        return None
+    return float(ci[0]), float(ci[1])
+
+
+def _interval(ci: Any, fmt: Callable[[Any], str]) -> str:
+    """A 95% interval ``[lo, hi]`` as "lo to hi"; '-' when missing."""
+    bounds = _ci(ci)
+    return "-" if bounds is None else f"{fmt(bounds[0])} to {fmt(bounds[1])}"
+
+
+def _money_signed(value: Any) -> str:
+    return f"{float(value):+,.2f}" if _finite(value) else "-"
+
+
+def _uplift_rows(uplift: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The ``by_offer`` rows, then ``overall`` when present."""
+    rows = [r for r in uplift.get("by_offer") or [] if isinstance(r, Mapping)]
+    overall = uplift.get("overall")
+    return rows + ([{"offer_type": "overall", **overall}] if isinstance(overall, Mapping) else [])
+
+
+def _uplift_intro(uplift: Mapping[str, Any]) -> str:
+    """The measurement window, decisions measured and pending, and the variance reduction used."""
+    text = (f"Response = a purchase within {uplift.get('window_days', '?')} days of the decision, as of "
+            f"{uplift.get('as_of', '?')}: {_fmt(uplift.get('decisions_measured'))} of "
+            f"{_fmt(uplift.get('decisions_total'))} decisions measured, {_fmt(uplift.get('decisions_pending'))} "
+            f"still inside their window. Uplift = treated minus control response rate; intervals are 95%.")
+    vr = uplift.get("variance_reduction")
+    if isinstance(vr, Mapping) and vr.get("method"):
+        covariates = ", ".join(str(c) for c in vr.get("covariates") or []) or "no covariates"
+        text += (f" Variance reduction: {vr['method']} ({covariates}); the median interval is "
+                 f"{_fmt(vr.get('median_ci_width_ratio'), 'pct')} as wide as the plain difference in means.")
+    if _finite(uplift.get("margin")):
+        text += f" Margin = revenue x {_fmt(float(uplift['margin']), 'pct')}."
+    return _p(text)
+
+
+def _uplift_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """One row per offer type (and overall): group sizes, response rates, uplift, margin, verdict."""
+    from rebuy.plots import offer_type_label
+
+    body = [[offer_type_label(r.get("offer_type", "?")), r.get("treatment"), r.get("control"),
+             _fmt(r.get("response_treatment"), "pct"), _fmt(r.get("response_control"), "pct"),
+             _points(r.get("uplift")), _interval(r.get("uplift_ci95"), _points),
+             _money_signed(r.get("incremental_margin_per_customer")),
+             _interval(r.get("incremental_margin_ci95"), _money_signed), str(r.get("verdict") or "-"),
+             _fmt(r.get("ci_width_ratio"), "pct")] for r in rows]
+    out = _table(_UPLIFT_HEADERS, body, table_id="uplift-by-offer", numeric=range(1, 9))
+    notes = [f"{offer_type_label(r.get('offer_type', '?'))}: {r['note']}" for r in rows if r.get("note")]
+    return out + "".join(_note(n) for n in notes)
+
+
+def _uplift_figure(uplift: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> str:
+    from rebuy import plots
+
+    try:
+        fig = plots.plot_uplift(rows, window_days=uplift.get("window_days"))
+    except PlotInputError:
+        return _note("No offer type has a measured uplift yet.")
+    return _img(fig, "Uplift per offer type with its 95% interval (percentage points)")
+
+
+def _derived_evidence(uplift: Mapping[str, Any], priority: Sequence[str]) -> dict[str, Any]:
+    """What ``rebuy score --uplift`` does with this JSON (:func:`rebuy.offers.evidence.evidence_from_uplift`)."""
+    from rebuy.offers.evidence import evidence_from_uplift
+
+    return evidence_from_uplift(uplift, priority).report()
+
+
+def _change_sentences(uplift: Mapping[str, Any] | None, evidence: Mapping[str, Any] | None,
+                      priority: Sequence[str] = RULE_NAMES) -> list[str]:
+    """Sentences on what the next scoring run changes because of the measurement."""
+    from rebuy.plots import offer_type_label
+
+    ev = dict(evidence) if evidence is not None else _derived_evidence(uplift or {}, priority)
+    by_type = {str(r.get("offer_type")): r for r in (uplift or {}).get("by_offer") or [] if isinstance(r, Mapping)}
+    out = []
+    for t in ev.get("switched_off") or []:
+        r = by_type.get(str(t), {})
+        out.append(f"{offer_type_label(t)} is switched off: it was harmful (uplift {_points(r.get('uplift'))} points, "
+                   f"95% CI {_interval(r.get('uplift_ci95'), _points)}).")
+    for t in ev.get("kept_despite_harm") or []:
+        r = by_type.get(str(t), {})
+        out.append(f"{offer_type_label(t)} stays on: its harm (uplift {_points(r.get('uplift'))} points) is not "
+                   "significant once the offer types tested together are accounted for (Holm), and switching off "
+                   "cannot be undone by later measurements.")
+    promoted = [offer_type_label(t) for t in ev.get("promoted") or []]
+    if promoted:
+        out.append(f"{', '.join(promoted)} move{'s' if len(promoted) == 1 else ''} ahead in the priority (incremental "
+                   "margin interval above 0), ordered by incremental margin per treated customer.")
+    if ev.get("priority") and (ev.get("switched_off") or ev.get("promoted")):
+        out.append(f"Priority: {', '.join(offer_type_label(t) for t in ev['priority'])}.")
+    return out or ["Nothing changes: no offer type was shown harmful or clearly profitable, so the configured "
+                   "priority stays."]
+
+
+def _changes_html(uplift: Mapping[str, Any] | None, evidence: Mapping[str, Any] | None,
+                  priority: Sequence[str] = RULE_NAMES) -> str:
+    src = (f"as recorded by the scoring run (evidence from {evidence.get('source', '?')})" if evidence is not None
+           else "when it is given to rebuy score --uplift")
+    items = "".join(f"<li>{_e(s)}</li>" for s in _change_sentences(uplift, evidence, priority))
+    return _h3("What the next run changes") + _p(f"Because of this measurement, {src}:") + (
+        f'<ul id="what-worked-changes">{items}</ul>')
+
+
+_CAMPAIGN_FIELDS = (("customers", "Customers", "int"), ("repeat_rate", "Repeat rate", "pct"),
+                    ("retention", "Retention", "pct"), ("revenue_per_customer", "Revenue per customer", "money"))
+_GROUP_WORDS = {"treatment": "treated", "control": "control"}
+
+
+def _campaign_rows(kpi: pd.DataFrame) -> tuple[list[str], list[list[Any]]]:
+    """(headers, rows) of the campaign KPI table: one row per offer type, treated beside control."""
+    from rebuy.plots import offer_type_label
+
+    cols = [(c, g) for c, _, _ in _CAMPAIGN_FIELDS for g in _GROUP_WORDS]
+    wide = kpi.pivot(index="offer_type", columns="group").reindex(columns=pd.MultiIndex.from_tuples(cols))
+    kinds = [kind for _, _, kind in _CAMPAIGN_FIELDS for _ in _GROUP_WORDS]
+    rows = [[offer_type_label(t), *[_fmt(v, k) for v, k in zip(values, kinds, strict=True)]]
+            for t, values in zip(wide.index, wide.to_numpy(dtype=object), strict=True)]
+    headers = ["Offer type"] + [f"{name} {word}" for _, name, _ in _CAMPAIGN_FIELDS for word in _GROUP_WORDS.values()]
+    return headers, rows
+
+
+def _campaign_html(ctx: _Context) -> str:
+    """Treated vs control repeat rate, retention and revenue per offer type (the offer log's KPIs)."""
+    if ctx.offer_log is None:
+        return ""
+    if ctx.transactions is None:
+        return _note("An offer log was given but no transactions (rebuy report --transactions PATH), so no KPIs "
+                     "by campaign.")
+    from rebuy.campaign_kpis import campaign_kpis
+
+    u = ctx.uplift or {}
+    window = int(u.get("window_days") or 30)
+    kpi = campaign_kpis(ctx.offer_log, ctx.transactions, window_days=window, as_of=u.get("as_of"))
+    out = _h3("KPIs by campaign (treated vs control)")
+    if kpi.empty:
+        return out + _note(f"No decision in the offer log is {window} days old yet.")
+    headers, rows = _campaign_rows(kpi)
+    out += _table(headers, rows, table_id="campaign-kpis", numeric=range(1, 9))
+    return out + _note(f"Each customer counted once per offer type and group, at their first decision at least "
+                       f"{window} days old. Repeat rate: bought within {window} days. Retention: of those who bought "
+                       "in the 90 days before the decision, the share who bought again within the window. Revenue "
+                       "per customer in the window, currency.")
+
+
+def _section_what_worked(ctx: _Context) -> str:
+    """Measured uplift per offer type, what the next run changes, KPIs by campaign; or how to measure."""
+    if ctx.uplift is None:
+        out = _p(_HOW_TO_MEASURE)
+        return out + (_changes_html(None, ctx.evidence) if ctx.evidence is not None else "") + _campaign_html(ctx)
+    rows = _uplift_rows(ctx.uplift)
+    return (_uplift_intro(ctx.uplift) + _uplift_table(rows) + _uplift_figure(ctx.uplift, rows)
+            + _changes_html(ctx.uplift, ctx.evidence, ctx.config.offers.priority) + _campaign_html(ctx))
 
 
 def _section_data(ctx: _Context) -> str:
@@ -1115,11 +1329,15 @@ class _Context:
         self.bundle_note: str = kw["bundle_note"]
         self.transactions: pd.DataFrame | None = kw["transactions"]
         self.evaluation: dict[str, Any] | None = kw["evaluation"]
+        self.uplift: dict[str, Any] | None = kw.get("uplift")
+        self.evidence: dict[str, Any] | None = kw.get("evidence")
+        self.offer_log: pd.DataFrame | None = kw.get("offer_log")
         self.movement_note: str = ""
 
 
 _BUILDERS: dict[str, Callable[[_Context], str]] = {
     "overview": _section_overview,
+    "what_worked": _section_what_worked,
     "data": _section_data,
     "model": _section_model,
     "kpis": _section_kpis,
@@ -1139,6 +1357,9 @@ def build_report(
     out: str | os.PathLike[str],
     transactions: str | os.PathLike[str] | pd.DataFrame | None = None,
     evaluation: str | os.PathLike[str] | Mapping[str, Any] | None = None,
+    uplift: str | os.PathLike[str] | Mapping[str, Any] | None = None,
+    offer_log: str | os.PathLike[str] | pd.DataFrame | None = None,
+    evidence: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write the nightly report to ``out`` (one self-contained HTML file, replaced atomically).
 
@@ -1151,9 +1372,17 @@ def build_report(
     transactions : raw transactions source (or a DataFrame) for the KPI section, cleaned with the
         bundle's config; None leaves the KPIs out (the page says so).
     evaluation : the JSON ``rebuy evaluate`` wrote (or its dict) for the validation section.
+    uplift : the JSON ``rebuy measure`` wrote (or its dict) for the "What worked" section; None
+        makes that section say how to get one.
+    offer_log : the offer log ``rebuy score`` appends (Parquet file or dataset directory, DuckDB
+        file with table ``offer_log``, CSV, or a DataFrame); with ``transactions`` it adds the KPIs by
+        campaign (treated vs control) to "What worked".
+    evidence : what the scoring run did with an uplift JSON (``{"source", "switched_off",
+        "promoted", "priority"}``); without it the changes are derived from ``uplift`` by the rule
+        ``rebuy score --uplift`` applies.
 
     A section that fails is shown with its error (and logged) instead of failing the whole report;
-    unreadable inputs (scores, bundle, transactions, evaluation) raise :class:`ReportError`,
+    unreadable inputs (scores, bundle, transactions, evaluation, uplift, offer log) raise :class:`ReportError`,
     ``BundleError`` or ``DataError`` before anything is written. Returns ``out``.
     """
     from rebuy.plots import _pyplot
@@ -1173,10 +1402,15 @@ def build_report(
         # KPIs as of the scored data, not the training run's as-of date
         tx = load_transactions(transactions, config.model_copy(update={"as_of": None}))
     ev = _read_evaluation(evaluation) if evaluation is not None else None
+    if evidence is not None and not isinstance(evidence, Mapping):
+        raise ReportError(f"evidence: expected a dict, got {type(evidence).__name__}")
     ctx = _Context(
         models_dir=models_dir, scores_path=scores_path, scores=score_df, scored_at=_scored_at(score_df, scores_path),
         scores_run_id=run_id or manifest.get("run_id"), artefacts=artefacts, manifest=manifest, config=config,
         config_note=config_note, bundle_note=bundle_note, transactions=tx, evaluation=ev,
+        uplift=_read_uplift(uplift) if uplift is not None else None,
+        offer_log=_read_offer_log(offer_log) if offer_log is not None else None,
+        evidence=dict(evidence) if evidence is not None else None,
     )
     sections = []
     for sid, head in SECTIONS:

@@ -7,7 +7,7 @@ that needs the columns reads them from here: the pipeline orders its output by
 README's "The score table" section against :data:`SCORE_TABLE`.
 
 Kinds: ``string`` (pandas "string", nullable), ``int`` (int64), ``float`` (float64, always finite),
-``datetime`` (naive datetime64[ns], NaT allowed only where the description says "empty"),
+``bool``, ``datetime`` (naive datetime64[ns], NaT allowed only where the description says "empty"),
 ``list`` (a Python list of product ids per row).
 
 Columns whose name depends on the config (``expected_purchases_{h}d`` for each extra
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     from rebuy.config import Config
 
-Kind = Literal["string", "int", "float", "datetime", "list"]
+Kind = Literal["string", "int", "float", "bool", "datetime", "list"]
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,10 @@ SCORE_TABLE: tuple[Column, ...] = (
     Column("channel", "string", "messenger / email / sms / none"),
     Column("max_contacts_per_month", "int", "the channel's contact cap"),
     Column("offer_reason", "string", "a sentence with the customer's own numbers, e.g. \"P(alive) fell to 0.34 …\""),
-    Column("discount_cost", "float", "expected cost of the discount, currency"),
+    Column("discount_cost", "float", "expected cost of the discount, currency (0 for a control customer: nothing is sent)"),
+    Column("group", "string", "treatment / control (held out at random to measure the offer type, "
+           "`offers.control_share`) / none (no offer)"),
+    Column("deliver", "bool", "send it: a treated customer with an allowed channel"),
     Column("model_run_id", "string", "the bundle used"),
     Column("scored_at", "datetime", "when the row was scored (UTC)"),
 )
@@ -93,6 +96,26 @@ SCORE_COLUMNS: list[str] = [c.name for c in SCORE_TABLE]
 """Names of the fixed score-table columns, in order."""
 
 _BY_NAME = {c.name: c for c in SCORE_TABLE}
+
+
+OFFER_LOG_TABLE: tuple[Column, ...] = (
+    _BY_NAME["customer_id"],
+    Column("decided_at", "datetime", "the first day the decision can act: the scoring as-of day + 1 (midnight)"),
+    Column("run_id", "string", "the scoring run (`score-YYYYMMDD` of `decided_at`): a rerun replaces its rows"),
+    _BY_NAME["model_run_id"],
+    Column("experiment", "string", "the experiment key of the control draw (`offers.experiment_key`, default "
+           "the month of `decided_at`)"),
+    Column("offer_type", "string", "the offer decided (never none: customers without an offer are not logged)"),
+    *(_BY_NAME[c] for c in ("offer_value", "discount_cost", "channel")),
+    Column("group", "string", "treatment / control"),
+    Column("deliver", "bool", "sent (treatment with an allowed channel)"),
+    Column("control_share", "float", "the control share of this offer type on this night"),
+    *(_BY_NAME[c] for c in ("segment", "p_purchase_90d", "expected_purchases_90d", "total_spend", "scored_at")),
+)
+"""The offer log's columns (``rebuy score`` appends one row per customer with an offer; read by
+``rebuy measure``)."""
+
+OFFER_LOG_COLUMNS: list[str] = [c.name for c in OFFER_LOG_TABLE]
 
 
 def extra_columns(config: Config) -> list[Column]:

@@ -23,6 +23,8 @@ from rebuy.bundle import ModelBundle, load_model_bundle
 from rebuy.config import Config
 from rebuy.dates import resolve_as_of
 from rebuy.errors import ScoringError, UnknownCustomerError
+from rebuy.offers.control import ShareDecision
+from rebuy.offers.evidence import Evidence
 from rebuy.progress import step
 from rebuy.schema import SCORE_COLUMNS  # noqa: F401 (re-exported: the fixed score-table columns)
 
@@ -37,6 +39,8 @@ class ScoreRun:
     out_path: Path
     db_path: Path | None
     seconds: float
+    log_path: Path | None = None
+    experiment: dict[str, Any] | None = None
 
 
 class Scorer:
@@ -113,12 +117,15 @@ class Scorer:
         *,
         as_of: dt.date | str | None = None,
         scored_at: pd.Timestamp | None = None,
+        evidence: Evidence | None = None,
     ) -> pd.DataFrame:
         """Score every customer in ``transactions`` (raw source or DataFrame; cleaned with the bundle's config).
 
         ``as_of`` defaults to the last transaction's day of ``transactions`` (not the training date:
         a bundle trained with a fixed as-of date still scores each night's data as of that night).
-        Returns one row per customer with the columns of ``rebuy.schema.score_columns``.
+        ``evidence`` (:func:`rebuy.offers.evidence.evidence_from_uplift`) re-orders the offers by
+        measured uplift. Returns one row per customer with the columns of
+        ``rebuy.schema.score_columns``; ``attrs["experiment"]`` describes the control groups.
         """
         from rebuy.data import load_customers, load_events, load_transactions
 
@@ -128,7 +135,7 @@ class Scorer:
         as_of_ts = resolve_as_of(tx["timestamp"], as_of)
         cust = load_customers(customers, cfg, as_of=as_of_ts) if customers is not None else None
         ev = load_events(events, cfg) if events is not None else None
-        return pipeline.score(self.bundle, tx, cust, ev, as_of_ts, scored_at=scored_at)
+        return pipeline.score(self.bundle, tx, cust, ev, as_of_ts, scored_at=scored_at, evidence=evidence)
 
     def score_frame(
         self,
@@ -171,7 +178,24 @@ class Scorer:
             frame = pd.DataFrame([customer]) if isinstance(customer, dict) else customer
             cust = load_customers(frame, cfg, as_of=as_of_ts)
         ev = load_events(events, cfg) if events is not None and len(events) else None
-        return pipeline.score(self.bundle, tx, cust, ev, as_of_ts).iloc[0].to_dict()
+        shares, evidence = self._nightly_experiment()
+        return pipeline.score(self.bundle, tx, cust, ev, as_of_ts, control_shares=shares,
+                              evidence=evidence).iloc[0].to_dict()
+
+    def _nightly_experiment(self) -> tuple[dict[str, ShareDecision], Evidence | None]:
+        """The control shares and the evidence of the latest nightly run, so that a request gets the
+        offer and the group the batch gives it; without a recorded night, the configured
+        ``offers.control_share`` for every type and no evidence."""
+        from rebuy.bundle import read_latest_scores
+        from rebuy.offers.names import OUTCOMES, RULE_NAMES
+
+        info = read_latest_scores(self.bundle_dir.parent) if self.bundle_dir is not None else None
+        recorded = (info or {}).get("experiment") or {}
+        evidence = Evidence.from_report(recorded["evidence"]) if recorded.get("evidence") else None
+        if recorded.get("shares") is not None:
+            return {t: ShareDecision(float(v), "") for t, v in recorded["shares"].items()}, evidence
+        share = self.config.offers.control_share
+        return {t: ShareDecision(share, "") for t in (*RULE_NAMES, *OUTCOMES) if t != "none"}, evidence
 
     def _lookup_tables(self) -> tuple[dict[str, int], dict[str, np.ndarray]]:
         """The id -> row dict and the column arrays of the latest scores; reloaded when ``rebuy score``
@@ -230,33 +254,73 @@ def run_scoring(
     config: Config | None = None,
     columns: dict[str, str] | None = None,
     time_unit: str | None = None,
+    uplift: str | Path | None = None,
 ) -> ScoreRun:
-    """The nightly batch behind ``rebuy score``: score, write atomically, record where.
+    """The nightly batch behind ``rebuy score``: score, write atomically, log the decisions, record where.
 
     ``config`` / ``columns`` change the scoring settings (see :meth:`Scorer.with_settings`).
+    ``uplift`` is a ``rebuy measure`` JSON whose evidence re-orders the offers (default: none, or
+    ``models_dir/latest_uplift.json`` when ``offers.use_measured_uplift`` is set).
 
     Output (Parquet or CSV by extension) and the DuckDB table are replaced atomically, so a failed run
-    leaves yesterday's results intact. ``models_dir/latest_scores.json`` records the paths for
-    ``Scorer.lookup``.
+    leaves yesterday's results intact. The night's decisions go to the offer log
+    (:mod:`rebuy.offer_log`): the ``offer_log`` table of the DuckDB file, in the scores' transaction,
+    and ``offer_log/<run_id>.parquet`` beside the scores, published last; a rerun of the night
+    replaces its rows. ``models_dir/latest_scores.json`` records the paths for ``Scorer.lookup``.
     """
     from rebuy.bundle import record_latest_scores
+    from rebuy.offer_log import LOG_TABLE, StagedLog, offer_log_dir, offer_log_frame, run_id_for
     from rebuy.outputs import upsert_duckdb, write_table
 
     t0 = time.perf_counter()
     scorer = Scorer.load(Path(models_dir) / "latest")
     if config is not None or columns or time_unit:
         scorer = scorer.with_settings(config, columns, time_unit)
-    scores = scorer.score(transactions, customers, events, as_of=as_of)
+    evidence = _evidence(uplift, scorer.config, Path(models_dir))
+    scores = scorer.score(transactions, customers, events, as_of=as_of, evidence=evidence)
     pipeline.check_scores(scores)
+    experiment = scores.attrs["experiment"]
+    run_id = run_id_for(pd.Timestamp(experiment["decided_at"]))
+    decisions = offer_log_frame(scores, experiment)
     out = Path(out)
-    with step(f"write {out}", log):
-        write_table(scores, out)
-    db_path = Path(db) if db is not None else None
-    if db_path is not None:
-        with step(f"upsert {db_path}:{table}", log):
-            upsert_duckdb(scores, db_path, table=table)
-    record_latest_scores(models_dir, out, db_path=db_path, table=table if db_path else None, run_id=scorer.run_id)
-    return ScoreRun(scores=scores, out_path=out, db_path=db_path, seconds=time.perf_counter() - t0)
+    staged = StagedLog(decisions, offer_log_dir(out), run_id)
+    try:
+        with step(f"write {out}", log):
+            write_table(scores, out)
+        db_path = Path(db) if db is not None else None
+        if db_path is not None:
+            with step(f"upsert {db_path}:{table} and {LOG_TABLE}", log):
+                upsert_duckdb(scores, db_path, table=table, appends={LOG_TABLE: (decisions, "run_id", run_id)})
+        log_path = staged.publish()
+    except BaseException:
+        staged.discard()
+        raise
+    record_latest_scores(models_dir, out, db_path=db_path, table=table if db_path else None, run_id=scorer.run_id,
+                         experiment={k: experiment[k] for k in ("experiment", "decided_at", "shares", "evidence")})
+    return ScoreRun(scores=scores, out_path=out, db_path=db_path, seconds=time.perf_counter() - t0,
+                    log_path=log_path, experiment={**experiment, "run_id": run_id, "logged": len(decisions)})
+
+
+LATEST_UPLIFT_FILE = "latest_uplift.json"
+"""Where ``rebuy measure --models-dir`` records its result for ``offers.use_measured_uplift``."""
+
+
+def _evidence(uplift: str | Path | None, config: Config, models_dir: Path) -> Evidence | None:
+    """The evidence of ``uplift`` (or of the recorded latest measurement when the config says so)."""
+    from rebuy.offers.evidence import evidence_from_uplift, read_uplift
+
+    if uplift is None and config.offers.use_measured_uplift:
+        uplift = models_dir / LATEST_UPLIFT_FILE
+        if not Path(uplift).is_file():
+            log.warning("offers.use_measured_uplift: %s does not exist yet (run `rebuy measure --models-dir %s`); "
+                        "scoring with the configured priority", uplift, models_dir)
+            return None
+    if uplift is None:
+        return None
+    evidence = evidence_from_uplift(read_uplift(uplift), config.offers.priority, source=str(uplift))
+    log.info("offers by evidence from %s: switched off %s, promoted %s", uplift, evidence.switched_off or "none",
+             evidence.promoted or "none")
+    return evidence
 
 
 def score_summary(scores: pd.DataFrame) -> dict[str, Any]:
@@ -268,4 +332,6 @@ def score_summary(scores: pd.DataFrame) -> dict[str, Any]:
         "total_clv_12m": float(scores["clv_12m"].sum()),
         "offers": scores["offer_type"].value_counts().to_dict(),
         "channels": scores["channel"].value_counts().to_dict(),
+        "groups": scores["group"].value_counts().to_dict(),
+        "delivered": int(scores["deliver"].sum()),
     }

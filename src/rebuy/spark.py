@@ -357,7 +357,8 @@ def _canonical(frame: pd.DataFrame, times: tuple[str, ...], floats: tuple[str, .
     return out
 
 
-_SPARK_TYPES = {"string": "StringType", "int": "LongType", "datetime": "TimestampType", "float": "DoubleType"}
+_SPARK_TYPES = {"string": "StringType", "int": "LongType", "datetime": "TimestampType", "float": "DoubleType",
+                "bool": "BooleanType"}
 
 
 def _score_schema(columns: list[Column]):
@@ -380,6 +381,8 @@ def _plain_column(s: pd.Series, kind: str) -> Any:
         return s.to_numpy(dtype=np.int64)
     if kind == "datetime":
         return pd.to_datetime(s).to_numpy(dtype="datetime64[ns]")
+    if kind == "bool":
+        return s.to_numpy(dtype=bool)
     return s.to_numpy(dtype=np.float64)
 
 
@@ -438,9 +441,22 @@ def _score_partition(
     if len(tx) == 0:
         return
     bundle = _executor_bundle(candidates, run_id)
+    # control groups need the night's counts of every offer type: all treated here, held out
+    # in a second pass with the global shares (_hold_out_partition)
     table = pipeline.score(bundle, tx, side.get("customers"), side.get("events"), as_of,
-                           scored_at=scored_at, vip_min_clv=vip_min_clv)
+                           scored_at=scored_at, vip_min_clv=vip_min_clv, control_shares={})
     yield _plain_table(table, columns)
+
+
+def _hold_out_partition(batches: Iterator[pd.DataFrame], *, experiment: str, shares: dict[str, Any],
+                        columns: list[Column]) -> Iterator[pd.DataFrame]:
+    """mapInPandas body: the control groups of a partition's scored rows, with the night's shares
+    (the same hash draw as ``rebuy.pipeline.score``, so the rows equal the single-machine table)."""
+    from rebuy.offers.control import hold_out
+
+    for batch in batches:
+        if len(batch):
+            yield _plain_table(hold_out(batch, experiment=experiment, shares=shares), columns)
 
 
 def _clv_partition(
@@ -573,7 +589,29 @@ def score_spark(
                                 scored_at=scored_at_ts, tx_cols=tx_cols, side_cols=side_cols,
                                 columns=columns, vip_min_clv=vip_min_clv)
 
-    return by_customer.mapInPandas(score, schema)
+    scored = by_customer.mapInPandas(score, schema)
+    return _with_control_groups(scored, config, as_of_ts, columns, schema)
+
+
+def _with_control_groups(scored: SparkDataFrame, config: Config, as_of: pd.Timestamp, columns: list[Column],
+                         schema: Any) -> SparkDataFrame:
+    """The scored rows (all treated) with the night's control groups: offer counts over the whole
+    table (one aggregation of the cached rows), the shares of ``rebuy.offers.control``, then the
+    hold-out per partition."""
+    from rebuy.offers.control import control_shares, experiment_key
+
+    oc = config.offers
+    scored = scored.cache()
+    counts = {str(r["offer_type"]): int(r["count"]) for r in scored.groupBy("offer_type").count().collect()
+              if r["offer_type"] != "none"}
+    shares = control_shares(counts, oc.control_share, oc.min_control, oc.max_control_share)
+    key = experiment_key(oc.experiment_key, pipeline.decision_day(as_of))
+    logger.info("score_spark: experiment %s, control shares %s", key, {t: d.share for t, d in shares.items()})
+
+    def hold(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        return _hold_out_partition(batches, experiment=key, shares=shares, columns=columns)
+
+    return scored.mapInPandas(hold, schema)
 
 
 def _vip_cut(tx_by_customer: SparkDataFrame, candidates: list[str], run_id: str, as_of: pd.Timestamp,

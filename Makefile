@@ -1,27 +1,36 @@
-# The two commands of the README: `make demo` and `make test`. Each sets up .venv itself, from the lock.
+# The two commands of the README: `make demo` and `make test`. Each sets up .venv itself, from a lock:
+# make demo what running rebuy needs (requirements.lock), make test the dev tools too (requirements-dev.lock).
 SHELL  := /bin/bash
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
+DEV_STAMP := $(VENV)/.installed-dev
 DEMO   := models/demo
-PIP    := $(BIN)/python -m pip --quiet --disable-pip-version-check
-# uv only resolves the lock (make lock); installs use pip from requirements.lock.
+PIP    := $(BIN)/python -m pip --disable-pip-version-check
+# uv only resolves the locks (make lock); installs use pip from them.
 UV_VERSION := 0.13.9
-LOCK_ARGS  := pyproject.toml --extra dev --universal --python-version 3.11 --no-header
+LOCK_ARGS  := pyproject.toml --universal --python-version 3.11 --no-header
 
 .PHONY: demo test test-latest bench lint lock check-lock clean
 
-$(STAMP): pyproject.toml requirements.lock
+$(RUN_STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -r requirements.lock
-	$(PIP) install --no-deps -e .
+	@echo "installing rebuy's run-time dependencies from requirements.lock into $(VENV) ..."
+	$(PIP) install --progress-bar on -r requirements.lock
+	$(PIP) install --quiet --no-deps -e .
 	$(BIN)/python -m pip check --disable-pip-version-check
-	@touch $(STAMP)
+	@touch $(RUN_STAMP)
+
+$(DEV_STAMP): $(RUN_STAMP) requirements-dev.lock
+	@echo "installing the test tools from requirements-dev.lock into $(VENV) ..."
+	$(PIP) install --progress-bar on -r requirements-dev.lock
+	$(BIN)/python -m pip check --disable-pip-version-check
+	@touch $(DEV_STAMP)
 
 # Two nights: score with control groups -> simulated responses (true offer effects) -> rebuy measure
 # -> score again with the evidence; then the report.
-demo: $(STAMP)
+demo: $(RUN_STAMP)
 	$(BIN)/rebuy simulate --customers 20000 --seed 7 --out $(DEMO)/shop.parquet
 	$(BIN)/rebuy train --transactions $(DEMO)/shop.parquet --customers $(DEMO)/shop_customers.parquet --models-dir models
 	rm -rf $(DEMO)/offer_log $(DEMO)/scores.duckdb
@@ -32,11 +41,12 @@ demo: $(STAMP)
 		--out $(DEMO)/uplift.json --models-dir models
 	$(BIN)/rebuy score --transactions $(DEMO)/shop_after.parquet --customers $(DEMO)/shop_customers.parquet \
 		--events $(DEMO)/shop_events.parquet --models-dir models --out $(DEMO)/scores.parquet --db $(DEMO)/scores.duckdb \
-		--uplift $(DEMO)/uplift.json
+		--uplift $(DEMO)/uplift.json --exports $(DEMO)/exports
 	$(BIN)/rebuy report --models-dir models --scores $(DEMO)/scores.parquet --transactions $(DEMO)/shop_after.parquet \
-		--uplift $(DEMO)/uplift.json --offers $(DEMO)/offer_log --out $(DEMO)/report.html
+		--customers $(DEMO)/shop_customers.parquet --uplift $(DEMO)/uplift.json --offers $(DEMO)/offer_log \
+		--exports $(DEMO)/exports --out $(DEMO)/report.html
 
-test: $(STAMP)
+test: $(DEV_STAMP)
 	$(BIN)/python -m pytest -q
 
 # The same suite against the newest releases of every dependency (ignores the lock), in its own venv.
@@ -44,28 +54,34 @@ test-latest:
 	rm -rf .venv-latest && $(PYTHON) -m venv .venv-latest
 	.venv-latest/bin/python -m pip --quiet --disable-pip-version-check install --upgrade -e ".[dev]"
 	@echo "newer than the lock:"
-	@diff <(grep -v '^ *#' requirements.lock | sed 's/ *;.*//' | tr 'A-Z_' 'a-z-' | sort) \
+	@diff <(grep -v '^ *#' requirements-dev.lock | sed 's/ *;.*//' | tr 'A-Z_' 'a-z-' | sort) \
 	      <(.venv-latest/bin/python -m pip freeze --exclude-editable | tr 'A-Z_' 'a-z-' | sort) | grep '^>' || true
 	.venv-latest/bin/python -m pytest -q
 
-$(BIN)/uv: $(STAMP)
-	$(PIP) install uv==$(UV_VERSION)
+$(BIN)/uv: $(DEV_STAMP)
+	$(PIP) --quiet install uv==$(UV_VERSION)
 
-# Re-resolve the lock from pyproject.toml (newest releases that satisfy it), keeping the header.
+# Re-resolve both locks from pyproject.toml (newest releases that satisfy it), keeping their headers:
+# the dev lock first, then the run-time lock with the dev lock's pins as constraints (so they agree).
 lock: $(BIN)/uv
-	{ sed -n '1,3p' requirements.lock; $(BIN)/uv pip compile $(LOCK_ARGS) --upgrade -o -; } > requirements.lock.new
-	mv requirements.lock.new requirements.lock
+	$(BIN)/uv pip compile $(LOCK_ARGS) --extra dev --upgrade --quiet -o $(VENV)/dev.lock.new
+	{ sed -n '1,3p' requirements-dev.lock; cat $(VENV)/dev.lock.new; } > requirements-dev.lock
+	$(BIN)/uv pip compile $(LOCK_ARGS) -c requirements-dev.lock --quiet -o $(VENV)/run.lock.new
+	{ sed -n '1,2p' requirements.lock; cat $(VENV)/run.lock.new; } > requirements.lock
 
 # Fails when pyproject.toml changed without `make lock` (every pin still resolves the same way).
 check-lock: $(BIN)/uv
-	cp requirements.lock $(VENV)/lock.check
-	$(BIN)/uv pip compile $(LOCK_ARGS) --quiet -o $(VENV)/lock.check
-	diff <(grep -v '^#' requirements.lock) <(grep -v '^#' $(VENV)/lock.check)
+	cp requirements-dev.lock $(VENV)/dev.lock.check
+	$(BIN)/uv pip compile $(LOCK_ARGS) --extra dev --quiet -o $(VENV)/dev.lock.check
+	diff <(grep -v '^ *#' requirements-dev.lock) <(grep -v '^ *#' $(VENV)/dev.lock.check)
+	cp requirements.lock $(VENV)/run.lock.check
+	$(BIN)/uv pip compile $(LOCK_ARGS) -c requirements-dev.lock --quiet -o $(VENV)/run.lock.check
+	diff <(grep -v '^ *#' requirements.lock) <(grep -v '^ *#' $(VENV)/run.lock.check)
 
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	$(BIN)/python benchmarks/bench.py --sizes 100000 1000000 --repeats 3 --als-iterations 3
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
 clean:

@@ -22,7 +22,7 @@ def invoke(*args: str):
 
 def test_help_lists_every_command():
     out = subprocess.run([sys.executable, "-m", "rebuy.cli", "--help"], capture_output=True, text=True, check=True).stdout
-    for cmd in ("simulate", "train", "score", "evaluate", "report"):
+    for cmd in ("simulate", "train", "score", "measure", "evaluate", "report", "doctor"):
         assert cmd in out
 
 
@@ -224,3 +224,68 @@ def test_missing_file_is_one_line_naming_it(tmp_path):
     assert res.exit_code == 2, res.output
     lines = _error_lines(res)
     assert len(lines) == 1 and "nope.parquet" in lines[0]
+
+
+def _trained(demo: Path, tmp_path: Path) -> Path:
+    models = tmp_path / "models"
+    res = invoke("train", "--transactions", demo / "shop.csv.gz", "--models-dir", models,
+                 "--purchase-model", "bgnbd")
+    assert res.exit_code == 0, res.output
+    return models
+
+
+def test_score_writes_no_database_unless_asked(demo, tmp_path, monkeypatch):
+    models = _trained(demo, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    res = invoke("score", "--transactions", demo / "shop.csv.gz", "--models-dir", models, "--out", tmp_path / "s.parquet")
+    assert res.exit_code == 0, res.output
+    assert not list(tmp_path.glob("*.duckdb")) and "database tables" not in res.output
+    assert "decided, not sent" in res.output  # no customers table: decisions made, consent unknown
+
+
+def test_log_format_json_gives_one_json_object_per_line(demo, tmp_path):
+    out = subprocess.run([sys.executable, "-m", "rebuy.cli", "--log-format", "json", "train", "--transactions",
+                          str(demo / "shop.csv.gz"), "--models-dir", str(tmp_path / "m"), "--purchase-model", "bgnbd"],
+                         capture_output=True, text=True, check=True)
+    records = [json.loads(line) for line in out.stderr.splitlines() if line.strip()]
+    assert records and all({"time", "level", "logger", "message"} <= set(r) for r in records)
+    assert any(r["logger"] == "rebuy.pipeline" for r in records)
+
+
+def test_unknown_log_format_is_a_one_line_usage_error():
+    res = runner.invoke(app, ["--log-format", "xml", "config"])
+    assert res.exit_code == 2 and "--log-format must be one of text, json" in res.output
+
+
+def test_doctor_passes_on_a_ready_setup_and_names_what_fails(demo, tmp_path):
+    models = _trained(demo, tmp_path)
+    res = invoke("doctor", "--models-dir", models, "--transactions", demo / "shop.csv.gz", "--db", tmp_path / "new.duckdb")
+    assert res.exit_code == 0, res.output
+    for name in ("python", "duckdb", "models", "transactions", "database"):
+        assert name in res.output
+    assert not (tmp_path / "new.duckdb").exists()  # the doctor writes nothing
+    res = runner.invoke(app, ["doctor", "--models-dir", str(tmp_path / "none"), "--transactions", str(tmp_path / "x.csv")])
+    assert res.exit_code == 2
+    assert "fail  models" in res.output and "fail  transactions" in res.output
+    assert "2 check(s) failed: models, transactions" in res.output
+
+
+def test_help_states_the_exit_codes():
+    out = subprocess.run([sys.executable, "-m", "rebuy.cli", "--help"], capture_output=True, text=True, check=True).stdout
+    assert "Exit codes: 0 done; 2 a user error" in " ".join(out.split())
+
+
+def test_the_commands_shown_in_config_headers_parse_as_written():
+    import shlex
+
+    import typer.main
+
+    command = typer.main.get_command(app)
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    shown = [line.lstrip("# ").strip() for path in configs.glob("*.yaml") for line in path.read_text().splitlines()
+             if line.startswith("#   rebuy ")]  # the indented example commands of the headers
+    assert shown, "the config headers show how to run them"
+    for line in shown:
+        args = shlex.split(line)[1:]
+        sub = command.get_command(None, args[0])
+        sub.make_context(args[0], args[1:])  # a click UsageError (e.g. a positional file) fails the test

@@ -144,3 +144,32 @@ def test_overrides_through_null_or_scalar_sections(tmp_path):
     cfg_file.write_text("data: 3\n")
     with pytest.raises(ConfigError, match=r"c\.yaml: invalid config: data: must be a mapping"):
         load_config(cfg_file, columns={"customer_id": "cid"})
+
+
+def test_no_shop_specific_product_codes_in_the_code_defaults():
+    cfg = Config()
+    assert cfg.recommend.excluded_products == [] and cfg.recommend.excluded_product_prefixes == []
+    assert cfg.data.drop_products == [] and cfg.data.drop_product_prefixes == []
+
+
+def test_online_retail_ii_lists_its_non_product_codes_and_test_items():
+    cfg = load_config(CONFIGS / "online_retail_ii.yaml")
+    assert {"POST", "DOT", "M", "BANK CHARGES", "AMAZONFEE"} <= set(cfg.recommend.excluded_products)
+    assert cfg.data.drop_product_prefixes == ["TEST"]
+
+
+def test_wholesale_rule_is_off_by_default_and_on_for_online_retail_ii():
+    assert Config().wholesale.rule == "none"
+    cfg = load_config(CONFIGS / "online_retail_ii.yaml")
+    assert (cfg.wholesale.rule, cfg.wholesale.order_value_multiple) == ("order_value_multiple", 5.0)
+
+
+def test_lapsed_customers_are_defined_in_the_config():
+    oc = Config().offers
+    assert oc.lapsed_segments == ["Lost", "Hibernating", "At Risk", "Can't Lose Them"]
+    assert oc.lapsed_max_p_purchase_90d is None and "win_back" in oc.lapsed_rules
+
+
+def test_wholesale_keys_are_checked(tmp_path):
+    with pytest.raises(ConfigError, match="wholesale.rule"):
+        load_config(_yaml(tmp_path, "wholesale:\n  rule: big_orders\n"))

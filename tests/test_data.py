@@ -55,19 +55,20 @@ def orii_clean() -> tuple[pd.DataFrame, CleaningReport]:
 ORII_COUNTS = {
     "rows_in": 1_067_371,
     "missing_customer": 243_007,
+    "dropped_products": 16,  # TEST001 / TEST002 ("This is a test product."): data.drop_product_prefixes
     "duplicates": 26_479,
     "after_as_of": 0,
     "zero_quantity": 0,
-    "non_positive_price": 70,
-    "returns": 18_390,
-    "returns_cancel_prefix": 18_390,
-    "returns_matched": 16_222,
-    "returns_unmatched": 2_168,
+    "non_positive_price": 68,
+    "returns": 18_386,
+    "returns_cancel_prefix": 18_386,
+    "returns_matched": 16_219,
+    "returns_unmatched": 2_167,
     "lines_fully_refunded": 6_132,
-    "rows_out": 779_425,
+    "rows_out": 779_415,
     "customers": 5_878,
-    "orders": 36_969,
-    "products": 4_631,
+    "orders": 36_959,
+    "products": 4_629,
 }
 
 
@@ -85,9 +86,9 @@ def test_orii_exact_cleaning_counts(orii_clean):
     assert {k: getattr(rep, k) for k in ORII_COUNTS} == ORII_COUNTS
     assert rep.first_timestamp == pd.Timestamp("2009-12-01 07:45:00")
     assert rep.last_timestamp == pd.Timestamp("2011-12-09 12:50:00")
-    assert rep.return_value == pytest.approx(1_084_812.98, abs=0.01)
-    assert rep.return_value_netted == pytest.approx(777_960.16, abs=0.01)
-    removed = (rep.missing_customer + rep.duplicates + rep.after_as_of + rep.zero_quantity
+    assert rep.return_value == pytest.approx(1_084_790.48, abs=0.01)
+    assert rep.return_value_netted == pytest.approx(777_946.66, abs=0.01)
+    removed = (rep.missing_customer + rep.dropped_products + rep.duplicates + rep.after_as_of + rep.zero_quantity
                + rep.non_positive_price + rep.returns)
     assert rep.rows_in - removed == rep.rows_out == len(df)
     d = rep.to_dict()
@@ -100,6 +101,9 @@ def test_orii_counts_match_plain_pandas(orii_raw, orii_clean):
     has_customer = raw["Customer ID"].notna()
     assert (~has_customer).sum() == rep.missing_customer
     sub = raw[has_customer]
+    test_item = sub["StockCode"].str.startswith("TEST")
+    assert test_item.sum() == rep.dropped_products
+    sub = sub[~test_item]
     dup = sub.duplicated()
     assert dup.sum() == rep.duplicates
     sub = sub[~dup]
@@ -146,7 +150,7 @@ def _reference_netting(buys: pd.DataFrame, rets: pd.DataFrame) -> tuple[int, flo
 
 def test_orii_return_netting_matches_naive_reference(orii_raw, orii_clean):
     df, rep = orii_clean
-    sub = orii_raw[orii_raw["Customer ID"].notna()].drop_duplicates()
+    sub = orii_raw[orii_raw["Customer ID"].notna() & ~orii_raw["StockCode"].str.startswith("TEST")].drop_duplicates()
     sub = pd.DataFrame({
         "c": sub["Customer ID"], "p": sub["StockCode"], "t": pd.to_datetime(sub["InvoiceDate"]),
         "q": sub["Quantity"].astype(float), "price": sub["Price"].astype(float), "inv": sub["Invoice"],
@@ -398,7 +402,7 @@ def test_return_netting_hand_example(caplog):
     ]
     with caplog.at_level("INFO", logger="rebuy.data"):
         df, rep = load_transactions(_frame(rows), with_report=True)
-    assert "cleaned transactions from <DataFrame>: source=<DataFrame>, rows_in=8," in caplog.text
+    assert "cleaned <DataFrame>: 8 lines -> 4, 2 customers; returns netted 4 (" in caplog.text
     assert df["order_id"].tolist() == ["1", "2", "6", "7"]
     assert df["amount"].tolist() == [0.0, 0.0, 7.0, 5.0]
     assert df["quantity"].tolist() == [2.0, 1.0, 1.0, 1.0]  # quantities stay as purchased
@@ -686,3 +690,53 @@ def test_age_from_birth_date_uses_365_25_day_years(tmp_path):
     days = (pd.Timestamp("2030-03-01") - pd.Timestamp("2000-03-01")).days
     assert out["age"].iloc[0] == days / 365.25 and out["age"].iloc[1] == (days - 1) / 365.25
     assert np.isnan(out["age"].iloc[2])
+
+
+# ------------------------------------------------------------------------------------------
+# duplicates need an order id; the shop's test products; one short log line
+# ------------------------------------------------------------------------------------------
+_TWIN_MUGS = [("A", "2021-01-01 10:00:00", "MUG", 1, 3.0), ("A", "2021-01-01 10:00:00", "MUG", 1, 3.0),
+              ("B", "2021-01-02 10:00:00", "MUG", 1, 3.0)]
+
+
+def test_identical_lines_without_an_order_id_are_two_real_purchases():
+    df, rep = load_transactions(_frame(_TWIN_MUGS, ("customer_id", "timestamp", "product_id", "quantity", "price")),
+                                with_report=True)
+    assert rep.duplicates == 0 and len(df) == 3
+
+
+def test_identical_lines_with_an_order_id_are_a_duplicate():
+    rows = [(c, "o1" if c == "A" else "o2", *rest) for c, *rest in _TWIN_MUGS]
+    df, rep = load_transactions(_frame(rows, ("customer_id", "order_id", "timestamp", "product_id", "quantity",
+                                              "price")), with_report=True)
+    assert rep.duplicates == 1 and len(df) == 2
+
+
+def test_configured_test_products_are_dropped_at_cleaning():
+    rows = [("A", "1", "2021-01-01", "TEST001", 1, 5.0), ("A", "2", "2021-01-02", "P", 1, 5.0),
+            ("B", "3", "2021-01-02", "DEMO", 1, 5.0), ("B", "4", "2021-01-03", "POST", 1, 5.0)]
+    cfg = DataConfig(drop_products=["DEMO"], drop_product_prefixes=["TEST"])
+    df, rep = load_transactions(_frame(rows), cfg, with_report=True)
+    assert df["product_id"].tolist() == ["P", "POST"]  # postage stays: it is spend
+    assert rep.dropped_products == 2
+    assert load_transactions(_frame(rows))["product_id"].tolist() == ["TEST001", "P", "DEMO", "POST"]
+
+
+def test_online_retail_ii_test_products_are_gone_after_cleaning(orii_clean):
+    df, rep = orii_clean
+    assert not df["product_id"].str.startswith("TEST").any()
+    assert not df["description"].str.contains("test product", case=False, regex=False).any()
+    assert rep.dropped_products == 16
+
+
+def test_cleaning_logs_one_short_line_and_the_full_report_at_debug(caplog):
+    rows = [("A", "1", "2021-01-01", "P", 1, 5.0), ("A", "1", "2021-01-01", "P", 1, 5.0),
+            (None, "2", "2021-01-02", "P", 1, 5.0), ("B", "3", "2021-01-02", "P", 1, 5.0)]
+    with caplog.at_level("DEBUG", logger="rebuy.data"):
+        load_transactions(_frame(rows))
+    info = [r.getMessage() for r in caplog.records if r.levelname == "INFO"]
+    debug = [r.getMessage() for r in caplog.records if r.levelname == "DEBUG"]
+    assert len(info) == 1 and len(info[0]) < 160
+    assert re.fullmatch(r"cleaned <DataFrame>: 4 lines -> 2, 2 customers; no customer id 1, duplicates 1 \(\d+\.\d s\)",
+                        info[0])
+    assert any("rows_in=4" in m and "zero_quantity=0" in m for m in debug)

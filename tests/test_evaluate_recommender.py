@@ -13,6 +13,10 @@ from rebuy.config import load_config
 from rebuy.evaluate_recommender import evaluate_recommender, prepare_split, ranking_metrics
 from rebuy.recommend import Recommender
 
+_SHOP = load_config(Path(__file__).resolve().parents[1] / "configs" / "online_retail_ii.yaml").recommend
+SHOP_EXCLUSIONS = {"excluded_products": list(_SHOP.excluded_products),
+                   "excluded_product_prefixes": list(_SHOP.excluded_product_prefixes)}
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "online_retail_ii.csv.gz"
 CFG = REPO / "configs" / "online_retail_ii.yaml"
@@ -43,7 +47,7 @@ def test_ranking_metrics_hand_worked() -> None:
 
 
 def test_split_never_leaks_test_period(retail: pd.DataFrame) -> None:
-    split = prepare_split(retail, "2011-09-01", "2011-12-09", Recommender())
+    split = prepare_split(retail, "2011-09-01", "2011-12-09", Recommender(**SHOP_EXCLUSIONS))
     assert split.train["timestamp"].max() < pd.Timestamp("2011-09-01")
     new = split.relevant("new_items")
     assert new and all(not (items & split.bought_before.get(c, set())) for c, items in new.items())

@@ -318,3 +318,20 @@ def test_dates_follow_rebuy_dates():
     # an aware bound is the same instant in UTC
     naive = kpis.churn_rate(tx, "2021-01-01", "2022-01-01")
     assert kpis.churn_rate(tx, "2021-01-01T02:00+02:00", "2022-01-01T00:00Z") == naive
+
+
+def test_period_coverage_flags_partial_months():
+    tx = pd.DataFrame({"customer_id": ["a", "b", "a"],
+                       "timestamp": pd.to_datetime(["2011-01-15 09:00", "2011-02-03 10:00", "2011-03-10 14:00"])})
+    cov = kpis.period_coverage(tx)
+    assert [str(p) for p in cov.index] == ["2011-01", "2011-02", "2011-03"]
+    assert cov["days"].tolist() == [31, 28, 31]
+    assert cov["days_observed"].tolist() == [17, 28, 10]  # data from the 15th; as-of the 10th included
+    assert cov["partial"].tolist() == [True, False, True]
+    assert cov["start"].iloc[1] == pd.Timestamp("2011-02-01") and cov["end"].iloc[1] == pd.Timestamp("2011-03-01")
+    full = kpis.period_coverage(tx, as_of="2011-03-31")
+    assert full["partial"].tolist() == [True, False, False]
+    with pytest.raises(KPIInputError, match="before the first purchase"):
+        kpis.period_coverage(tx, as_of="2010-12-01")
+    with pytest.raises(KPIInputError, match="not a pandas period frequency"):
+        kpis.period_coverage(tx, freq="bogus")

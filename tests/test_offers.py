@@ -125,12 +125,12 @@ def test_vip_is_the_top_share_by_clv():
 
 def test_referral_for_champions_and_loyal_customers():
     scores = frame(row("a", segment="Champions", r_score=5, f_score=5), row("b", segment="Loyal Customers"),
-                   row("c", segment="At Risk"))
+                   row("c", segment="Potential Loyalists"))
     out = run(scores)
     assert out["offer_type"].tolist() == ["referral", "referral", "none"]
     assert out["offer_value"].iloc[0] == 10.0
     assert out["offer_reason"].iloc[0].startswith("Champions (R5 F5); an invitation to refer a friend: both get 10.00")
-    cfg = cfg_with(referral_segments=["At Risk"], referral_bonus=5.0)
+    cfg = cfg_with(referral_segments=["Potential Loyalists"], referral_bonus=5.0)
     out2 = run(scores, cfg)
     assert out2["offer_type"].tolist() == ["none", "none", "referral"]
     assert out2["offer_value"].iloc[2] == 5.0
@@ -143,7 +143,7 @@ def test_birthday_in_the_coming_window():
     out = run(scores, customers=cust)
     assert out["offer_type"].tolist() == ["birthday", "none", "birthday", "none"]
     assert out["offer_reason"].iloc[0].startswith("Birthday on 2024-06-06 (in 5 days); a 10% birthday discount on R1")
-    assert "(in 0 days)" in out["offer_reason"].iloc[2]
+    assert "(today)" in out["offer_reason"].iloc[2]
     assert out["discount_cost"].iloc[0] == pytest.approx(5.0)  # 10% of 50
     # the window is config: 30 days catches the 30 June birthday
     assert run(scores, cfg_with(birthday_window_days=30), customers=cust)["offer_type"].iloc[1] == "birthday"
@@ -300,24 +300,24 @@ def test_channel_by_age_and_consent(age, email, sms, messenger, fallback, channe
     out = run(scores, cfg_with(fallback_to_consented_channel=fallback), customers=cust).iloc[0]
     assert out["channel"] == channel
     assert out["max_contacts_per_month"] == contacts
+    assert out["offer_type"] == "loyalty_points"  # decided from behaviour; delivery needs consent
+    assert out["offer_reason"].startswith("Active repeat buyer")
     if channel == "none":
-        assert out["offer_type"] == "none" and out["offer_products"] == []
-        assert out["offer_reason"].endswith(": no message offer.")
-        assert out["offer_reason"].startswith("Active repeat buyer")
-    else:
-        assert out["offer_type"] == "loyalty_points"
+        why = "younger than the minimum contact age of 18" if age < 18 else "no consented channel"
+        assert out["offer_reason"].endswith(f" Not sent: {why}.")
 
 
 def test_consent_unknown_without_customers_table_unless_configured():
     scores = frame(row("a", frequency=2.0), row("b", frequency=2.0))
     out = run(scores, customers=None)
-    assert (out["channel"] == "none").all() and (out["offer_type"] == "none").all()
-    assert out["offer_reason"].str.contains("there is no consented channel").all()
+    assert (out["channel"] == "none").all() and (out["offer_type"] == "loyalty_points").all()
+    assert out["offer_reason"].str.endswith(" Not sent: consent unknown (no customers table).").all()
     out = run(scores, cfg_with(assume_consent_without_customers=True), customers=None)
     assert out["channel"].tolist() == ["email", "email"]
     # a customer missing from the table has unknown consent too
     out = run(scores, customers=people(["a"], age=25.0))
     assert out["channel"].tolist() == ["messenger", "none"]
+    assert out["offer_reason"].iloc[1].endswith(" Not sent: consent unknown (not in the customers table).")
 
 
 def test_channel_rules_are_config():
@@ -380,7 +380,8 @@ def test_run_budget_goes_to_highest_expected_value_first():
     cust = people(scores["customer_id"])
     cust.loc[1, ["consent_email", "consent_sms", "consent_messenger"]] = False
     out = run(scores, cfg_with(budget=40.0), customers=cust)
-    assert out["offer_type"].tolist() == ["reminder", "none", "win_back", "win_back"]
+    assert out["offer_type"].tolist() == ["reminder", "win_back", "win_back", "win_back"]
+    assert out["channel"].iloc[1] == "none" and out["discount_cost"].iloc[1] == 0
 
 
 # ------------------------------------------------------------------------------------------ whole table
@@ -437,8 +438,10 @@ def test_whole_table_invariants():
     for ch in ("email", "sms", "messenger"):
         on = (out["channel"] == ch).to_numpy()
         assert consent[f"consent_{ch}"].fillna(False).astype(bool).to_numpy()[on].all()
-    assert (out.loc[out["channel"] == "none", "offer_type"] == "none").all()
+    assert (out.loc[out["offer_type"] == "none", "channel"] == "none").all()
     assert (out.loc[out["channel"] == "none", "max_contacts_per_month"] == 0).all()
+    silent = (out["channel"] == "none") & (out["offer_type"] != "none")
+    assert silent.any() and out.loc[silent, "offer_reason"].str.contains(" Not sent: ").all()
     # budget and per-customer caps hold
     assert out["discount_cost"].sum() <= 2000.0 + 1e-6
     eov = scores["expected_order_value"].to_numpy()
@@ -622,3 +625,128 @@ def test_days_to_birthday_matches_a_per_row_calendar():
 
         expected = [np.nan if pd.isna(b) else next_birthday(pd.Timestamp(b)) for b in births]
         np.testing.assert_array_equal(_days_to_birthday(births, pd.Timestamp(as_of)), np.array(expected, dtype=float))
+
+
+# ------------------------------------------------------------------------------------------ consent unknown
+def test_unknown_consent_is_warned_about_once_per_run(caplog):
+    scores = frame(*[row(f"c{i}", frequency=2.0) for i in range(5)])
+    with caplog.at_level("WARNING", logger="rebuy.offers"):
+        run(scores, customers=None)
+    warned = [r for r in caplog.records if "consent unknown" in r.getMessage()]
+    assert len(warned) == 1 and "for 5 of 5 customers" in warned[0].getMessage()
+
+
+def test_customers_table_without_consent_columns_means_consent_unknown():
+    cust = people(["c"]).drop(columns=["consent_email", "consent_sms", "consent_messenger"])
+    out = run(frame(row(frequency=2.0)), customers=cust).iloc[0]
+    assert (out["offer_type"], out["channel"]) == ("loyalty_points", "none")
+    assert out["offer_reason"].endswith(" Not sent: consent unknown (no consent columns in the customers table).")
+
+
+def test_unknown_consent_discount_counts_towards_the_budget():
+    overdue = AS_OF - pd.Timedelta(days=30)
+    scores = frame(row("a", p_alive=0.3, next_purchase_date=overdue, expected_order_value=100.0))
+    out = run(scores, customers=None).iloc[0]
+    assert (out["offer_type"], out["channel"]) == ("win_back", "none")
+    assert out["discount_cost"] == pytest.approx(15.0)  # an offers service holding consent may send it
+
+
+def test_customer_without_an_offer_gets_no_channel():
+    scores = frame(row("idle"), row("floor", p_alive=0.01))
+    out = run(scores)
+    assert out["offer_type"].tolist() == ["none", "none"]
+    assert out["channel"].tolist() == ["none", "none"] and out["max_contacts_per_month"].tolist() == [0, 0]
+
+
+# ------------------------------------------------------------------------------------------ lapsed customers
+UPSELL_TRIGGERS = {  # a non-lapsed customer with these numbers gets the upsell
+    "loyalty_points": dict(frequency=3.0),
+    "spend_tier": dict(total_spend=480.0),
+    "vip": dict(clv_12m=5000.0),
+    "referral": dict(referral=True),
+    "cross_sell": dict(last_purchase=AS_OF - pd.Timedelta(days=2)),
+}
+
+
+@pytest.mark.parametrize("rule", list(UPSELL_TRIGGERS))
+@pytest.mark.parametrize("segment", ["Lost", "Hibernating", "At Risk", "Can't Lose Them"])
+def test_lapsed_customer_gets_win_back_never_an_upsell(rule, segment):
+    kw = dict(UPSELL_TRIGGERS[rule])
+    cfg = cfg_with(referral_segments=["Need Attention", segment]) if kw.pop("referral", False) else Config()
+    extra = dict(vip_min_clv=1000.0, last_order_products=pd.Series({"c": ["R1"]}),
+                 cross_sell=lambda basket, n: ["X1", "X2", "X3", "X4"][:n])
+    assert run(frame(row(**kw)), cfg, **extra)["offer_type"].iloc[0] == rule
+    out = run(frame(row(segment=segment, r_score=1, p_purchase_90d=0.08, **kw)), cfg, **extra).iloc[0]
+    assert out["offer_type"] == "win_back"
+
+
+def test_lapsed_reason_quotes_segment_last_order_and_p_purchase_90d():
+    out = run(frame(row(segment="Lost", r_score=1, p_alive=1.0, p_purchase_90d=0.08))).iloc[0]
+    assert out["offer_reason"].startswith(
+        "Lost customer: last order 2024-04-02 (60 days ago), P(purchase in 90 days) 0.08; we miss you: a 15% win-back")
+    assert "P(alive)" not in out["offer_reason"]  # 1.00 for a one-time buyer: it would contradict "Lost"
+
+
+def test_low_p_purchase_90d_counts_as_lapsed_when_configured():
+    scores = frame(row(segment="Potential Loyalists", frequency=3.0, p_purchase_90d=0.1))
+    assert run(scores)["offer_type"].iloc[0] == "loyalty_points"
+    assert run(scores, cfg_with(lapsed_max_p_purchase_90d=0.2))["offer_type"].iloc[0] == "win_back"
+
+
+def test_lapsed_rules_cannot_list_an_upsell():
+    with pytest.raises(ValueError, match="lapsed customers get win-back or nothing"):
+        cfg_with(lapsed_rules=["win_back", "spend_tier"])
+
+
+# ------------------------------------------------------------------------------------------ reasons
+def test_no_rule_reason_quotes_p_purchase_90d_when_scored():
+    out = run(frame(row(p_purchase_90d=0.35)))
+    assert out["offer_reason"].iloc[0] == (
+        "No offer rule applies (P(purchase in 90 days) 0.35, last order 2024-04-02, no repeat purchases).")
+
+
+@pytest.mark.parametrize(("n", "text"), [(0, "no repeat purchases"), (1, "1 repeat purchase"),
+                                         (2.5, "2.5 repeat purchases")])
+def test_repeat_purchases_in_words(n, text):
+    out = run(frame(row(frequency=n, p_alive=0.8)), cfg_with(loyalty_min_repeat_purchases=0.0))
+    assert f"with {text} and P(alive) 0.80" in out["offer_reason"].iloc[0]
+
+
+@pytest.mark.parametrize(("days", "text"), [(0, "today"), (1, "yesterday"), (5, "5 days ago")])
+def test_days_since_the_last_order_in_words(days, text):
+    scores = frame(row(last_purchase=AS_OF - pd.Timedelta(days=days)))
+    out = run(scores, last_order_products=pd.Series({"c": ["R1"]}), cross_sell=lambda b, n: ["X1", "X2"][:n])
+    assert out["offer_reason"].iloc[0].startswith(f"Ordered {text} (")
+
+
+@pytest.mark.parametrize(("days", "text"), [(0, "today"), (1, "tomorrow"), (9, "in 9 days")])
+def test_days_to_the_birthday_in_words(days, text):
+    born = (AS_OF + pd.Timedelta(days=days)).replace(year=1990)
+    out = run(frame(row()), customers=people(["c"], birth_date=born))
+    assert f"(Birthday on {(AS_OF + pd.Timedelta(days=days)).date()} ({text})"[1:] in out["offer_reason"].iloc[0]
+
+
+def _described_transactions() -> pd.DataFrame:
+    return pd.DataFrame({
+        "customer_id": pd.array(["c", "c", "d"], dtype="string"), "product_id": pd.array(["R1", "R2", "R1"], dtype="string"),
+        "timestamp": [AS_OF - pd.Timedelta(days=60)] * 3, "description": ["Red mug", "Blue plate", "Red mug"],
+    })
+
+
+def test_reasons_name_products_by_description_and_keep_ids():
+    out = run(frame(row(frequency=3.0)), transactions=_described_transactions()).iloc[0]
+    assert out["offer_reason"].endswith("about 100 points on Red mug, Blue plate, R3.")
+    assert out["offer_products"] == ["R1", "R2", "R3"]
+
+
+def test_given_product_names_fill_products_the_transactions_do_not_name():
+    out = run(frame(row(frequency=3.0)), transactions=_described_transactions(), product_names={"R3": "Green bowl",
+                                                                                              "R1": "old name"})
+    assert out["offer_reason"].iloc[0].endswith("on Red mug, Blue plate, Green bowl.")
+
+
+# ------------------------------------------------------------------------------------------ wholesale
+def test_wholesale_customer_gets_no_consumer_offer():
+    out = run(frame(row(frequency=3.0, total_spend=9000.0, wholesale=True))).iloc[0]
+    assert (out["offer_type"], out["channel"], out["offer_value"]) == ("none", "none", 0.0)
+    assert out["offer_reason"] == "Wholesale customer (total spend 9000.00 over 4 purchase days): kept out of consumer offers."

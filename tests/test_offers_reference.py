@@ -56,15 +56,18 @@ def shop() -> dict:
     s["next_purchase_date"] = (s["last_purchase"] + gap).where(lat["lambda_per_week"].to_numpy() > 0.002)
     s["r_score"] = pd.qcut(s["last_purchase"].rank(method="first"), 5, labels=False) + 1
     s["f_score"] = pd.qcut(s["orders"].rank(method="first"), 5, labels=False) + 1
-    seg = np.select([(s["r_score"] >= 4) & (s["f_score"] >= 4), s["f_score"] >= 4, s["r_score"] <= 1],
-                    ["Champions", "Loyal Customers", "Lost"], "Need Attention")
+    seg = np.select([(s["r_score"] >= 4) & (s["f_score"] >= 4), s["f_score"] >= 4, s["r_score"] <= 1,
+                     s["r_score"] == 2], ["Champions", "Loyal Customers", "Lost", "Hibernating"], "Need Attention")
     s["segment"] = pd.array(seg, dtype="string")
+    s["p_purchase_90d"] = np.clip(s["p_alive"] * rng.random(n), 0, 1)
+    s["wholesale"] = rng.random(n) < 0.03
     pool = sorted(tx["product_id"].unique())
     s["recommended_products"] = [[pool[(i * 7 + j) % len(pool)] for j in range(5)] for i in range(n)]
     s.loc[s.index[:10], "recommended_products"] = None
     scores = s.reset_index()
     last = tx[tx["timestamp"] == tx.groupby("customer_id", observed=True)["timestamp"].transform("max")]
     lop = last.groupby("customer_id", observed=True)["product_id"].agg(list)
+    tx = tx.assign(description=("item " + tx["product_id"].astype(str)).where(tx.index % 7 != 0))
     return dict(scores=scores, customers=sim.customers, events=sim.events, transactions=tx, as_of=as_of,
                 last_order_products=lop, cross_sell=set_like_cross_sell(pool))
 
@@ -76,6 +79,9 @@ def _playbooks() -> dict[str, tuple[dict, dict]]:
         "budget by net LTV, half redeemed": (dict(budget=800.0, budget_rank_by="net_ltv", redemption_rate=0.5), {}),
         "browse from the last order": ({}, dict(transactions=None)),
         "no customers table, consent assumed": (dict(assume_consent_without_customers=True), dict(customers=None)),
+        "no customers table, consent unknown": ({}, dict(customers=None)),
+        "lapsed by P(purchase in 90 days), names given": (
+            dict(lapsed_max_p_purchase_90d=0.3, lapsed_rules=["win_back"]), dict(product_names={"P0001": "first"})),
         "VIP ranked in the table, discounts everywhere": (
             dict(vip_discount=0.2, cross_sell_discount=0.05, birthday_window_days=60, browse_window_days=40),
             dict(vip_min_clv=None)),
@@ -106,8 +112,20 @@ def test_simulated_playbooks_reach_every_rule_and_guard(shop):
     text = "\n".join(reasons)
     for part in ("anyway, so no discount", "capped from", "would exceed the budget guard", "discount budget of",
                  "below the floor", "no consented channel", "younger than the minimum contact age",
-                 "No offer rule applies"):
+                 "No offer rule applies", "consent unknown (no customers table)",
+                 "Lost customer: last order", "Wholesale customer", " on item P"):
         assert part in text
+
+
+def test_engine_equals_reference_without_p_purchase_90d_or_consent_columns(shop):
+    inputs = {k: v for k, v in shop.items() if k != "scores"}
+    no_consent = shop["customers"].drop(columns=[f"consent_{ch}" for ch in CHANNELS])
+    out = both(shop["scores"].drop(columns=["p_purchase_90d", "wholesale"]), cfg_with(),
+               **(inputs | dict(customers=no_consent)))
+    assert out["offer_reason"].str.contains("no consent columns in the customers table").any()
+    assert out["offer_reason"].str.startswith("No offer rule applies (P(alive) ").any()
+    out = both(shop["scores"], cfg_with(), **(inputs | dict(customers=shop["customers"].iloc[::2])))
+    assert out["offer_reason"].str.contains("consent unknown (not in the customers table)", regex=False).any()
 
 
 def test_customers_ages_from_birth_dates_use_365_25_day_years(shop):

@@ -92,9 +92,11 @@ def test_no_offer_on_a_channel_without_consent(trained, shop):
         on = joined["channel"] == channel
         assert on.any(), f"no customer was contacted by {channel}"
         assert joined.loc[on, f"consent_{channel}"].all()
-    messaged = (joined["offer_type"] != "none") & (joined["group"] == "treatment")
-    assert (joined.loc[messaged, "channel"] != "none").all()
-    assert joined.loc[messaged, "deliver"].all()
+    treated = (joined["offer_type"] != "none") & (joined["group"] == "treatment")
+    reachable = treated & (joined["channel"] != "none")
+    assert joined.loc[reachable, "deliver"].all() and not joined.loc[~reachable, "deliver"].any()
+    # a decision without a consented channel stands, is not delivered, and says why
+    assert joined.loc[treated & ~reachable, "offer_reason"].str.contains(" Not sent: ").all()
 
 
 def test_outputs_are_written_and_recorded(trained, shop):
@@ -182,6 +184,7 @@ def test_lookup_returns_the_nightly_row_fast(trained):
     nightly = trained["run"].scores.set_index("customer_id")
     cid = nightly.index[17]
     row = scorer.lookup(cid)
+    json.dumps(row, allow_nan=False)  # JSON-native: ISO dates, plain floats, lists
     assert row["segment"] == nightly.loc[cid, "segment"]
     assert row["clv_12m"] == pytest.approx(nightly.loc[cid, "clv_12m"])
     assert list(row["recommended_products"]) == list(nightly.loc[cid, "recommended_products"])

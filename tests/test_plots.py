@@ -320,3 +320,63 @@ def test_figure_to_png_base64_closes_figure():
     png = base64.b64decode(b64)
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5_000
     assert not plt.fignum_exists(num)
+
+
+# --------------------------------------------------------------------------------------------------
+# readable axes and money (issue 13)
+# --------------------------------------------------------------------------------------------------
+
+
+def _tick_overlaps(fig: Figure) -> list[tuple[str, str, str]]:
+    """Pairs of neighbouring x tick labels whose drawn boxes overlap, on every axes of ``fig``."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    bad = []
+    for ax in fig.axes:
+        labels = [t for t in ax.xaxis.get_ticklabels() if t.get_visible() and t.get_text()]
+        boxes = [t.get_window_extent(renderer) for t in labels]
+        for i in range(len(boxes) - 1):
+            if boxes[i].overlaps(boxes[i + 1]):
+                bad.append((ax.get_title(), labels[i].get_text(), labels[i + 1].get_text()))
+    return bad
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e3, 1e6])
+def test_money_axes_have_no_overlapping_tick_labels(scale):
+    rng = np.random.default_rng(0)
+    clv = rng.lognormal(8, 1.5, 5000) * scale
+    df = pd.DataFrame({"segment": rng.choice(["Champions", "Loyal", "At Risk", "Lost"], 5000), "clv": clv * 50})
+    assert _tick_overlaps(plots.plot_segments(df, value_col="clv", currency="GBP")) == []
+    assert _tick_overlaps(plots.plot_segments(df, value_col="clv")) == []
+    assert _tick_overlaps(plots.plot_clv_distribution(clv, currency="CHF")) == []
+
+
+def test_money_axes_show_the_currency_sign():
+    df = pd.DataFrame({"segment": ["A", "B"] * 50, "clv": np.linspace(1_000, 2_000_000, 100)})
+    fig = plots.plot_segments(df, value_col="clv", currency="GBP")
+    fig.canvas.draw()
+    value_ax = fig.axes[1]
+    assert value_ax.get_xlabel() == "Total CLV (£)"
+    ticks = [t.get_text() for t in value_ax.xaxis.get_ticklabels() if t.get_text()]
+    assert ticks and all(t.startswith("£") for t in ticks) and any(t.endswith("M") for t in ticks)
+    fig = plots.plot_clv_distribution(np.linspace(0, 50, 100), currency="EUR")
+    assert fig.axes[0].get_xlabel() == "Customer lifetime value (€)"
+    assert "Median €25.00" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+
+
+def test_format_money_signs_precision_and_codes():
+    assert plots.format_money(1234.5, "GBP") == "£1,234.50"
+    assert plots.format_money(-3, "EUR") == "-€3.00"
+    assert plots.format_money(12, "usd") == "$12.00"
+    assert plots.format_money(12, "CHF") == "CHF 12.00"
+    assert plots.format_money(1.5, None, signed=True) == "+1.50"
+    assert plots.format_money(-0.001, "GBP") == "£0.00"
+    assert plots.format_money(None, "GBP") == plots.format_money(float("nan")) == "-"
+
+
+def test_names_in_words():
+    assert plots.offer_type_label("win_back") == "win-back"
+    assert plots.offer_type_label("loyalty_points") == "loyalty points"
+    assert plots.offer_type_label("none") == "no offer"
+    assert [plots.channel_label(c) for c in ("email", "sms", "messenger", "none")] == [
+        "e-mail", "SMS", "messenger", "no channel"]

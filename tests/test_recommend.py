@@ -17,6 +17,15 @@ from rebuy.recommend import Recommender, RecommenderDataError
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "online_retail_ii.csv.gz"
 NON_PRODUCTS = {"POST", "DOT", "M", "BANK CHARGES"}
+_SHOP = load_config(REPO / "configs" / "online_retail_ii.yaml").recommend
+SHOP_EXCLUSIONS = {"excluded_products": list(_SHOP.excluded_products),
+                   "excluded_product_prefixes": list(_SHOP.excluded_product_prefixes)}
+"""Online Retail II's non-product codes, from its config (the code's defaults exclude nothing)."""
+
+
+def shop_recommender(**params) -> Recommender:
+    """A Recommender with Online Retail II's exclusions (POST, DOT, ... are in the test data)."""
+    return Recommender(**{**SHOP_EXCLUSIONS, **params})
 
 
 def _synthetic(seed: int = 0, n_customers: int = 300) -> pd.DataFrame:
@@ -61,7 +70,7 @@ def tx() -> pd.DataFrame:
 def fitted(tx: pd.DataFrame) -> Recommender:
     # the defaults are tuned for thousands of customers (Online Retail II); 300 customers need far less
     # regularisation for the same confidence scale
-    return Recommender(factors=8, iterations=15, regularization=0.1, alpha=1.0, random_state=0).fit(tx)
+    return shop_recommender(factors=8, iterations=15, regularization=0.1, alpha=1.0, random_state=0).fit(tx)
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +155,7 @@ def test_cold_start_unknown_customer_gets_country_or_segment_popularity(fitted: 
 
 def test_segment_map_at_fit_and_min_history(tx: pd.DataFrame) -> None:
     seg = {f"c{c:03d}": ("even" if c % 2 == 0 else "odd") for c in range(300)}
-    m = Recommender(factors=8, iterations=5, min_history=1000).fit(tx, segments=seg)
+    m = shop_recommender(factors=8, iterations=5, min_history=1000).fit(tx, segments=seg)
     assert set(m.segment_popular_) == {"even", "odd"}
     frame = m.recommend(["c001", "c002"], 5, output="frame")
     assert set(frame["source"]) == {"popularity"}  # too little history for everyone
@@ -169,7 +178,7 @@ def test_empty_history_customer_gets_popularity(tx: pd.DataFrame) -> None:
             "amount": [5.0],
         }
     )
-    m = Recommender(factors=8, iterations=5).fit(pd.concat([tx, only_post], ignore_index=True))
+    m = shop_recommender(factors=8, iterations=5).fit(pd.concat([tx, only_post], ignore_index=True))
     assert "ghost" not in m.customer_index_  # nothing but postage: no history
     lst = m.recommend_one("ghost", 6)
     assert len(lst) == 6 and "POST" not in lst
@@ -186,7 +195,7 @@ def test_single_product_catalogue() -> None:
             "quantity": [1.0, 1.0, 1.0],
         }
     )
-    m = Recommender(factors=64).fit(df)
+    m = shop_recommender(factors=64).fit(df)
     assert m.model_ is None and list(m.product_ids_) == ["X"]
     assert m.recommend_one("new", 10) == ["X"]
     assert m.recommend_one("a", 10) == ["X"]  # never empty, even if everything was bought
@@ -196,7 +205,7 @@ def test_single_product_catalogue() -> None:
 
 def test_factors_capped_below_catalogue_size(tx: pd.DataFrame) -> None:
     small = tx[tx["product_id"].isin(["P00", "P01", "P02", "P03", "P04"])]
-    m = Recommender(factors=64, iterations=5).fit(small)
+    m = shop_recommender(factors=64, iterations=5).fit(small)
     assert m.factors_ == 4
     assert np.isfinite(m.user_factors_).all() and np.isfinite(m.item_factors_).all()
 
@@ -222,7 +231,7 @@ def test_bought_together_similar_and_upsell(fitted: Recommender) -> None:
 
 
 def test_repurchase_blend_and_categories(tx: pd.DataFrame) -> None:
-    m = Recommender(factors=8, iterations=10, allow_repurchase=True, history_weight=1.0).fit(tx)
+    m = shop_recommender(factors=8, iterations=10, allow_repurchase=True, history_weight=1.0).fit(tx)
     c = "c004"
     own = tx[(tx.customer_id == c) & (tx.product_id != "POST")].groupby("product_id").size()
     lst = m.recommend_one(c, 3)
@@ -233,7 +242,7 @@ def test_repurchase_blend_and_categories(tx: pd.DataFrame) -> None:
             tx["product_id"].str[1:].isin([f"{i:02d}" for i in range(10, 20)]), "food", "durable"
         )
     )
-    m2 = Recommender(factors=8, iterations=10, repurchase_categories=["food"], history_weight=0.5).fit(cat)
+    m2 = shop_recommender(factors=8, iterations=10, repurchase_categories=["food"], history_weight=0.5).fit(cat)
     bought = _bought(cat)
     recs = m2.recommend(list(m2.customer_ids_), 10)
     again = [p for c, lst in recs.items() for p in lst if p in bought[c]]
@@ -257,7 +266,7 @@ def test_save_load_round_trip(fitted: Recommender, tmp_path: Path) -> None:
 
 def test_no_product_id_raises_clear_error(tx: pd.DataFrame) -> None:
     with pytest.raises(RecommenderDataError, match="product_id"):
-        Recommender().fit(tx.drop(columns=["product_id"]))
+        shop_recommender().fit(tx.drop(columns=["product_id"]))
     assert issubclass(RecommenderDataError, ValueError)
 
 
@@ -268,7 +277,7 @@ def test_from_config_and_bpr(tx: pd.DataFrame) -> None:
         m.factors == cfg.factors and m.weighting == cfg.weighting and m.history_weight == cfg.history_weight
     )
     assert list(m.excluded_products) == list(cfg.excluded_products)
-    b = Recommender(algorithm="bpr", factors=8, iterations=50, learning_rate=0.05).fit(tx)
+    b = shop_recommender(algorithm="bpr", factors=8, iterations=50, learning_rate=0.05).fit(tx)
     out = b.recommend(list(b.customer_ids_[:10]), 5)
     assert all(len(v) == 5 for v in out.values())
 
@@ -289,7 +298,7 @@ def test_online_retail_excluded_codes_never_recommended(retail: pd.DataFrame) ->
 
 
 def test_as_of_keeps_purchases_up_to_that_day(tx: pd.DataFrame) -> None:
-    m = Recommender(factors=8, iterations=5).fit(tx, as_of="2024-03-01")
+    m = shop_recommender(factors=8, iterations=5).fit(tx, as_of="2024-03-01")
     upto = tx[(tx.timestamp < pd.Timestamp("2024-03-02")) & (tx.product_id != "POST")]
     assert m.history_.sum() == pytest.approx(len(upto))  # purchase lines counted, none after the day
     assert set(m.customer_ids_) == set(upto["customer_id"])
@@ -343,7 +352,7 @@ def test_topk_filter_split_matches_implicit_filter(fitted: Recommender) -> None:
 
 def test_repurchase_categories_without_blend_equal_dense_scores(tx: pd.DataFrame) -> None:
     cat = tx.assign(category=np.where(tx["product_id"].str[1:2] == "1", "food", "durable"))
-    m = Recommender(factors=8, iterations=5, repurchase_categories=["food"], history_weight=0.0).fit(cat)
+    m = shop_recommender(factors=8, iterations=5, repurchase_categories=["food"], history_weight=0.0).fit(cat)
     scores = m.user_factors_ @ m.item_factors_.T
     food = np.array([c == "food" for c in m.product_category_])
     h = m.history_.tocoo()
@@ -377,7 +386,7 @@ def test_product_category_is_the_mode_and_neighbours_the_top_cooccurrence(tx: pd
     cats[p01[: len(p01) // 2]] = "a"  # a tie or near tie between "a" and "b"
     df["category"] = pd.array(cats, dtype="string")
     df.loc[df["product_id"] == "P02", "category"] = pd.NA
-    m = Recommender(factors=4, iterations=2).fit(df)
+    m = shop_recommender(factors=4, iterations=2).fit(df)
     got = dict(zip(m.product_ids_, m.product_category_, strict=True))
     expected = df[df["product_id"] == "P01"]["category"].astype(object).mode().iloc[0]
     assert got["P01"] == expected and got["P02"] is None and got["P05"] == "x"

@@ -10,6 +10,7 @@ import re
 import shutil
 import struct
 import subprocess
+from html import unescape as html_unescape
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -139,9 +140,13 @@ def run(tmp_path_factory):
         "recommender": evaluate_recommender(sim.transactions, "2024-10-01", "2024-12-31", cfg),
     }
     eval_path = write_json(evaluation, root / "evaluate.json")
+    from rebuy.exports import write_exports
+    from rebuy.recommend.products import product_names
+
+    exports = write_exports(scored.scores, root / "exports", product_names=product_names(sim.transactions))
     out = build_report(models_dir=models, scores=scores_path, out=root / "report.html", transactions=tx_path,
-                       evaluation=eval_path)
-    return {
+                       evaluation=eval_path, exports_dir=root / "exports", customers=sim.customers)
+    return {"exports": exports,
         "root": root, "sim": sim, "tx_path": tx_path, "models": models, "manifest": result.manifest,
         "scores_path": scores_path, "scores": scored.scores, "evaluation": evaluation, "out": out,
         "page": parse(out),
@@ -164,10 +169,10 @@ def test_report_has_every_section_in_order_and_no_failed_section(run):
 
 def test_report_images_are_embedded_pngs_that_decode(run):
     page = run["page"]
-    # cohort heatmap, segments, CLV, clusters, tracking, calibration, recommender, offers
-    assert len(page.images) >= 8
+    # segments, CLV, clusters, tracking, calibration, recommender, offers (cohorts are a table of values)
+    assert len(page.images) >= 7
     alts = " ".join(img.get("alt", "") for img in page.images)
-    for word in ("Cohort", "segment", "CLV", "Cluster", "Tracking", "Calibration", "Recommender", "Offers"):
+    for word in ("segment", "CLV", "Cluster", "Tracking", "Calibration", "Recommender", "Offers"):
         assert word in alts
     for img in page.images:
         src = img["src"]
@@ -209,14 +214,19 @@ def test_report_numbers_match_the_inputs(run):
     expected = kpi_summary(run["sim"].transactions)
     assert num(kpi["Revenue (currency)"]) == pytest.approx(expected["revenue"], abs=0.01)
     assert num(kpi["Buyers in the period"]) == expected["buyers"]
-    # offers: counts by type and the budget line
+    # offers: counts by type (in words) and the budget line
+    from rebuy.plots import channel_label, offer_type_label
+
     by_type = {r[0]: num(r[1]) for r in page.rows("offers-by-type")}
-    assert by_type == scores["offer_type"].astype(str).value_counts().astype(float).to_dict()
+    assert by_type == {offer_type_label(k): v for k, v in
+                       scores["offer_type"].astype(str).value_counts().astype(float).to_dict().items()}
     total = page.rows("offers-by-channel")[-1]
-    assert total[:2] == ["total", "all"] and num(total[2]) == len(scores)
+    assert total[:2] == ["total", "all channels"] and num(total[2]) == len(scores)
     assert num(total[3]) == pytest.approx(scores["discount_cost"].sum(), abs=0.01)
     by_channel = {(r[0], r[1]): num(r[2]) for r in page.rows("offers-by-channel")[:-1]}
-    assert by_channel == scores.groupby(["offer_type", "channel"]).size().astype(float).to_dict()
+    channel = scores["channel"].where(scores["offer_type"] != "none", "none")
+    want = scores.assign(channel=channel).groupby(["offer_type", "channel"]).size().astype(float)
+    assert by_channel == {(offer_type_label(t), channel_label(c)): v for (t, c), v in want.items()}
     assert page.kv("offer-budget")["Run budget (currency)"] == "no cap configured"
     # validation: recommender metrics of the model row match the evaluation
     rec = page.rows("recommender-new_items")
@@ -540,9 +550,9 @@ def small(tmp_path_factory):
             "log": log, "log_path": log_path, "full": full, "page": _section(full, "what_worked")}
 
 
-def test_what_worked_comes_right_after_the_overview(small):
-    assert parse(small["full"]).sections[:2] == ["overview", "what_worked"]
-    assert [sid for sid, _ in SECTIONS][:2] == ["overview", "what_worked"]
+def test_what_worked_comes_right_after_what_to_do_now(small):
+    assert parse(small["full"]).sections[:2] == ["what_to_do", "what_worked"]
+    assert [sid for sid, _ in SECTIONS][:2] == ["what_to_do", "what_worked"]
     assert "section-error" not in small["page"].classes
 
 
@@ -608,7 +618,7 @@ def test_recorded_evidence_replaces_the_derived_changes(small, tmp_path):
     assert "switched off" not in text
 
 
-def test_without_uplift_the_section_says_how_to_measure(small, tmp_path):
+def test_without_uplift_or_evaluation_the_report_says_how_to_get_them(small, tmp_path):
     out = build_report(models_dir=small["models"], scores=small["scores_path"], out=tmp_path / "r.html")
     page = _section(out, "what_worked")
     text = " ".join(page.text)
@@ -616,6 +626,10 @@ def test_without_uplift_the_section_says_how_to_measure(small, tmp_path):
     assert "rebuy measure --offers OFFER_LOG --transactions TRANSACTIONS --out uplift.json" in text
     assert "rebuy report --uplift uplift.json" in text
     assert not page.images and "uplift-by-offer" not in page.tables
+    # the model-validation section is not empty: it says how to get the evaluation (the demo has none)
+    validation = " ".join(_section(out, "validation").text)
+    assert "rebuy evaluate ... --out evaluation.json" in validation
+    assert "rebuy report --evaluation evaluation.json" in validation
 
 
 def test_nothing_changes_when_no_type_is_harmful_or_clearly_profitable():
@@ -645,3 +659,219 @@ def test_harm_that_does_not_survive_holm_stays_on_and_the_report_says_why():
     sentences = _change_sentences(weak, None)
     assert sentences[0].startswith("VIP stays on: its harm (uplift -3.0 points) is not significant")
     assert not any("switched off" in s for s in sentences)
+
+
+# --------------------------------------------------------------------------------------------------
+# issue 13: a report a marketer acts on
+# --------------------------------------------------------------------------------------------------
+
+_MARKETER = ["what_to_do", "what_worked", "kpis", "segments", "movement", "clv"]
+_ENGINEERING = ["overview", "data", "model", "validation"]
+
+
+def test_what_to_do_now_comes_first_and_engineering_sections_last(run):
+    order = run["page"].sections
+    assert order[: len(_MARKETER)] == _MARKETER
+    assert order[-len(_ENGINEERING):] == _ENGINEERING
+    raw = run["out"].read_text(encoding="utf-8")
+    # the first thing under the header is what to do, not run ids and cleaning counts
+    assert raw.index('id="what-to-do"') < raw.index('id="overview-table"') < raw.index('id="cleaning"')
+
+
+def _contacted(scores: pd.DataFrame) -> pd.DataFrame:
+    keep = (scores["group"] == "treatment") & scores["deliver"].astype(bool) & (scores["channel"] != "none")
+    return scores[keep & (scores["offer_type"] != "none")]
+
+
+def test_what_to_do_now_has_customers_cost_margin_and_file_per_offer_and_channel(run, tmp_path):
+    from rebuy.plots import channel_label, offer_type_label
+
+    models = _copy_models(run, tmp_path)
+    out = build_report(models_dir=models, scores=run["scores_path"], out=tmp_path / "r.html", uplift=UPLIFT,
+                       exports_dir=run["root"] / "exports")
+    page = _section(out, "what_to_do")
+    table = page.tables["what-to-do"]
+    assert table[0] == ["Offer", "Channel", "Customers", "Expected discount cost", "Expected incremental margin",
+                        "Margin 95% interval", "File to send"]
+    sent = _contacted(run["scores"])
+    want = sent.groupby(["offer_type", "channel"]).agg(n=("customer_id", "size"), cost=("discount_cost", "sum"))
+    assert len(want) >= 3
+    rows = {(r[0], r[1]): r for r in table[1:]}
+    assert set(rows) == {(offer_type_label(t), channel_label(c)) for t, c in want.index}
+    assert "no channel" not in {r[1] for r in table[1:]}
+    measured = {r["offer_type"]: r for r in UPLIFT["by_offer"]}
+    for (t, c), w in want.iterrows():
+        row = rows[(offer_type_label(t), channel_label(c))]
+        assert num(row[2]) == w["n"]
+        assert num(row[3]) == pytest.approx(w["cost"], abs=0.01)
+        if t in measured:
+            m = measured[t]
+            assert num(row[4]) == pytest.approx(m["incremental_margin_per_customer"] * w["n"], abs=0.01)
+            lo, hi = (num(x) for x in row[5].split(" to "))
+            assert lo == pytest.approx(m["incremental_margin_ci95"][0] * w["n"], abs=0.01)
+            assert hi == pytest.approx(m["incremental_margin_ci95"][1] * w["n"], abs=0.01)
+        else:
+            assert row[4] == "not measured yet" and row[5] == "-"
+        assert row[6] == f"{t}_{c}.csv" and (run["root"] / "exports" / row[6]).is_file()
+    text = " ".join(page.text)
+    assert "held out as the control group" in text and str(run["root"] / "exports") in text
+
+
+def test_what_to_do_now_without_exports_names_the_files_to_write(small, tmp_path):
+    scores = pd.read_parquet(small["scores_path"]).assign(
+        offer_type="win_back", channel="email", group="treatment", deliver=True, discount_cost=2.0)
+    path = write_table(scores, tmp_path / "scores.parquet")
+    out = build_report(models_dir=small["models"], scores=path, out=tmp_path / "r.html")
+    page = _section(out, "what_to_do")
+    (row,) = page.rows("what-to-do")
+    assert row[:4] == ["win-back", "e-mail", f"{len(scores):,}", f"{2.0 * len(scores):,.2f}"]
+    assert row[4] == "not measured yet" and row[6] == "win_back_email.csv (not written yet)"
+    assert "rebuy score --exports DIR" in " ".join(page.text)
+
+
+def test_no_channel_is_shown_for_customers_without_an_offer(small, tmp_path):
+    scores = pd.read_parquet(small["scores_path"])
+    n = len(scores)
+    scores = scores.assign(offer_type=["none"] * (n - 10) + ["win_back"] * 10, channel="email", discount_cost=0.0,
+                           group=["none"] * (n - 10) + ["treatment"] * 10, deliver=[False] * (n - 10) + [True] * 10)
+    path = write_table(scores, tmp_path / "scores.parquet")
+    page = _section(build_report(models_dir=small["models"], scores=path, out=tmp_path / "r.html"), "offers")
+    rows = {(r[0], r[1]): num(r[2]) for r in page.rows("offers-by-channel")[:-1]}
+    assert rows == {("no offer", "no channel"): n - 10, ("win-back", "e-mail"): 10}
+    assert {r[0] for r in page.rows("offers-by-type")} == {"no offer", "win-back"}
+
+
+def test_money_is_shown_with_the_shops_currency_and_probabilities_with_two_decimals(run, tmp_path):
+    models = _copy_models(run, tmp_path)
+    out = build_report(models_dir=models, scores=run["scores_path"], out=tmp_path / "gbp.html",
+                       transactions=run["tx_path"], currency="GBP")
+    page = parse(out)
+    kpi = page.kv("kpi-table")
+    assert re.fullmatch(r"£\d{1,3}(,\d{3})*\.\d\d", kpi["Revenue (£)"])
+    assert re.fullmatch(r"£\d{1,3}(,\d{3})*\.\d\d", kpi["Average order value (£)"])
+    segments = page.tables["segment-table"]
+    assert segments[0][3] == "Mean P(alive)"
+    assert all(re.fullmatch(r"[01]\.\d\d", r[3]) for r in segments[1:]), [r[3] for r in segments[1:]]
+    assert all(r[4].startswith("£") for r in segments[1:])
+    assert "Money in GBP (£)." in " ".join(page.text)
+    other = build_report(models_dir=models, scores=run["scores_path"], out=tmp_path / "chf.html", currency="chf")
+    clv = parse(other).kv("clv-table")
+    assert re.fullmatch(r"CHF \d{1,3}(,\d{3})*\.\d\d", clv["Total"])
+    plain = run["page"].kv("clv-table")["Total"]  # no currency configured: plain numbers
+    assert re.fullmatch(r"\d{1,3}(,\d{3})*\.\d\d", plain)
+    with pytest.raises(ReportError, match="currency"):
+        build_report(models_dir=models, scores=run["scores_path"], out=tmp_path / "bad.html", currency="pounds")
+
+
+def test_kpis_show_cohort_values_and_breakdowns_by_channel_and_offer_type(run):
+    from rebuy.data import load_transactions
+    from rebuy.kpis import channel_metrics, cohort_retention
+    from rebuy.plots import offer_type_label
+
+    page = run["page"]
+    tx = load_transactions(run["tx_path"], Config())
+    counts, pct = cohort_retention(tx)
+    cohort = page.rows("cohort-table")[0]
+    label = cohort[0].rstrip(" *")
+    assert num(cohort[1]) == counts.loc[pd.Period(label, "M"), 0]
+    assert [num(c) for c in cohort[2:5]] == pytest.approx(list(pct.loc[pd.Period(label, "M"), 1:3]), abs=0.5)
+    assert all(c.endswith("%") or c.endswith("% *") for c in cohort[2:] if c)
+    kpi = page.kv("kpi-table")
+    for key in ("Customer retention rate", "Repeat-purchase rate", "Churn rate", "Average order value (currency)"):
+        assert kpi[key] not in ("", "-")
+    channels = {r[0]: r for r in page.rows("kpis-by-channel")}
+    want = channel_metrics(tx, run["sim"].customers, by="acquisition_channel")
+    assert {k.replace("_", " ") for k in want.index} == set(channels)
+    first = want.index[0]
+    assert num(channels[first.replace("_", " ")][1]) == want.loc[first, "customers"]
+    offers = {r[0] for r in page.rows("kpis-by-offer")}
+    assert offers == {offer_type_label(t) for t in run["scores"]["offer_type"].astype(str).unique()}
+
+
+def test_partial_months_are_flagged_in_the_cohort_table(run):
+    from rebuy.data import load_transactions
+    from rebuy.report import _cohort_html
+
+    tx = load_transactions(run["tx_path"], Config())
+    last = tx["timestamp"].max()
+    cut = tx[tx["timestamp"] < last.normalize().replace(day=10)]  # the last month ends on its 9th day
+    page = _Page()
+    page.feed(_cohort_html(cut))
+    rows = page.rows("cohort-table")
+    month = str((last.normalize().replace(day=10)).to_period("M"))
+    flagged = [c for r in rows for c in r[2:] if c.endswith("*")]
+    assert flagged, rows
+    assert f"partial month ({month})" in " ".join(page.text)
+
+
+def test_segment_movement_is_not_shown_against_another_shop(run, tmp_path):
+    models = _copy_models(run, tmp_path)
+    build_report(models_dir=models, scores=run["scores_path"], out=tmp_path / "r1.html")
+    scores = run["scores"]
+    # another shop with the same id scheme: the ids match, the first-purchase days do not
+    other = scores.copy()
+    other["first_purchase"] = pd.to_datetime(other["first_purchase"]) + pd.Timedelta(days=40)
+    other["scored_at"] = scores["scored_at"] + pd.Timedelta(days=1)
+    out = build_report(models_dir=models, scores=write_table(other, tmp_path / "other.parquet"), out=tmp_path / "r2.html")
+    page = _section(out, "movement")
+    assert "Previous run is another shop/data set: no movement shown" in " ".join(page.text)
+    assert "movement-summary" not in page.tables
+    # and a shop with other ids altogether
+    ids = other.assign(customer_id="X" + scores["customer_id"].astype(str),
+                       scored_at=scores["scored_at"] + pd.Timedelta(days=2))
+    out = build_report(models_dir=models, scores=write_table(ids, tmp_path / "ids.parquet"), out=tmp_path / "r3.html")
+    assert "another shop/data set" in " ".join(_section(out, "movement").text)
+
+
+_FIRST_SCREEN_CHECK = (
+    "<script>window.addEventListener('load',function(){var H=900,rects=[],bad=[],n,i,j;"
+    "var w=document.createTreeWalker(document.body,NodeFilter.SHOW_TEXT,null);"
+    "while((n=w.nextNode())){if(!n.textContent.trim())continue;var rg=document.createRange();rg.selectNodeContents(n);"
+    "var rs=rg.getClientRects();for(i=0;i<rs.length;i++){var b=rs[i];if(b.width<1||b.height<1||b.top>=H||b.bottom<=0)"
+    "continue;rects.push({t:n.textContent.trim().slice(0,40),l:b.left,r:b.right,y0:b.top,y1:b.bottom});}}"
+    "for(i=0;i<rects.length;i++)for(j=i+1;j<rects.length;j++){var a=rects[i],c=rects[j];"
+    "var ox=Math.min(a.r,c.r)-Math.max(a.l,c.l),oy=Math.min(a.y1,c.y1)-Math.max(a.y0,c.y0);"
+    "if(ox>1&&oy>1)bad.push([a.t,c.t]);}"
+    "var h=document.querySelector('section h2'),t=document.getElementById('what-to-do');"
+    "var p=document.createElement('pre');p.id='first-screen-check';"
+    "p.textContent=JSON.stringify({texts:rects.length,overlaps:bad.slice(0,10),n_overlaps:bad.length,"
+    "heading:h?h.textContent:null,table_top:t?t.getBoundingClientRect().top:null,"
+    "table_right:t?t.getBoundingClientRect().right:null,"
+    "scroll_width:document.documentElement.scrollWidth,inner_width:window.innerWidth});"
+    "document.body.appendChild(p);});</script>"
+)
+
+
+def test_first_screen_screenshot_is_what_to_do_now_without_overlapping_text(run, tmp_path):
+    """The first 1280 x 900 pixels in headless Chromium: not blank, the "What to do now" table in
+    view, and no two text boxes drawn on top of each other (measured in the page's own layout)."""
+    if not CHROMIUM.exists():
+        pytest.skip("chromium is not installed at /usr/bin/chromium (apt-get install chromium)")
+    import matplotlib.image as mpimg
+
+    models = _copy_models(run, tmp_path)
+    report = build_report(models_dir=models, scores=run["scores_path"], out=tmp_path / "r.html", uplift=UPLIFT,
+                          exports_dir=run["root"] / "exports", currency="GBP")
+    shot = tmp_path / "first.png"
+    proc = _chromium(f"--screenshot={shot}", "--window-size=1280,900", report.resolve().as_uri(),
+                     profile=tmp_path / "profile1")
+    assert shot.is_file(), proc.stderr.decode(errors="replace")[-2000:]
+    pixels = mpimg.imread(shot)[..., :3]
+    assert pixels.shape[:2] == (900, 1280)
+    assert float(pixels.std()) > 0.05  # not blank
+    assert float(pixels[300:].std()) > 0.05  # the table below the header is drawn too
+
+    checked = tmp_path / "checked.html"
+    checked.write_text(report.read_text(encoding="utf-8").replace("</body>", _FIRST_SCREEN_CHECK + "</body>"),
+                       encoding="utf-8")
+    proc = _chromium("--window-size=1280,900", "--dump-dom", checked.resolve().as_uri(), profile=tmp_path / "profile2")
+    dom = proc.stdout.decode("utf-8", errors="replace")
+    found = re.search(r'<pre id="first-screen-check">([^<]*)</pre>', dom)
+    assert found, dom[-2000:]
+    result = json.loads(html_unescape(found.group(1)))
+    assert result["heading"] == "What to do now"
+    assert result["table_top"] is not None and 0 < result["table_top"] < 700, result
+    assert result["texts"] > 30, result  # the check saw the page's text
+    assert result["n_overlaps"] == 0, result["overlaps"]
+    assert result["scroll_width"] <= result["inner_width"], result  # nothing runs off to the right
+    assert result["table_right"] <= result["inner_width"], result

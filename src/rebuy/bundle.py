@@ -465,24 +465,33 @@ def record_latest_scores(
     table: str | None = None,
     run_id: str | None = None,
     experiment: dict[str, Any] | None = None,
+    as_of: str | dt.date | None = None,
 ) -> Path:
     """Record (atomically) where the latest scores table was written, in ``models_dir/latest_scores.json``.
 
-    Paths are stored absolute. ``table`` defaults to ``customer_scores`` when ``db_path`` is given.
-    ``run_id`` is the bundle that scored (default: the current latest bundle; null when there is none).
-    ``experiment`` (the night's control-group key and shares) lets a request scored alone land in
-    the group the batch would give it.
+    Paths are stored absolute. ``db_path`` is a DuckDB file or a ``postgresql://`` URL; a URL is
+    stored as ``db_url`` with any password stripped (:func:`rebuy.postgres.safe_url`: readers get
+    it from PGPASSWORD, ~/.pgpass or a libpq service). ``table`` defaults to ``customer_scores``
+    when a database is given. ``run_id`` is the bundle that scored (``model_run_id``; default: the
+    current latest bundle; null when there is none). ``experiment`` (the night's control-group key
+    and shares) lets a request scored alone land in the group the batch would give it; ``as_of``
+    (the night's as-of day, ``YYYY-MM-DD``) is the default as-of of ``Scorer.score_customer``.
     """
+    from rebuy.postgres import is_postgres_url, safe_url
+
     models_dir = Path(models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
     if db_path is not None and table is None:
         table = "customer_scores"
+    url = safe_url(str(db_path)) if is_postgres_url(db_path) else None
     record = {
         "scores_path": str(Path(scores_path).resolve()),
-        "db_path": str(Path(db_path).resolve()) if db_path is not None else None,
+        "db_path": str(Path(db_path).resolve()) if db_path is not None and url is None else None,
+        "db_url": url,
         "table": table,
         "model_run_id": run_id if run_id is not None else latest_run_id(models_dir),
         "recorded_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "as_of": str(as_of)[:10] if as_of is not None else None,
         "experiment": experiment,
     }
     out = models_dir / LATEST_SCORES_FILE
@@ -494,6 +503,7 @@ def read_latest_scores(models_dir: str | os.PathLike[str]) -> dict[str, Any] | N
     """The record written by :func:`record_latest_scores`, with Path values; None when none was written.
 
     Accepts the models directory or a path inside it (``models/latest``, ``models/<run-id>``).
+    ``db_url`` (PostgreSQL, no password) and ``as_of`` are None in records of older versions.
     """
     path = Path(models_dir)
     candidates = [path / LATEST_SCORES_FILE, path.parent / LATEST_SCORES_FILE]
@@ -504,7 +514,9 @@ def read_latest_scores(models_dir: str | os.PathLike[str]) -> dict[str, Any] | N
         record = json.loads(file.read_text(encoding="utf-8"))
         record["scores_path"] = Path(record["scores_path"])
         record["db_path"] = Path(record["db_path"]) if record.get("db_path") else None
-    except (ValueError, KeyError, TypeError) as exc:
+        record.setdefault("db_url", None)
+        record.setdefault("as_of", None)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise BundleError(f"{file}: malformed scores record ({exc})") from None
     return record
 

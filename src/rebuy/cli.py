@@ -43,16 +43,14 @@ ColumnOpt = Annotated[
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")]
 
 
+_LOG_FORMAT: list[str | None] = [None]
+"""The --log-format of this invocation (set by the callback before the command runs)."""
+
+
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-        force=True,
-    )
-    for noisy in ("matplotlib", "numba", "py4j"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from rebuy.logs import configure
+
+    configure(verbose, _LOG_FORMAT[0])
 
 
 def _config(config: Path | None, as_of: str | None, time_unit: str | None, column: list[str] | None,
@@ -109,10 +107,21 @@ def _table(title: str, rows: list[tuple[str, str]]) -> str:
     return "\n".join(lines)
 
 
-@app.callback(invoke_without_command=True)
+EXIT_CODES = "Exit codes: 0 done; 2 a user error (bad input, config, path or usage: one line says what); 1 an internal error (a bug: the traceback with -v)."
+
+
+@app.callback(invoke_without_command=True, epilog=EXIT_CODES)
 def main(
     version: Annotated[bool, typer.Option("--version", help="Show the version and exit.")] = False,
+    log_format: Annotated[str | None, typer.Option(
+        "--log-format", help="text (default) or json: one JSON object per log line, for schedulers "
+        "(also REBUY_LOG_FORMAT=json).")] = None,
 ) -> None:
+    from rebuy.logs import FORMATS
+
+    if log_format is not None and log_format.lower() not in FORMATS:
+        _fail(f"--log-format must be one of {', '.join(FORMATS)}, got {log_format!r}")
+    _LOG_FORMAT[0] = log_format
     if version:
         typer.echo(f"rebuy {__version__}")
         raise typer.Exit()
@@ -304,8 +313,11 @@ def score(
     customers: Annotated[str | None, typer.Option("--customers", help="Customers table (optional).")] = None,
     events: Annotated[str | None, typer.Option("--events", help="View/cart events (optional).")] = None,
     models_dir: Annotated[Path, typer.Option("--models-dir", help="Models directory holding latest.")] = Path("models"),
-    db: Annotated[Path | None, typer.Option("--db", help="DuckDB file to upsert customer_scores into.")] = Path("scores.duckdb"),
-    no_db: Annotated[bool, typer.Option("--no-db", help="Do not write the DuckDB table.")] = False,
+    db: Annotated[str | None, typer.Option(
+        "--db", help="Also write the tables customer_scores and offer_log: a DuckDB file (.duckdb) or a "
+        "postgresql:// URL (needs pip install 'rebuy[postgres]'; no password in the URL: use PGPASSWORD or "
+        "~/.pgpass). Default: none.")] = None,
+    no_db: Annotated[bool, typer.Option("--no-db", help="Do not write a database (the default; kept for scripts).")] = False,
     config: Annotated[
         Path | None, typer.Option("--config", help="Take the data, clv and offers sections from this YAML.")
     ] = None,
@@ -315,6 +327,8 @@ def score(
     uplift: Annotated[
         Path | None, typer.Option("--uplift", help="rebuy measure JSON: offers chosen by measured uplift.")
     ] = None,
+    exports: Annotated[Path | None, typer.Option(
+        "--exports", help="Directory for one CSV per offer type x channel, ready for the e-mail/SMS/messenger tool.")] = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Score every customer with the latest bundle; write Parquet/CSV, the DuckDB table and the offer log atomically."""
@@ -335,6 +349,7 @@ def score(
             columns=parse_column_overrides(column),
             time_unit=time_unit,
             uplift=uplift,
+            exports=exports,
         )
     s = score_summary(run.scores)
     rows = [("customers", f"{s['customers']:,}")]
@@ -345,9 +360,14 @@ def score(
     rows += _experiment_rows(run.experiment or {}, s)
     rows += [("scores written to", str(run.out_path))]
     if run.db_path:
-        rows += [("DuckDB tables", f"{run.db_path} :: customer_scores, offer_log")]
+        rows += [("database tables", f"{run.db_path} :: customer_scores, offer_log")]
     if run.log_path:
         rows += [("offer log", f"{run.log_path} ({run.experiment['logged']:,} decisions)")]
+    if run.exports:
+        from rebuy.exports import customers_to_contact
+
+        counts = customers_to_contact(run.scores).groupby(["offer_type", "channel"], observed=True).size()
+        rows += [(f"export: {path.name}", f"{int(counts.get(key, 0)):,} customers") for key, path in run.exports.items()]
     rows += [("seconds", f"{run.seconds:.1f}")]
     typer.echo(_table("rebuy score", rows))
 
@@ -359,6 +379,9 @@ def _experiment_rows(experiment: dict, summary: dict) -> list[tuple[str, str]]:
                            f"run {experiment.get('run_id')})"),
             ("treatment / control", f"{groups.get('treatment', 0):,} / {groups.get('control', 0):,} "
                                     f"(delivered {summary['delivered']:,})")]
+    if summary["not_sent"]:
+        rows.append(("decided, not sent", f"{summary['not_sent']:,} treated customers without an allowed channel "
+                                          "(consent unknown or absent, or too young: see offer_reason)"))
     rows += [(f"control: {t}", note) for t, note in experiment.get("notes", {}).items()]
     evidence = experiment.get("evidence")
     if evidence:
@@ -445,6 +468,10 @@ def report(
     uplift: Annotated[Path | None, typer.Option("--uplift", help="rebuy measure JSON for 'What worked' (optional).")] = None,
     offers: Annotated[str | None, typer.Option(
         "--offers", help="Offer log for the KPIs by campaign (optional; with --transactions).")] = None,
+    exports: Annotated[Path | None, typer.Option(
+        "--exports", help="The directory rebuy score --exports wrote (default: beside the scores).")] = None,
+    customers: Annotated[str | None, typer.Option(
+        "--customers", help="Customers table, for the KPIs by acquisition channel (optional).")] = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Write the nightly HTML report (what worked, data summary, KPIs, segments, validation, offers)."""
@@ -454,8 +481,30 @@ def report(
     t0 = time.perf_counter()
     with _handled(verbose):
         path = build_report(models_dir=models_dir, scores=scores, out=out, transactions=transactions, evaluation=evaluation,
-                            uplift=uplift, offer_log=offers)
+                            uplift=uplift, offer_log=offers, exports_dir=exports, customers=customers)
     typer.echo(_table("rebuy report", [("report written to", str(path)), ("seconds", f"{time.perf_counter() - t0:.1f}")]))
+
+
+@app.command()
+def doctor(
+    models_dir: Annotated[Path | None, typer.Option("--models-dir", help="Check that models/latest loads.")] = None,
+    transactions: Annotated[str | None, typer.Option("--transactions", help="Check that these read and clean.")] = None,
+    db: Annotated[str | None, typer.Option("--db", help="Check this DuckDB file or postgresql:// URL.")] = None,
+    config: ConfigOpt = None,
+    column: ColumnOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Check the environment, the bundle, the data paths and the database before a nightly run."""
+    _setup_logging(verbose)
+    from rebuy.doctor import run_checks
+
+    with _handled(verbose):
+        cfg = _config(config, None, None, column)
+        checks = run_checks(models_dir=models_dir, transactions_source=transactions, config=cfg, db=db)
+    typer.echo(_table("rebuy doctor", [(f"{c.status:<4}  {c.name}", c.detail) for c in checks]))
+    failed = [c.name for c in checks if c.status == "fail"]
+    if failed:
+        _fail(f"{len(failed)} check(s) failed: {', '.join(failed)}")
 
 
 @app.command("config")

@@ -15,10 +15,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from rebuy.errors import ConfigError  # noqa: F401 (re-exported)
-from rebuy.offers.names import RULE_NAMES
+from rebuy.offers.names import LAPSED_RULES, RULE_NAMES, UPSELL_RULES
 from rebuy.recommend.defaults import DEFAULT_EXCLUDED, DEFAULT_EXCLUDED_PREFIXES
 
 CANONICAL_COLUMNS = ("customer_id", "order_id", "timestamp", "product_id", "quantity", "price", "amount")
@@ -43,7 +51,16 @@ class DataConfig(_Section):
     timestamp_format: str | None = Field(None, description="strftime format of the timestamp column; None infers")
     timezone: str | None = Field(None, description="tz-aware timestamps are converted to this zone, then made naive")
     csv_separator: str = ","
-    drop_duplicates: bool = True
+    drop_duplicates: bool = Field(
+        True, description="drop exact duplicate lines, only when the lines carry an order id (without one, two "
+        "identical purchases on one day are real)",
+    )
+    drop_products: list[str] = Field(
+        default_factory=list, description="product ids dropped at cleaning (test items), e.g. [TEST001]"
+    )
+    drop_product_prefixes: list[str] = Field(
+        default_factory=list, description="product id prefixes dropped at cleaning, e.g. [TEST]"
+    )
 
     @field_validator("columns", "customer_columns", "event_columns")
     @classmethod
@@ -72,11 +89,12 @@ class DataConfig(_Section):
             raise ValueError(f"unknown event column(s) {unknown}; expected some of {list(allowed)}")
         return v
 
-    @field_validator("cancel_prefixes")
+    @field_validator("cancel_prefixes", "drop_product_prefixes")
     @classmethod
-    def _non_empty_prefixes(cls, v: list[str]) -> list[str]:
+    def _non_empty_prefixes(cls, v: list[str], info: ValidationInfo) -> list[str]:
         if any(not p for p in v):
-            raise ValueError("an empty prefix would mark every order as cancelled")
+            what = "mark every order as cancelled" if info.field_name == "cancel_prefixes" else "drop every product"
+            raise ValueError(f"an empty prefix would {what}")
         return v
 
     @field_validator("timezone")
@@ -277,7 +295,8 @@ class RecommendConfig(_Section):
         0.7, ge=0, le=1, description="blend of own purchase history for re-purchasable products (0 = model only)"
     )
     excluded_products: list[str] = Field(
-        default_factory=lambda: list(DEFAULT_EXCLUDED), description="product ids never recommended"
+        default_factory=lambda: list(DEFAULT_EXCLUDED), description="product ids never recommended nor offered "
+        "(postage, fees, adjustments: the shop's own codes; they still count as spend)"
     )
     excluded_product_prefixes: list[str] = Field(
         default_factory=lambda: list(DEFAULT_EXCLUDED_PREFIXES), description="product id prefixes never recommended"
@@ -337,7 +356,21 @@ class OffersConfig(_Section):
     )
     min_contact_age: int | None = Field(18, ge=0, description="customers known to be younger get no message")
     assume_consent_without_customers: bool = Field(
-        False, description="with no customers table (or a customer missing from it) assume every channel is consented"
+        False, description="with no customers table (or a customer missing from it, or no consent columns) assume "
+        "every channel is consented; false = consent unknown: the offer is decided, channel none, not delivered"
+    )
+    # lapsed customers: win-back (or birthday, browse abandonment) or nothing, never an upsell
+    lapsed_segments: list[str] = Field(
+        default_factory=lambda: ["Lost", "Hibernating", "At Risk", "Can't Lose Them"],
+        description="segments that count as lapsed: no upsell (cross_sell, vip, spend_tier, referral, "
+        "loyalty_points), and win-back is offered",
+    )
+    lapsed_max_p_purchase_90d: float | None = Field(
+        None, ge=0, le=1, description="p_purchase_90d below this also counts as lapsed; null = segments only"
+    )
+    lapsed_rules: list[str] = Field(
+        default_factory=lambda: list(LAPSED_RULES),
+        description="the only rules a lapsed customer may get (win-back and re-engagement; never an upsell)",
     )
     # who gets nothing / no discount
     p_alive_floor: float = Field(0.05, ge=0, le=1, description="below this P(alive) an offer is wasted: no offer")
@@ -401,14 +434,17 @@ class OffersConfig(_Section):
     use_measured_uplift: bool = Field(False, description="score with the latest `rebuy measure` result recorded in "
                                       "the models directory (latest_uplift.json), as `rebuy score --uplift` does")
 
-    @field_validator("priority")
+    @field_validator("priority", "lapsed_rules")
     @classmethod
-    def _known_rules(cls, v: list[str]) -> list[str]:
+    def _known_rules(cls, v: list[str], info: ValidationInfo) -> list[str]:
         unknown = [r for r in v if r not in OFFER_TYPES]
         if unknown:
             raise ValueError(f"unknown offer rule(s) {unknown}; expected some of {list(OFFER_TYPES)}")
         if len(set(v)) != len(v):
             raise ValueError("an offer rule is listed twice")
+        upsell = [r for r in v if r in UPSELL_RULES]
+        if info.field_name == "lapsed_rules" and upsell:
+            raise ValueError(f"{upsell} are upsells: lapsed customers get win-back or nothing")
         return v
 
     @field_validator("spend_tiers")
@@ -420,6 +456,16 @@ class OffersConfig(_Section):
         if any(not (0 <= s < 1) for _, s in v):
             raise ValueError("spend tier discounts must be shares in [0, 1)")
         return v
+
+
+class WholesaleConfig(_Section):
+    """Which customers are wholesalers or businesses (kept out of consumer offers and model fits)."""
+
+    rule: Literal["none", "order_value_multiple"] = Field(
+        "none", description="none = every customer is a consumer; order_value_multiple = a mean spend per "
+        "purchase day above order_value_multiple x the median customer's (fixed at training)",
+    )
+    order_value_multiple: float = Field(5.0, gt=1, description="x the median customer's mean spend per purchase day")
 
 
 class MeasureConfig(_Section):
@@ -436,6 +482,8 @@ class Config(BaseModel):
 
     as_of: dt.date | None = Field(None, description="scoring date; None uses the last transaction date")
     time_unit: Literal["days", "weeks"] = "weeks"
+    currency: str | None = Field(None, description="ISO 4217 code of the shop's money (GBP, EUR, USD ...): reports "
+                                 "and reasons show its symbol; None = plain numbers")
     data: DataConfig = Field(default_factory=DataConfig)
     segments: SegmentConfig = Field(default_factory=SegmentConfig)
     purchase_model: Literal["auto", "bgnbd", "mbgnbd", "pareto_nbd"] = Field(
@@ -449,7 +497,15 @@ class Config(BaseModel):
     clv: CLVConfig = Field(default_factory=CLVConfig)
     recommend: RecommendConfig = Field(default_factory=RecommendConfig)
     offers: OffersConfig = Field(default_factory=OffersConfig)
+    wholesale: WholesaleConfig = Field(default_factory=WholesaleConfig)
     measure: MeasureConfig = Field(default_factory=MeasureConfig)
+
+    @field_validator("currency")
+    @classmethod
+    def _currency_code(cls, v: str | None) -> str | None:
+        if v is not None and not (len(v) == 3 and v.isalpha()):
+            raise ValueError(f"currency must be a three-letter ISO 4217 code such as GBP, got {v!r}")
+        return v.upper() if v else v
 
     @model_validator(mode="after")
     def _check_columns(self) -> Config:

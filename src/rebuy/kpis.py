@@ -61,6 +61,7 @@ __all__ = [
     "revenue_per_customer",
     "repeat_revenue_share",
     "cohort_retention",
+    "period_coverage",
     "channel_metrics",
     "funnel",
     "kpi_summary",
@@ -496,6 +497,38 @@ def cohort_retention(transactions: pd.DataFrame, freq: str = "M") -> tuple[pd.Da
     size = counts[0].to_numpy(dtype="float64")
     percentages = counts.div(size, axis=0) * 100.0
     return counts, percentages
+
+
+def period_coverage(transactions: pd.DataFrame, freq: str = "M", as_of: DateLike | None = None) -> pd.DataFrame:
+    """Which calendar periods the data covers fully: one row per period from the first purchase's to
+    the as-of day's (``PeriodIndex`` named "period", default calendar months).
+
+    The data is observed from the first purchase's day to ``as_of`` (a day, included; default the
+    last purchase's day). Columns: ``start`` and ``end`` (the period's first day and the day after
+    its last, datetime64), ``days`` (its length, days), ``days_observed`` (days of it inside the
+    data, 1..days) and ``partial`` (bool: fewer days observed than the period has, i.e. the data
+    starts after the period's first day or the as-of day is before its last day). A cohort of a
+    partial month holds only part of that month's new customers, and a retention cell in it counts
+    only part of the month's buyers.
+    """
+    _check_transactions(transactions)
+    as_of_ts = resolve_as_of(transactions["timestamp"], as_of, "as_of", KPIInputError)
+    first = pd.Timestamp(transactions["timestamp"].min()).normalize()
+    stop = cutoff_after(as_of_ts)  # the day after as_of, midnight
+    if stop <= first:
+        raise KPIInputError(f"period_coverage: as_of {as_of_ts.date()} is before the first purchase {first.date()}")
+    try:
+        periods = pd.period_range(first.to_period(freq), (stop - pd.Timedelta(days=1)).to_period(freq), name="period")
+    except (ValueError, TypeError):
+        raise KPIInputError(f"period_coverage: {freq!r} is not a pandas period frequency") from None
+    start = periods.start_time.normalize()
+    end = (periods + 1).start_time.normalize()
+    lo = np.maximum(start.to_numpy(), first.to_datetime64())
+    hi = np.minimum(end.to_numpy(), stop.to_datetime64())
+    days = ((end - start) / pd.Timedelta(days=1)).to_numpy().astype("int64")
+    observed = ((hi - lo) / np.timedelta64(1, "D")).astype("int64")
+    return pd.DataFrame({"start": start.to_numpy(), "end": end.to_numpy(), "days": days,
+                         "days_observed": observed, "partial": observed < days}, index=periods)
 
 
 def channel_metrics(

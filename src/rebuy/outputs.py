@@ -388,3 +388,20 @@ def read_table_for_lookup(
     df[key] = df[key].astype("string")
     _check_key(df, key, str(path))
     return df.set_index(key).sort_index()
+
+
+def upsert_db(
+    df: pd.DataFrame,
+    db: str | os.PathLike[str],
+    table: str = DEFAULT_TABLE,
+    *,
+    appends: Mapping[str, tuple[pd.DataFrame, str, str]] | None = None,
+) -> int:
+    """Replace ``table`` by ``df`` (with the ``appends``) in one transaction, in the database ``db``:
+    a ``postgresql://`` URL goes to :func:`rebuy.postgres.upsert_postgres`, anything else is a
+    DuckDB file (:func:`upsert_duckdb`, the embedded default). Returns the table's row count."""
+    from rebuy.postgres import is_postgres_url, upsert_postgres
+
+    if is_postgres_url(db):
+        return upsert_postgres(df, str(db), table=table, appends=appends)
+    return upsert_duckdb(df, db, table=table, appends=appends)

@@ -9,11 +9,11 @@ This module is the only place the chain is written: ``rebuy.train`` (``rebuy tra
 ``rebuy.scoring.Scorer`` (``rebuy score``, the offers service) and ``rebuy.spark`` (per partition)
 all call it.
 
-fit:   RFM summary -> purchase model (chosen on holdout windows under ``purchase_model: auto``) and
+fit:   RFM summary -> wholesale customers (``wholesale``; left out of the value-model fits) -> purchase model (chosen on holdout windows under ``purchase_model: auto``) and
        its p_purchase_90d calibrator -> spend model -> CLV ranker (``clv.method``) -> value scores
        -> RFM scores, segments, clusters -> recommender (when the data has products) -> manifest
-       entries (params, selection, clv method, diagnostics, VIP cut)
-score: RFM summary -> value scores -> RFM scores, segments, clusters -> recommendations
+       entries (params, selection, clv method, diagnostics, VIP cut, wholesale share)
+score: RFM summary -> value scores -> RFM scores, segments, clusters, wholesale flag -> recommendations
        -> offers -> the columns of ``rebuy.schema.score_columns(config)``, in that order
 """
 
@@ -63,9 +63,19 @@ def fit(transactions: pd.DataFrame, config: Config, as_of: pd.Timestamp) -> Mode
     with step("RFM summary", log):
         summary = rfm_summary(transactions, as_of=as_of, time_unit=config.time_unit)
     concentration = spend_concentration(summary)
-    if concentration["finding"]:
-        log.warning("%s", concentration["finding"])
-    values = fit_value_models(transactions, summary, config, as_of)
+    if concentration["finding"] and config.wholesale.rule == "none":
+        log.warning("%s (config wholesale.rule separates them)", concentration["finding"])
+    wholesale, wholesale_info = _wholesale(summary, config)
+    if concentration["finding"] and wholesale_info["min_order_value"] is not None:
+        concentration["finding"] = (
+            f"{concentration['large_order_customers_share']:.1%} of customers order more than "
+            f"{concentration['large_order_multiple']:g}x the median order value and bring "
+            f"{concentration['large_order_revenue_share']:.0%} of revenue; wholesale.rule marks "
+            f"{wholesale_info['customers']:,} wholesale customers ({wholesale_info['revenue_share']:.0%} of revenue), "
+            "kept out of the value-model fits and of consumer offers.")
+    consumer_tx = transactions if not wholesale.any() else transactions[
+        ~transactions["customer_id"].isin(summary.index[wholesale])]
+    values = fit_value_models(consumer_tx, summary[~wholesale], config, as_of)
     value = score_value(summary, values.purchase_model, values.spend_model, config, calibrator=values.calibrator)
     value = apply_clv_ranker(value, values.clv_ranker, transactions, summary, config, as_of)
     rfm_scorer, segments = _fit_rfm_scores(summary, config)
@@ -75,8 +85,34 @@ def fit(transactions: pd.DataFrame, config: Config, as_of: pd.Timestamp) -> Mode
                          rfm_scorer=rfm_scorer, clusterer=clusterer, cluster_profiles=profiles,
                          recommender=recommender, purchase_calibrator=values.calibrator,
                          clv_ranker=values.clv_ranker)
-    bundle.manifest = _fit_manifest(bundle, segments, value, recommender_info, concentration, values)
+    bundle.manifest = _fit_manifest(bundle, segments, value[~wholesale], recommender_info, concentration, values)
+    bundle.manifest["wholesale"] = wholesale_info
     return bundle
+
+
+def _wholesale(summary: pd.DataFrame, config: Config) -> tuple[np.ndarray, dict[str, Any]]:
+    """(wholesale flag per summary row, the manifest's ``wholesale`` entry) under ``config.wholesale``."""
+    from rebuy.offers.wholesale import mark_wholesale, wholesale_cut, wholesale_report
+
+    cut = wholesale_cut(summary, config.wholesale)
+    flags = mark_wholesale(summary, cut)
+    info = wholesale_report(summary, flags, config.wholesale, cut)
+    if cut is not None:
+        log.info("wholesale: %d customers (%.1f%%) spend more than %.2f per purchase day and bring %.0f%% of revenue: "
+                 "left out of the purchase and spend model fits and of consumer offers", info["customers"],
+                 100 * info["customer_share"], cut, 100 * info["revenue_share"])
+    return flags, info
+
+
+def wholesale_flags(bundle: ModelBundle, summary: pd.DataFrame) -> np.ndarray:
+    """Per customer of ``summary``: wholesale under the training run's cut (none when the bundle has no cut)."""
+    from rebuy.offers.wholesale import mark_wholesale
+
+    cut = (bundle.manifest.get("wholesale") or {}).get("min_order_value")
+    if cut is None and bundle.config.wholesale.rule != "none":
+        log.warning("the bundle records no wholesale cut (trained before config wholesale was set): nobody is "
+                    "marked wholesale; retrain to apply wholesale.rule")
+    return mark_wholesale(summary, cut)
 
 
 @dataclass
@@ -351,6 +387,7 @@ def score(
             table, config, as_of=as_of, customers=customers, events=events,
             last_order_products=last_products, cross_sell=cross_sell, transactions=transactions,
             vip_min_clv=vip_min_clv if vip_min_clv is not None else bundle.vip_min_clv,
+            product_names=recommender_names(bundle),
         )
     for c in offers.columns:
         table[c] = offers[c].to_numpy()
@@ -360,6 +397,16 @@ def score(
     out = _in_schema_order(table, bundle.config)
     out.attrs["experiment"] = experiment
     return out
+
+
+def recommender_names(bundle: ModelBundle) -> dict[str, str]:
+    """Product id -> description the recommender learnt (empty without one or without descriptions):
+    names for recommended products a customer scored alone never bought."""
+    rec = bundle.recommender
+    info = getattr(rec, "products_", None)
+    if info is None or info.description is None:
+        return {}
+    return {str(p): d for p, d in zip(rec.product_ids_, info.description, strict=True) if isinstance(d, str) and d.strip()}
 
 
 def with_evidence(config: Config, evidence: Evidence | None) -> Config:
@@ -446,6 +493,7 @@ def customer_table(bundle: ModelBundle, transactions: pd.DataFrame, as_of: pd.Ti
         cluster_label = cluster.map(bundle.cluster_profiles["label"]).fillna("unprofiled").astype(str)
     table = pd.DataFrame(index=summary.index)
     table["segment"] = segment
+    table["wholesale"] = wholesale_flags(bundle, summary)
     table[["r_score", "f_score", "m_score"]] = rfm[["r_score", "f_score", "m_score"]]
     table["cluster"] = cluster.astype("int64")
     table["cluster_label"] = cluster_label

@@ -47,6 +47,9 @@ __all__ = [
     "plot_recommender_metrics",
     "plot_uplift",
     "offer_type_label",
+    "channel_label",
+    "currency_symbol",
+    "format_money",
     "figure_to_png_base64",
 ]
 
@@ -208,10 +211,72 @@ def _amount(t: float, unit: str) -> str:
     return f"{t:g} {unit[:-1] if t == 1 and unit.endswith('s') else unit}"
 
 
-def _thousands(axis: Any) -> None:
-    from matplotlib.ticker import FuncFormatter
+def _thousands(axis: Any, nbins: int = 5) -> None:
+    """Thousands separators and at most ``nbins`` intervals, so tick labels never run into each other."""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
+    axis.set_major_locator(MaxNLocator(nbins=nbins, integer=True, min_n_ticks=2))
     axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:,.0f}"))
+
+
+def _compact(v: float) -> str:
+    """A tick value in few characters: 950, 8k, 12.5k, 1.5M."""
+    a = abs(v)
+    if a >= 1e6:
+        return f"{v / 1e6:,.3g}M"
+    if a >= 1e3:
+        return f"{v / 1e3:,.3g}k"
+    return f"{v:,.0f}" if a >= 10 or v == round(v) else f"{v:,.1f}"
+
+
+def _money_axis(axis: Any, currency: str | None, nbins: int = 5) -> None:
+    """A money axis: at most ``nbins`` intervals, compact labels with the currency's symbol (``£1.5M``)."""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    symbol = currency_symbol(currency)
+    prefix = "" if symbol is None else (symbol if len(symbol) == 1 else f"{symbol} ")
+
+    def label(v: float, _pos: int) -> str:
+        text = _compact(v)
+        return f"-{prefix}{text[1:]}" if text.startswith("-") else f"{prefix}{text}"
+
+    axis.set_major_locator(MaxNLocator(nbins=nbins, min_n_ticks=2))
+    axis.set_major_formatter(FuncFormatter(label))
+
+
+_CURRENCY_SYMBOLS = {"GBP": "£", "EUR": "€", "USD": "$"}
+
+
+def currency_symbol(currency: str | None) -> str | None:
+    """The sign shown before amounts: GBP -> "£", EUR -> "€", USD -> "$", another ISO code as
+    itself ("CHF"), None (no currency configured) -> None."""
+    if currency is None or not str(currency).strip():
+        return None
+    code = str(currency).strip().upper()
+    return _CURRENCY_SYMBOLS.get(code, code)
+
+
+def currency_unit(currency: str | None) -> str:
+    """The unit for an axis label: "£", "CHF", or "currency units" when none is configured."""
+    return currency_symbol(currency) or "currency units"
+
+
+def format_money(value: Any, currency: str | None = None, *, signed: bool = False, decimals: int = 2) -> str:
+    """An amount for people: 2 decimals and thousands separators with the currency's sign:
+    ``1234.5`` -> ``"£1,234.50"`` (GBP), ``"CHF 1,234.50"``, ``"1,234.50"`` (None); negative
+    ``"-£3.00"``; ``signed`` puts ``+`` before positive amounts. '-' for None, NaN or inf."""
+    if value is None or isinstance(value, bool):
+        return "-"
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return "-"
+    if not np.isfinite(v):
+        return "-"
+    symbol = currency_symbol(currency)
+    prefix = "" if symbol is None else (symbol if len(symbol) == 1 else f"{symbol} ")
+    sign = "-" if v < 0 and round(abs(v), decimals) > 0 else ("+" if signed else "")
+    return f"{sign}{prefix}{abs(v):,.{decimals}f}"
 
 
 def _draw_matrix(
@@ -503,7 +568,7 @@ def plot_segments(
     *,
     segment_col: str = "segment",
     value_col: str | None = "clv",
-    currency: str = "currency units",
+    currency: str | None = None,
     ax: Sequence[Axes] | None = None,
 ) -> Figure:
     """Customers per segment and their total value: two horizontal bar panels.
@@ -512,7 +577,8 @@ def plot_segments(
     ----------
     scores : one row per customer with the segment name and (optionally) a value such as the
         predicted CLV (``value_col``; None draws the sizes only).
-    currency : unit for the value axis label.
+    currency : the shop's ISO currency code (GBP shows £); None labels the value axis "currency".
+        Axes have at most 5 intervals and compact labels (12k, £1.5M), so tick labels never overlap.
     ax : a pair of Axes (sizes, value) or, with ``value_col=None``, a single Axes.
     """
     cols = [segment_col] + ([value_col] if value_col else [])
@@ -549,11 +615,12 @@ def plot_segments(
         axes[1].set_yticks(y, size.index.tolist())
         share = value / value.sum() if value.sum() > 0 else value * 0
         for yi, v, s in zip(y, value.to_numpy(), share.to_numpy(), strict=True):
-            axes[1].text(v, yi, f" {v:,.0f} ({100 * s:.1f}%)", va="center", fontsize=8)
+            axes[1].text(v, yi, f" {format_money(v, currency, decimals=0)} ({100 * s:.1f}%)", va="center",
+                         fontsize=8)
         name = value_col.upper() if len(value_col) <= 4 else value_col.replace("_", " ")
-        axes[1].set_xlabel(f"Total {name} ({currency})")
+        axes[1].set_xlabel(f"Total {name} ({currency_unit(currency)})")
         axes[1].set_title(f"Total {name} per segment")
-        _thousands(axes[1].xaxis)
+        _money_axis(axes[1].xaxis, currency)
         axes[1].margins(x=0.3)
     return fig
 
@@ -563,7 +630,7 @@ def plot_clv_distribution(
     *,
     bins: int = 50,
     clip_quantile: float = 0.99,
-    currency: str = "currency units",
+    currency: str | None = None,
     log_y: bool = False,
     ax: Axes | None = None,
 ) -> Figure:
@@ -571,7 +638,8 @@ def plot_clv_distribution(
 
     CLV is heavy-tailed: the histogram runs to the ``clip_quantile`` (default 99th percentile) and the
     customers beyond are counted in the legend. The histogram is computed with numpy first, so a
-    million values draw as ``bins`` bars.
+    million values draw as ``bins`` bars. ``currency``: the shop's ISO code (GBP shows £) or None;
+    the money axis has at most 5 intervals with compact labels (£1.5k), so labels never overlap.
     """
     v = _numeric(clv, "clv")
     if v.size == 0:
@@ -586,16 +654,19 @@ def plot_clv_distribution(
     beyond = int((v > hi).sum())
     fig, ax = _figure_and_axes(ax, (8.0, 5.0))
     ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color="tab:purple", alpha=0.8,
-           label=f"{v.size:,} customers" + (f" ({beyond:,} above {hi:,.0f} not shown)" if beyond else ""))
+           label=f"{v.size:,} customers" + (f" ({beyond:,} above {format_money(hi, currency, decimals=0)} not shown)"
+                                            if beyond else ""))
     med, mean = float(np.median(v)), float(v.mean())
-    ax.axvline(med, color="black", linestyle="--", label=f"Median {med:,.2f}")
+    ax.axvline(med, color="black", linestyle="--", label=f"Median {format_money(med, currency)}")
     if mean <= hi:
-        ax.axvline(mean, color="tab:red", linestyle=":", label=f"Mean {mean:,.2f}")
+        ax.axvline(mean, color="tab:red", linestyle=":", label=f"Mean {format_money(mean, currency)}")
     if log_y:
         ax.set_yscale("log")
-    ax.set_xlabel(f"Customer lifetime value ({currency})")
+    ax.set_xlabel(f"Customer lifetime value ({currency_unit(currency)})")
     ax.set_ylabel("Customers")
-    _thousands(ax.yaxis)
+    _money_axis(ax.xaxis, currency, nbins=8)
+    if not log_y:
+        _thousands(ax.yaxis)
     ax.set_title("Distribution of predicted customer lifetime value")
     ax.legend()
     return fig
@@ -618,6 +689,7 @@ def plot_cluster_profiles(
     *,
     features: Sequence[str] | None = None,
     cluster_col: str | None = None,
+    currency: str | None = None,
     ax: Axes | None = None,
 ) -> Figure:
     """Cluster profiles as a heatmap: colour = feature mean relative to the other clusters (z-score
@@ -630,6 +702,7 @@ def plot_cluster_profiles(
         naming the cluster column (means are taken here).
     features : columns to show; default the profile's recency/frequency/monetary/CLV means that exist,
         else every numeric column except size and shares.
+    currency : the shop's ISO code for the money features' labels ("Total spend (£)").
     """
     df = _frame(profiles, "profiles")
     if cluster_col is not None:
@@ -670,7 +743,7 @@ def plot_cluster_profiles(
             text = f"{v:.2f}" if abs(v) < 10 else f"{v:,.0f}"
             ax.text(j, i, text, ha="center", va="center", fontsize=8,
                     color="white" if abs(z[i, j]) > 0.6 * lim else "black")
-    ax.set_xticks(np.arange(n_cols), [_feature_label(c) for c in features], rotation=30, ha="right")
+    ax.set_xticks(np.arange(n_cols), [_feature_label(c, currency) for c in features], rotation=30, ha="right")
     ax.set_yticks(np.arange(n_rows), labels)
     ax.set_xlabel("Feature (mean per cluster)")
     ax.set_ylabel("Cluster")
@@ -678,14 +751,14 @@ def plot_cluster_profiles(
     return fig
 
 
-def _feature_label(col: str) -> str:
+def _feature_label(col: str, currency: str | None = None) -> str:
     names = {
         "mean_days_since_last": "Days since last purchase",
         "mean_purchase_days": "Purchase days",
         "mean_frequency": "Repeat purchases",
-        "mean_monetary_value": "Avg repeat order value (currency)",
-        "mean_total_spend": "Total spend (currency)",
-        "mean_clv": "CLV (currency)",
+        "mean_monetary_value": "Avg repeat order value",
+        "mean_total_spend": f"Total spend ({currency_symbol(currency) or 'currency'})",
+        "mean_clv": f"CLV ({currency_symbol(currency) or 'currency'})",
         "one_time_share": "Share one-time buyers",
         "mean_recency": "Recency (time units)",
         "mean_T": "Customer age T (time units)",
@@ -757,15 +830,24 @@ def plot_recommender_metrics(
 # measured uplift
 # --------------------------------------------------------------------------------------------------
 
-_OFFER_WORDS = {"win_back": "win-back", "cross_sell": "cross-sell", "vip": "VIP"}
+_OFFER_WORDS = {"win_back": "win-back", "cross_sell": "cross-sell", "vip": "VIP", "none": "no offer"}
 _VERDICT_COLOURS = {"works": "tab:green", "harmful": "tab:red"}
 
 
 def offer_type_label(offer_type: Any) -> str:
     """An offer type as words for people: ``"win_back"`` -> ``"win-back"``, ``"vip"`` -> ``"VIP"``,
-    ``"browse_abandonment"`` -> ``"browse abandonment"``."""
+    ``"browse_abandonment"`` -> ``"browse abandonment"``, ``"none"`` -> ``"no offer"``."""
     name = str(offer_type)
     return _OFFER_WORDS.get(name, name.replace("_", " "))
+
+
+_CHANNEL_WORDS = {"email": "e-mail", "sms": "SMS", "messenger": "messenger", "none": "no channel"}
+
+
+def channel_label(channel: Any) -> str:
+    """A channel as words: ``"email"`` -> ``"e-mail"``, ``"sms"`` -> ``"SMS"``, ``"none"`` -> ``"no channel"``."""
+    name = str(channel)
+    return _CHANNEL_WORDS.get(name, name.replace("_", " "))
 
 
 def _uplift_points(rows: Sequence[Mapping[str, Any]]) -> tuple[list[Mapping[str, Any]], np.ndarray, np.ndarray]:

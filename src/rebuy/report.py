@@ -2,48 +2,79 @@
 
     from rebuy.report import build_report
     build_report(models_dir="models", scores="scores.parquet", out="report.html",
-                 transactions="shop.parquet", evaluation="evaluate.json")
+                 transactions="shop.parquet", evaluation="evaluation.json", uplift="uplift.json",
+                 exports_dir="exports", customers="customers.parquet")
 
 The page has no external resources (inline CSS, plots embedded as base64 PNG, no JavaScript), so it
-can be mailed or opened from disk. Sections, each an ``<section id=...>``:
+can be mailed or opened from disk. Sections, each an ``<section id=...>``, in :data:`SECTIONS` order:
+what a marketer acts on first, the engineering sections last.
 
-``overview`` (run id, as-of, customers scored), ``what_worked`` (when an uplift JSON of
+``what_to_do`` (the first screen: per offer type and channel the customers to contact, i.e.
+``group`` treatment with ``deliver`` true and a channel (:func:`rebuy.exports.customers_to_contact`),
+their expected discount cost, the expected incremental margin (the uplift JSON's
+``incremental_margin_per_customer`` x customers, with its 95% interval scaled the same way; "not
+measured yet" without a measurement) and the file to send (see "Send lists" below); then how many
+are held out as control or have no consented channel), ``what_worked`` (when an uplift JSON of
 ``rebuy measure`` is given: the measurement window and decisions measured/pending, per offer type
 the treated/control sizes, response rates, uplift in points with its 95% interval, incremental
 margin per treated customer, verdict and interval width vs the plain difference in means, a plot of
 the intervals, and what the next ``rebuy score --uplift`` run changes (``evidence``, else derived
 with its rule); with an offer log and transactions the KPIs by campaign of
-:func:`rebuy.campaign_kpis.campaign_kpis`; without an uplift JSON, how to get one), ``data``
-(training rows, customers, products and the cleaning counts of the manifest), ``model`` (the chosen purchase model's parameters (BG/NBD,
-MBG/NBD or Pareto/NBD: manifest ``params.purchase_model``) and how it was chosen, Gamma-Gamma,
-how clv_12m is computed, diagnostics and warnings, clustering, recommender), ``kpis``
-(:func:`rebuy.kpis.kpi_summary` and the cohort retention heatmap, when ``transactions`` is given),
+:func:`rebuy.campaign_kpis.campaign_kpis`; without an uplift JSON, how to get one), ``kpis``
+(:func:`rebuy.kpis.kpi_summary`: retention, repeat-purchase and churn rates, AOV ...; the last 12
+monthly cohorts with their per cent buying 1..12 months later in the cells, partial months of
+:func:`rebuy.kpis.period_coverage` flagged "*"; lifetime repeat rate, revenue and CLV by acquisition
+channel (with ``customers``) and by this run's offer type; when ``transactions`` is given),
 ``segments`` (sizes and 12-month CLV per segment), ``movement`` (segment changes since the previous
-report), ``clv`` (CLV distribution), ``clusters`` (cluster profiles from the bundle),
-``validation`` (when an evaluate JSON is given: the same figures as ``rebuy evaluate``: verdict
+run on the same data set), ``clv`` (CLV distribution), ``offers`` (every offer decision by offer
+type and channel, discount cost against the run budget; customers without an offer show no
+channel), ``clusters`` (cluster profiles from the bundle), then the engineering sections:
+``overview`` (run details: run id, as-of, scores file), ``data`` (training rows, customers,
+products and the cleaning counts of the manifest), ``model`` (the chosen purchase model's
+parameters (BG/NBD, MBG/NBD or Pareto/NBD: manifest ``params.purchase_model``) and how it was
+chosen, Gamma-Gamma, how clv_12m is computed, diagnostics and warnings, clustering, recommender)
+and ``validation`` (when an evaluate JSON is given: the same figures as ``rebuy evaluate``: verdict
 and headline, every purchase-model candidate's holdout figures, the tracking curve, buy-again AUC
 beside the recency and frequency baselines, P(alive) and p_purchase_90d calibration, spend-interval
 coverage beside one interval for everyone, CLV capture beside past spend; and the recommender
-metrics vs baselines; older evaluation JSONs show what they have) and ``offers`` (offer counts and
-discount cost by offer type and channel, against the run budget).
+metrics vs baselines; older evaluation JSONs show what they have; without one, the bundle's
+training-time holdout choice of the purchase model and the sentence saying how to get the rest:
+``rebuy evaluate ... --out evaluation.json``, then ``rebuy report --evaluation evaluation.json``).
 
 Which bundle: the one that produced the scores (their ``model_run_id``) when it is still in
 ``models_dir``, else ``models_dir/latest`` (the page says so). It is loaded with
 :func:`rebuy.bundle.load_bundle`, so every checksum is verified first.
 
-Segment movement: each report keeps a snapshot of the scores' segment column in
-``models_dir/segment_history/segments_<scored-at>_<model-run-id>.parquet`` (columns
-``customer_id``, ``segment``; ``scored-at`` is the scores' ``scored_at`` as ``YYYYmmddTHHMMSSffffff``,
-falling back to the scores file's modification time). The previous run is the newest snapshot
-scored strictly before the current scores, so re-running the report on the same scores gives the
-same page. The newest :data:`HISTORY_KEEP` snapshots are kept. The first report says
-"no previous run".
+Send lists: ``build_report(exports_dir=DIR)`` reads ``DIR/exports_manifest.json`` written by
+:func:`rebuy.exports.write_exports` (``rebuy score --exports DIR``); without ``exports_dir`` the
+manifest is looked for beside the scores file, then in ``exports/`` beside it. "What to do now"
+names each ``<offer_type>_<channel>.csv`` and warns when the manifest belongs to other scores
+(another ``scored_at``); without a manifest it names the files ``rebuy score --exports`` would write.
 
-Money is in the transactions' currency; time units are the bundle config's (``weeks`` or ``days``).
+Segment movement: each report keeps a snapshot of the scores in
+``models_dir/segment_history/segments_<scored-at>_<model-run-id>.parquet`` (columns
+``customer_id``, ``segment`` and, when the scores have it, ``first_purchase`` as a day;
+``scored-at`` is the scores' ``scored_at`` as ``YYYYmmddTHHMMSSffffff``, falling back to the scores
+file's modification time). The previous run is the newest snapshot scored strictly before the
+current scores *of the same data set*, so re-running the report on the same scores gives the same
+page. Same data set = the data fingerprint matches: at least half of the snapshot's customer ids
+are in the current scores and at least 90% of those have the same first-purchase day (a strict
+hash of all pairs would call a shop another one after one refunded first order; ids alone would
+match two shops numbering customers alike). When earlier snapshots exist but none matches, the
+page says "Previous run is another shop/data set: no movement shown". Snapshots without
+``first_purchase`` (older reports) are compared by ids alone. The newest :data:`HISTORY_KEEP`
+snapshots are kept. The first report says "no previous run".
+
+Money: the shop's currency (``build_report(currency=)``, else the bundle config's ``currency``):
+GBP -> £, EUR -> €, USD -> $, another ISO code as "CHF 12.00"; None = plain numbers. Money has 2
+decimals and thousands separators, probabilities 2 decimals, shares are per cent; offer types,
+channels and groups are shown in words (:func:`rebuy.plots.offer_type_label`,
+:func:`rebuy.plots.channel_label`). Time units are the bundle config's (``weeks`` or ``days``).
 """
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import html
 import json
@@ -73,17 +104,18 @@ logger = logging.getLogger(__name__)
 __all__ = ["ReportError", "build_report", "SECTIONS", "HISTORY_DIR", "HISTORY_KEEP"]
 
 SECTIONS = (
-    ("overview", "Overview"),
+    ("what_to_do", "What to do now"),
     ("what_worked", "What worked"),
-    ("data", "Data summary and cleaning"),
-    ("model", "Model parameters and warnings"),
     ("kpis", "Retention KPIs"),
     ("segments", "Segments"),
     ("movement", "Segment movement since the previous run"),
     ("clv", "Customer lifetime value"),
+    ("offers", "All offer decisions and budget"),
     ("clusters", "Cluster profiles"),
+    ("overview", "Run details"),
+    ("data", "Data summary and cleaning"),
+    ("model", "Model parameters and diagnostics"),
     ("validation", "Model validation"),
-    ("offers", "Offers and budget"),
 )
 """(id, heading) of every section, in page order."""
 
@@ -94,7 +126,8 @@ HISTORY_KEEP = 30
 
 SCORES_COLUMNS = tuple(column(name).name for name in (
     "customer_id", "segment", "cluster", "cluster_label", "p_alive", "clv_12m", "net_ltv", "churn_risk",
-    "offer_type", "offer_value", "channel", "discount_cost", "model_run_id", "scored_at",
+    "offer_type", "offer_value", "channel", "discount_cost", "group", "deliver", "first_purchase", "model_run_id",
+    "scored_at",
 ))
 """Score-table columns the report reads (``customer_id`` and ``segment`` are required); each must be
 a column of ``rebuy.schema`` (a KeyError at import otherwise)."""
@@ -114,8 +147,30 @@ def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
+_CURRENCY: contextvars.ContextVar[str | None] = contextvars.ContextVar("rebuy_report_currency", default=None)
+"""The shop's ISO currency code while a report is built (``Config.currency`` or ``build_report(currency=)``)."""
+
+
+def _money(value: Any, signed: bool = False) -> str:
+    """Money with the shop's currency sign, 2 decimals and thousands separators ("£1,234.50")."""
+    from rebuy.plots import format_money
+
+    return format_money(value, _CURRENCY.get(), signed=signed)
+
+
+def _money_label(text: str) -> str:
+    """A label naming "(currency)": the currency's sign when one is configured ("Revenue (£)")."""
+    from rebuy.plots import currency_symbol
+
+    symbol = currency_symbol(_CURRENCY.get())
+    return text if symbol is None else text.replace("(currency)", f"({symbol})")
+
+
 def _fmt(value: Any, kind: str = "auto") -> str:
-    """Human formatting: thousands separators, 2 decimals for money, per cent for shares; '-' for None."""
+    """Human formatting: thousands separators, money with the shop's currency and 2 decimals
+    (``money``), probabilities with 2 decimals (``prob``), shares as per cent (``pct``); '-' for None."""
+    if kind == "money":
+        return _money(value)
     if value is None:
         return "-"
     if isinstance(value, (bool, np.bool_)):
@@ -128,8 +183,8 @@ def _fmt(value: Any, kind: str = "auto") -> str:
             return "-"
         if kind == "pct":
             return f"{100 * v:.1f}%"
-        if kind == "money":
-            return f"{v:,.2f}"
+        if kind == "prob":
+            return f"{v:.2f}"
         if kind == "int":
             return f"{round(v):,}"
         if v == 0:
@@ -153,7 +208,7 @@ def _table(
     """An HTML table; values are formatted with :func:`_fmt` unless already strings."""
     tid = f' id="{_e(table_id)}"' if table_id else ""
     out = [f"<table{tid}><thead><tr>"]
-    out += [f"<th>{_e(h)}</th>" for h in headers]
+    out += [f"<th>{_e(_money_label(h))}</th>" for h in headers]
     out.append("</tr></thead><tbody>")
     for i, row in enumerate(rows):
         out.append("<tr>")
@@ -167,7 +222,7 @@ def _table(
 
 
 def _kv(rows: Sequence[tuple[str, Any]], table_id: str | None = None) -> str:
-    return _table(["", "value"], [(k, v) for k, v in rows], table_id=table_id, numeric=(1,))
+    return _table(["", "value"], [(_money_label(k), v) for k, v in rows], table_id=table_id, numeric=(1,))
 
 
 def _p(text: str, cls: str | None = None) -> str:
@@ -198,13 +253,13 @@ header h1{margin:0 0 4px;font-size:1.6em}
 header p{margin:0;opacity:.9}
 nav{background:#fff;border-bottom:1px solid #d0d7de;padding:8px 24px;font-size:.9em}
 nav a{margin-right:14px;color:#0b3d91;text-decoration:none}
-section{background:#fff;border:1px solid #d0d7de;border-radius:6px;padding:12px 20px;margin:18px 0}
+section{background:#fff;border:1px solid #d0d7de;border-radius:6px;padding:12px 20px;margin:18px 0;overflow-x:auto}
 h2{margin-top:6px;border-bottom:1px solid #eaeef2;padding-bottom:4px}
 h3{margin-bottom:6px}
 table{border-collapse:collapse;margin:8px 0;font-size:.9em}
 th,td{border:1px solid #d0d7de;padding:3px 8px;text-align:left;vertical-align:top}
 th{background:#f0f3f6}
-td.num{text-align:right;font-variant-numeric:tabular-nums}
+td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 figure{margin:10px 0}
 figure img{max-width:100%;height:auto;border:1px solid #eaeef2}
 figcaption{font-size:.85em;color:#57606a}
@@ -217,6 +272,16 @@ figcaption{font-size:.85em;color:#57606a}
 .kpi span{font-size:.8em;color:#57606a}
 footer{color:#57606a;font-size:.8em;text-align:center;padding:12px}
 """
+
+
+def _currency_sentence() -> str:
+    from rebuy.plots import currency_symbol
+
+    code = _CURRENCY.get()
+    if code is None:
+        return "Money in the transactions' currency (set currency in the config to show its sign)."
+    symbol = currency_symbol(code)
+    return f"Money in {code}" + (f" ({symbol})." if symbol != code else ".")
 
 
 def _page(title: str, subtitle: str, sections: list[tuple[str, str, str]]) -> str:
@@ -232,8 +297,8 @@ def _page(title: str, subtitle: str, sections: list[tuple[str, str, str]]) -> st
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>"
         f"<header><h1>{_e(title)}</h1><p>{_e(subtitle)}</p></header>"
         f"<nav>{nav}</nav><main>{body}</main>"
-        f"<footer>Generated {_e(now)} by rebuy {_e(rebuy.__version__)}. "
-        "Money in the transactions' currency.</footer></body></html>\n"
+        f"<footer>Generated {_e(now)} by rebuy {_e(rebuy.__version__)}. {_e(_currency_sentence())}"
+        "</footer></body></html>\n"
     )
 
 
@@ -272,6 +337,8 @@ def _read_scores(path: Path) -> pd.DataFrame:
     df = df[[c for c in SCORES_COLUMNS if c in df.columns]].copy()
     df["customer_id"] = df["customer_id"].astype("string")
     df["segment"] = df["segment"].astype("string").fillna("(none)")
+    if "deliver" in df.columns and not pd.api.types.is_bool_dtype(df["deliver"]):
+        df["deliver"] = df["deliver"].astype("string").str.strip().str.lower().isin(["true", "1", "yes"])
     for col in _NUMERIC_COLUMNS:
         if col in df.columns:
             v = pd.to_numeric(df[col], errors="coerce").astype("float64")
@@ -400,6 +467,143 @@ _CLEANING_LABELS = {
 }
 
 
+# ---- what to do now (the first screen) -----------------------------------------------------------
+
+_NO_EXPORTS = ("Not written yet: rebuy score --exports DIR writes one CSV per offer type and channel (then "
+               "rebuy report --exports DIR names them here).")
+
+
+def _exports_manifest(ctx: _Context) -> tuple[dict[str, Any] | None, Path | None, str]:
+    """(manifest, its directory, note) of the send lists: ``ctx.exports_dir`` when given, else an
+    ``exports_manifest.json`` beside the scores or in ``exports/`` beside them; (None, None, note)
+    without one. A manifest of another scoring run is named in the note."""
+    from rebuy.exports import MANIFEST_NAME, read_exports_manifest
+
+    if ctx.exports_dir is not None:
+        candidates = [ctx.exports_dir]
+    else:
+        candidates = [ctx.scores_path.parent, ctx.scores_path.parent / "exports"]
+    for folder in candidates:
+        manifest = read_exports_manifest(folder)
+        if manifest is None:
+            continue
+        note = ""
+        scored = manifest.get("scored_at")
+        if scored and pd.Timestamp(scored) != ctx.scored_at.floor("s") and pd.Timestamp(scored) != ctx.scored_at:
+            note = (f"The send lists in {folder} were written for scores of {scored}, not these "
+                    f"({ctx.scored_at:%Y-%m-%d %H:%M:%S}): run rebuy score --exports {folder} again before sending.")
+        return manifest, folder, note
+    where = ctx.exports_dir if ctx.exports_dir is not None else ctx.scores_path.parent
+    note = "" if ctx.exports_dir is None else f"No {MANIFEST_NAME} in {where}. "
+    return None, None, note + _NO_EXPORTS
+
+
+def _measured_margin(uplift: Mapping[str, Any] | None) -> dict[str, tuple[float, tuple[float, float] | None]]:
+    """offer type -> (incremental margin per treated customer, its 95% interval) where measured."""
+    out: dict[str, tuple[float, tuple[float, float] | None]] = {}
+    for r in (uplift or {}).get("by_offer") or []:
+        if isinstance(r, Mapping) and _finite(r.get("incremental_margin_per_customer")):
+            out[str(r.get("offer_type"))] = (float(r["incremental_margin_per_customer"]),
+                                             _ci(r.get("incremental_margin_ci95")))
+    return out
+
+
+def _to_do_plan(s: pd.DataFrame, uplift: Mapping[str, Any] | None) -> pd.DataFrame:
+    """One row per offer type x channel of the customers to contact: ``offer_type``, ``channel``,
+    ``customers``, ``discount_cost`` (currency), ``margin``, ``margin_lo``, ``margin_hi`` (expected
+    incremental margin, currency: per treated customer x customers; NaN where not measured)."""
+    from rebuy.exports import customers_to_contact
+
+    rows = customers_to_contact(s)
+    cost = rows["discount_cost"] if "discount_cost" in rows.columns else pd.Series(0.0, index=rows.index)
+    plan = (pd.DataFrame({"offer_type": rows["offer_type"].astype(str), "channel": rows["channel"].astype(str),
+                          "cost": cost.astype("float64")})
+            .groupby(["offer_type", "channel"], sort=True)
+            .agg(customers=("cost", "size"), discount_cost=("cost", "sum")).reset_index())
+    measured = _measured_margin(uplift)
+    per = plan["offer_type"].map(lambda t: measured.get(t, (np.nan, None)))
+    n = plan["customers"].to_numpy(dtype="float64")
+    plan["margin"] = [m * k for (m, _), k in zip(per, n, strict=True)]
+    plan["margin_lo"] = [ci[0] * k if ci else np.nan for (_, ci), k in zip(per, n, strict=True)]
+    plan["margin_hi"] = [ci[1] * k if ci else np.nan for (_, ci), k in zip(per, n, strict=True)]
+    return plan.sort_values(["customers", "offer_type", "channel"], ascending=[False, True, True], kind="stable")
+
+
+def _file_cell(offer_type: str, channel: str, manifest: Mapping[str, Any] | None, folder: Path | None) -> str:
+    from rebuy.exports import export_name
+
+    name = export_name(offer_type, channel)
+    if manifest is None or folder is None:
+        return f"{name} (not written yet)"
+    entry = (manifest.get("files") or {}).get(name)
+    return name if isinstance(entry, Mapping) else f"{name} (not written)"
+
+
+def _to_do_rows(plan: pd.DataFrame, manifest: Mapping[str, Any] | None, folder: Path | None) -> list[list[Any]]:
+    from rebuy.plots import channel_label, offer_type_label
+
+    rows = []
+    for r in plan.itertuples():
+        measured = bool(np.isfinite(r.margin))
+        rows.append([offer_type_label(r.offer_type), channel_label(r.channel), int(r.customers),
+                     _money(r.discount_cost), _money(r.margin, signed=True) if measured else "not measured yet",
+                     f"{_money(r.margin_lo, signed=True)} to {_money(r.margin_hi, signed=True)}"
+                     if measured and np.isfinite(r.margin_lo) else "-",
+                     _file_cell(str(r.offer_type), str(r.channel), manifest, folder)])
+    return rows
+
+
+def _not_sent_notes(s: pd.DataFrame) -> list[str]:
+    """Sentences on who gets nothing sent although they have an offer: control, no channel."""
+    if "offer_type" not in s.columns:
+        return []
+    offer = s["offer_type"].astype(str) != "none"
+    group = s["group"].astype(str) if "group" in s.columns else pd.Series("treatment", index=s.index)
+    channel = s["channel"].astype(str) if "channel" in s.columns else pd.Series("none", index=s.index)
+    n_control = int((offer & (group == "control")).sum())
+    n_no_channel = int((offer & (group != "control") & (channel == "none")).sum())
+    out = []
+    if n_control:
+        out.append(f"{n_control:,} customers with an offer are held out as the control group (not contacted), so "
+                   "the offers can be measured.")
+    if n_no_channel:
+        out.append(f"{n_no_channel:,} customers have an offer but no consented channel: nothing is sent to them "
+                   "(give rebuy score a customers table with consent columns).")
+    return out
+
+
+def _section_what_to_do(ctx: _Context) -> str:
+    """Per offer type and channel: customers to contact, discount cost, expected incremental margin
+    (measured uplift) and the file to send."""
+    s = ctx.scores
+    if "offer_type" not in s.columns or "channel" not in s.columns:
+        return _p("These scores have no offer columns, so there is nothing to send.")
+    plan = _to_do_plan(s, ctx.uplift)
+    manifest, folder, note = _exports_manifest(ctx)
+    notes = "".join(_p(t) for t in _not_sent_notes(s))
+    if plan.empty:
+        return _p("Nobody to contact in this run.", "warn") + notes
+    measured = plan["margin"].notna()
+    tiles = [(f"{int(plan['customers'].sum()):,}", "customers to contact"),
+             (_money(float(plan["discount_cost"].sum())), "expected discount cost"),
+             (_money(float(plan.loc[measured, "margin"].sum()), signed=True) if measured.any() else "not measured yet",
+              "expected incremental margin" + (" (measured offers)" if measured.any() and not measured.all() else ""))]
+    out = '<div class="kpi-grid">' + "".join(
+        f'<div class="kpi"><b>{_e(v)}</b><span>{_e(label)}</span></div>' for v, label in tiles) + "</div>"
+    out += _table(["Offer", "Channel", "Customers", "Expected discount cost", "Expected incremental margin",
+                   "Margin 95% interval", "File to send"], _to_do_rows(plan, manifest, folder),
+                  table_id="what-to-do", numeric=(2, 3, 4, 5))
+    if folder is not None:
+        out += _p(f"The files are in {folder} (written by rebuy score --exports), one CSV per offer and channel: "
+                  "customer id, channel, offer, value, products by name and the reason.")
+    if note:
+        out += _p(note, "warn" if manifest is not None else "note")
+    out += _note("Customers: treated customers with a consented channel (control customers are not contacted). "
+                 "Expected incremental margin = the measured incremental margin per treated customer (What worked) "
+                 "x customers; 'not measured yet' until rebuy measure has results for the offer type.")
+    return out + notes
+
+
 def _section_overview(ctx: _Context) -> str:
     m = ctx.manifest
     s = ctx.scores
@@ -412,7 +616,7 @@ def _section_overview(ctx: _Context) -> str:
         ("Customers scored", int(len(s))),
     ]
     if "p_alive" in s.columns:
-        rows.append(("Mean P(alive)", float(s["p_alive"].mean())))
+        rows.append(("Mean P(alive)", _fmt(float(s["p_alive"].mean()), "prob")))
     if "clv_12m" in s.columns:
         rows.append(("Total predicted 12-month CLV (currency)", _fmt(float(s["clv_12m"].sum()), "money")))
     if "offer_type" in s.columns:
@@ -467,7 +671,7 @@ def _interval(ci: Any, fmt: Callable[[Any], str]) -> str:
 
 
 def _money_signed(value: Any) -> str:
-    return f"{float(value):+,.2f}" if _finite(value) else "-"
+    return _money(value, signed=True)
 
 
 def _uplift_rows(uplift: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -761,10 +965,101 @@ _KPI_TILES = ("buyers", "revenue", "customer_retention_rate", "repeat_purchase_r
               "average_order_value")
 
 
+_COHORTS_SHOWN = 12
+_COHORT_PERIODS = 12
+
+
+def _cohort_html(tx: pd.DataFrame) -> str:
+    """The last :data:`_COHORTS_SHOWN` monthly cohorts: size, then the per cent buying 1..12 months
+    later in the cells (shaded); partial months (the data starts or ends inside them) flagged "*"."""
+    from rebuy import kpis
+
+    counts, pct = kpis.cohort_retention(tx)
+    coverage = kpis.period_coverage(tx)
+    partial = coverage["partial"]
+    last = coverage.index[-1]
+    pct = pct.iloc[-_COHORTS_SHOWN:, : _COHORT_PERIODS + 1]
+    sizes = counts.iloc[-_COHORTS_SHOWN:, 0]
+    offsets = [int(c) for c in pct.columns[1:]]
+    rows, flags = [], []
+    for cohort, values in zip(pct.index, pct.to_numpy(dtype="float64"), strict=True):
+        row: list[Any] = [f"{cohort}{' *' if partial.get(cohort, False) else ''}", int(sizes.loc[cohort])]
+        flag = [False, bool(partial.get(cohort, False))]
+        for k, v in zip(offsets, values[1:], strict=True):
+            period = cohort + k
+            if period > last:
+                row.append("")
+                flag.append(False)
+                continue
+            is_partial = bool(partial.get(period, False))
+            row.append(f"{v:.0f}%{' *' if is_partial else ''}")
+            flag.append(is_partial)
+        rows.append(row)
+        flags.append(flag)
+    later = pct.iloc[:, 1:].to_numpy(dtype="float64")
+    top = float(later.max()) if later.size and later.max() > 0 else 100.0
+
+    def shade(i: int, j: int) -> str:
+        cell = rows[i][j]
+        attrs = ' data-partial="1"' if flags[i][j] else ""
+        if j >= 2 and cell:
+            attrs += f' style="background:rgba(11,61,145,{0.05 + 0.55 * later[i, j - 2] / top:.2f})"'
+        return attrs
+
+    out = _h3("Cohorts: per cent of each first-purchase month buying again, months later")
+    out += _table(["Cohort (first purchase)", "Customers", *[f"+{k}" for k in offsets]], rows, table_id="cohort-table",
+                  numeric=range(1, len(offsets) + 2), cell_attrs=shade)
+    months = [str(m) for m in partial.index[partial.to_numpy()]]
+    if months:
+        out += _note(f"* partial month ({', '.join(months)}): the data starts or ends inside it, so that cohort or "
+                     "cell counts only part of the month. Blank: not observed yet.")
+    else:
+        out += _note("Every month shown is complete in the data. Blank: not observed yet.")
+    return out
+
+
+_GROUP_HEADERS = ["Customers", "Repeat-purchase rate", "Revenue per customer (currency)", "Mean 12-month CLV (currency)"]
+
+
+def _group_kpi_html(tx: pd.DataFrame, groups: pd.DataFrame, by: str, title: str, table_id: str,
+                    clv: pd.Series | None) -> str:
+    """Lifetime repeat rate, revenue and CLV per group (:func:`rebuy.kpis.channel_metrics`)."""
+    from rebuy import kpis
+
+    table = kpis.channel_metrics(tx, groups, clv=clv, by=by)
+    rows = [[str(g).replace("_", " "), int(r["customers"]), _fmt(float(r["repeat_purchase_rate"]), "pct"),
+             _fmt(float(r["revenue_per_customer"]), "money"),
+             *([_fmt(float(r["mean_clv"]), "money")] if clv is not None else [])] for g, r in table.iterrows()]
+    headers = [title, *_GROUP_HEADERS[: 3 + (clv is not None)]]
+    return _h3(f"By {title.lower()}") + _table(headers, rows, table_id=table_id, numeric=range(1, len(headers)))
+
+
+def _breakdowns_html(ctx: _Context, tx: pd.DataFrame) -> str:
+    """KPIs by acquisition channel (customers table) and by this run's offer type (scores)."""
+    from rebuy.plots import offer_type_label
+
+    s = ctx.scores
+    clv = s.set_index("customer_id")["clv_12m"] if "clv_12m" in s.columns else None
+    out = ""
+    cust = ctx.customers
+    if cust is not None and "acquisition_channel" in cust.columns:
+        out += _group_kpi_html(tx, cust[["customer_id", "acquisition_channel"]].astype({"customer_id": "string"}),
+                               "acquisition_channel", "Acquisition channel", "kpis-by-channel", clv)
+    else:
+        out += _note("No customers table with acquisition_channel given (build_report(customers=...)), so no KPIs "
+                     "by acquisition channel.")
+    if "offer_type" in s.columns:
+        groups = pd.DataFrame({"customer_id": s["customer_id"], "offer_type": s["offer_type"].map(offer_type_label)})
+        out += _group_kpi_html(tx, groups, "offer_type", "Offer type", "kpis-by-offer", clv)
+        out += _note("Lifetime figures of the customers each offer type goes to in this run (not the offer's effect: "
+                     "see What worked).")
+    return out
+
+
 def _section_kpis(ctx: _Context) -> str:
     if ctx.transactions is None:
         return _note("No transactions given (rebuy report --transactions PATH), so no KPIs in this report.")
-    from rebuy import kpis, plots
+    from rebuy import kpis
 
     tx = ctx.transactions
     summary = kpis.kpi_summary(tx)
@@ -775,7 +1070,7 @@ def _section_kpis(ctx: _Context) -> str:
     )
     labels = {k: (lab, kind) for k, lab, kind in _KPI_ROWS}
     tiles = "".join(
-        f'<div class="kpi"><b>{_e(_fmt(summary.get(k), labels[k][1]))}</b><span>{_e(labels[k][0])}</span></div>'
+        f'<div class="kpi"><b>{_e(_fmt(summary.get(k), labels[k][1]))}</b><span>{_e(_money_label(labels[k][0]))}</span></div>'
         for k in _KPI_TILES
     )
     out += f'<div class="kpi-grid">{tiles}</div>'
@@ -785,11 +1080,7 @@ def _section_kpis(ctx: _Context) -> str:
             label = f"{label} ({summary.get('monthly_retention_month', '?')})"
         rows.append((label, _fmt(summary.get(key), kind)))
     out += _kv(rows, "kpi-table")
-    _, pct = kpis.cohort_retention(tx)
-    if len(pct) > 36:  # the last three years of cohorts keep the heatmap readable
-        pct = pct.iloc[-36:]
-    out += _img(plots.plot_cohort_retention(pct), "Cohort retention: per cent of each first-purchase month buying again")
-    return out
+    return out + _cohort_html(tx) + _breakdowns_html(ctx, tx)
 
 
 def _section_segments(ctx: _Context) -> str:
@@ -799,7 +1090,7 @@ def _section_segments(ctx: _Context) -> str:
     value_col = "clv_12m" if "clv_12m" in s.columns else None
     shown = s[["segment", value_col]].rename(columns={value_col: "12-month CLV"}) if value_col else s[["segment"]]
     out = _img(
-        plots.plot_segments(shown, value_col="12-month CLV" if value_col else None),
+        plots.plot_segments(shown, value_col="12-month CLV" if value_col else None, currency=_CURRENCY.get()),
         "Customers and predicted 12-month CLV per segment" if value_col else "Customers per segment",
     )
     g = s.groupby("segment", observed=True, sort=False)
@@ -818,7 +1109,7 @@ def _section_segments(ctx: _Context) -> str:
     for seg, r in table.iterrows():
         row: list[Any] = [str(seg), int(r["customers"]), _fmt(float(r["share"]), "pct")]
         if "p_alive" in table.columns:
-            row.append(float(r["p_alive"]))
+            row.append(_fmt(float(r["p_alive"]), "prob"))
         if value_col:
             row += [_fmt(float(r["clv"]), "money"), _fmt(float(r["mean_clv"]), "money")]
         rows.append(row)
@@ -832,7 +1123,7 @@ def _section_clv(ctx: _Context) -> str:
     if "clv_12m" not in s.columns:
         return _note("The scores have no clv_12m column.")
     v = s["clv_12m"].to_numpy(dtype="float64")
-    out = _img(plots.plot_clv_distribution(v), "Distribution of predicted 12-month CLV")
+    out = _img(plots.plot_clv_distribution(v, currency=_CURRENCY.get()), "Distribution of predicted 12-month CLV")
     q = np.quantile(v, [0.0, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0])
     rows = [(name, _fmt(float(x), "money")) for name, x in
             zip(["Minimum", "25th percentile", "Median", "75th percentile", "90th percentile", "99th percentile",
@@ -856,7 +1147,7 @@ def _section_clusters(ctx: _Context) -> str:
     prof = ctx.artefacts.get("cluster_profiles")
     if not isinstance(prof, pd.DataFrame) or prof.empty:
         return _note("The bundle has no cluster profiles.")
-    out = _img(plots.plot_cluster_profiles(prof), "Cluster profiles at training time (colour: relative to other clusters)")
+    out = _img(plots.plot_cluster_profiles(prof, currency=_CURRENCY.get()), "Cluster profiles at training time (colour: relative to other clusters)")
     cols = [c for c in ("label", "size", "share", "dominant_segment", "mean_days_since_last", "mean_purchase_days",
                         "mean_total_spend", "mean_clv", "one_time_share") if c in prof.columns]
     names = {"label": "Label", "size": "Customers", "share": "Share", "dominant_segment": "Mostly",
@@ -900,26 +1191,72 @@ def _history_files(history: Path) -> list[tuple[str, Path]]:
     return sorted(found)
 
 
-def _snapshot_segments(ctx: _Context) -> tuple[pd.DataFrame | None, str | None]:
-    """Read the previous snapshot, then save this one (atomically) and prune old ones.
+_SAME_SHOP_OVERLAP = 0.5
+"""Share of the previous run's customers that must be in the current scores for the same data set."""
+_SAME_SHOP_AGREEMENT = 0.9
+"""Share of the customers in both runs whose first-purchase day must agree for the same data set."""
 
-    Returns (previous frame or None, description of the previous run or None).
+
+def _first_purchase_day(values: pd.Series) -> pd.Series:
+    return pd.to_datetime(values, errors="coerce").dt.normalize()
+
+
+def _same_data_set(previous: pd.DataFrame, current: pd.DataFrame) -> tuple[bool, str]:
+    """Whether a snapshot comes from the same shop as the current scores, by their data fingerprint
+    (the customer ids with their first-purchase days) and, if not, why."""
+    if len(previous) == 0:
+        return False, "it has no customers"
+    both = previous.merge(current, on="customer_id", how="inner", suffixes=("_prev", "_now"))
+    overlap = len(both) / len(previous)
+    if overlap < _SAME_SHOP_OVERLAP:
+        return False, f"{overlap:.0%} of its customer ids are in these scores"
+    if "first_purchase_prev" in both.columns and "first_purchase_now" in both.columns:
+        a, b = _first_purchase_day(both["first_purchase_prev"]), _first_purchase_day(both["first_purchase_now"])
+        known = a.notna() & b.notna()
+        if known.any():
+            agree = float((a[known] == b[known]).mean())
+            if agree < _SAME_SHOP_AGREEMENT:
+                return False, f"only {agree:.0%} of the customers in both have the same first-purchase day"
+    return True, ""
+
+
+def _snapshot_frame(ctx: _Context) -> pd.DataFrame:
+    """This run's snapshot: customer_id, segment and (when the scores have it) first_purchase."""
+    snap = pd.DataFrame({"customer_id": ctx.scores["customer_id"].astype("string"),
+                         "segment": ctx.scores["segment"].astype("string")})
+    if "first_purchase" in ctx.scores.columns:
+        snap["first_purchase"] = _first_purchase_day(ctx.scores["first_purchase"]).to_numpy()
+    return snap
+
+
+def _previous_snapshot(files: list[tuple[str, Path]], stamp: str, current: pd.DataFrame) -> tuple[
+        pd.DataFrame | None, str | None, str]:
+    """(frame, description, why-not) of the newest earlier snapshot of the same data set; the first
+    two None when there is none (why-not says why the newest earlier one was not used, '' without any)."""
+    why_not = ""
+    for st, path in reversed([(st, p) for st, p in files if st < stamp]):
+        frame = pd.read_parquet(path)
+        frame["customer_id"] = frame["customer_id"].astype("string")
+        same, why = _same_data_set(frame, current)
+        when = dt.datetime.strptime(st, "%Y%m%dT%H%M%S%f").strftime("%Y-%m-%d %H:%M:%S")
+        if same:
+            match = _STAMP_RE.match(path.name)
+            return frame, f"scores of {when} UTC (model run {match.group(2) if match else '?'})", why_not
+        why_not = why_not or f"scores of {when} UTC: {why}"
+    return None, None, why_not
+
+
+def _snapshot_segments(ctx: _Context) -> tuple[pd.DataFrame | None, str | None, str]:
+    """Read the previous snapshot of the same data set, then save this one (atomically) and prune old ones.
+
+    Returns (previous frame or None, description of the previous run or None, why no earlier
+    snapshot was used ('' when there was none)).
     """
     history = ctx.models_dir / HISTORY_DIR
     stamp = ctx.scored_at.strftime("%Y%m%dT%H%M%S%f")
     run = re.sub(r"[^A-Za-z0-9.-]", "-", ctx.scores_run_id or "unknown")
-    files = _history_files(history)
-    earlier = [(st, p) for st, p in files if st < stamp]
-    previous = None
-    described = None
-    if earlier:
-        st, path = earlier[-1]
-        previous = pd.read_parquet(path, columns=["customer_id", "segment"])
-        when = dt.datetime.strptime(st, "%Y%m%dT%H%M%S%f").strftime("%Y-%m-%d %H:%M:%S")
-        match = _STAMP_RE.match(path.name)
-        described = f"scores of {when} UTC (model run {match.group(2) if match else '?'})"
-    snapshot = pd.DataFrame({"customer_id": ctx.scores["customer_id"].astype("string"),
-                             "segment": ctx.scores["segment"].astype("string")})
+    snapshot = _snapshot_frame(ctx)
+    previous, described, why_not = _previous_snapshot(_history_files(history), stamp, snapshot)
     try:
         write_table(snapshot, history / f"segments_{stamp}_{run}.parquet")
         for _, old in _history_files(history)[:-HISTORY_KEEP]:
@@ -927,19 +1264,23 @@ def _snapshot_segments(ctx: _Context) -> tuple[pd.DataFrame | None, str | None]:
     except OSError as exc:
         ctx.movement_note = f"Could not save this run's segment snapshot in {history} ({exc}); the next report cannot compare."
         logger.warning("%s", ctx.movement_note)
-    return previous, described
+    return previous, described, why_not
 
 
 def _section_movement(ctx: _Context) -> str:
-    previous, described = _snapshot_segments(ctx)
+    previous, described, why_not = _snapshot_segments(ctx)
     note = _p(ctx.movement_note, "warn") if ctx.movement_note else ""
+    if previous is None and why_not:
+        return note + _p(f"Previous run is another shop/data set: no movement shown ({why_not}). This run's segments "
+                         "were saved, so the next report on this data shows how customers moved.")
     if previous is None:
         return note + _p(
             "No previous run: this is the first report for this models directory. This run's segments "
             "were saved, so the next report shows how customers moved."
         )
     cur = ctx.scores[["customer_id", "segment"]]
-    both = previous.astype("string").merge(cur, on="customer_id", how="outer", suffixes=("_prev", "_now"))
+    both = previous[["customer_id", "segment"]].astype("string").merge(cur, on="customer_id", how="outer",
+                                                                       suffixes=("_prev", "_now"))
     prev = both["segment_prev"].fillna(_NEW).astype(str)
     now = both["segment_now"].fillna(_GONE).astype(str)
     matrix = pd.crosstab(prev, now)
@@ -1030,10 +1371,7 @@ def _calibration_figure(rows: list[Mapping[str, Any]]) -> Figure:
 
 def _section_validation(ctx: _Context) -> str:
     if ctx.evaluation is None:
-        return _note(
-            "No evaluation given (rebuy evaluate ... --out evaluate.json, then rebuy report --evaluation "
-            "evaluate.json), so no validation figures in this report."
-        )
+        return _validation_without_evaluation(ctx)
     ev = ctx.evaluation
     out = ""
     vm = ev.get("value_models")
@@ -1044,6 +1382,24 @@ def _section_validation(ctx: _Context) -> str:
         out += _recommender_validation(rec)
     if not out:
         out = _note("The evaluation JSON has neither value_models nor recommender results.")
+    return out
+
+
+_HOW_TO_EVALUATE = ("No evaluation given, so no holdout validation here. To get it: rebuy evaluate ... --out "
+                    "evaluation.json, then rebuy report --evaluation evaluation.json.")
+
+
+def _validation_without_evaluation(ctx: _Context) -> str:
+    """What the bundle itself says about the models (the training-time holdout choice of the
+    purchase model, the diagnostics' warnings) and how to get the full validation."""
+    out = _p(_HOW_TO_EVALUATE)
+    selection = _selection_html(ctx.manifest.get("purchase_model_selection"), "validation-training-selection")
+    if selection:
+        out += _h3("Holdout check at training time") + selection
+    warnings = (ctx.manifest.get("model_diagnostics") or {}).get("warnings") or []
+    if warnings:
+        out += _p(f"{len(warnings)} model warning{'s' if len(warnings) != 1 else ''}: see Model parameters and "
+                  "diagnostics.", "warn")
     return out
 
 
@@ -1236,6 +1592,8 @@ def _recommender_validation(rec: Mapping[str, Any]) -> str:
 def _offers_figure(summary: pd.DataFrame) -> Figure:
     from matplotlib.figure import Figure
 
+    from rebuy.plots import _money_axis, _thousands, currency_unit
+
     pivot = summary.pivot_table(index="offer_type", columns="channel", values="customers", aggfunc="sum", fill_value=0)
     pivot = pivot.loc[pivot.sum(axis=1).sort_values().index]
     cost = summary.groupby("offer_type")["discount_cost"].sum().reindex(pivot.index)
@@ -1248,17 +1606,19 @@ def _offers_figure(summary: pd.DataFrame) -> Figure:
         left += pivot[ch].to_numpy()
     ax1.set_yticks(y, [str(i) for i in pivot.index])
     ax1.set_xlabel("Customers")
+    _thousands(ax1.xaxis)
     ax1.set_title("Offers by type and channel")
     ax1.legend(title="Channel", fontsize=8)
     ax2.set_yticks(y, [str(i) for i in pivot.index])
     if float(cost.sum()) > 0:
         ax2.barh(y, cost.to_numpy(), color="tab:red")
         for yi, v in zip(y, cost.to_numpy(), strict=True):
-            ax2.text(v, yi, f" {v:,.0f}", va="center", fontsize=8)
+            ax2.text(v, yi, f" {_money(v)}", va="center", fontsize=8)
+        _money_axis(ax2.xaxis, _CURRENCY.get())
     else:
         ax2.set_xticks([])
         ax2.text(0.5, 0.5, "No discounts in this run", transform=ax2.transAxes, ha="center", va="center")
-    ax2.set_xlabel("Expected discount cost (currency)")
+    ax2.set_xlabel(f"Expected discount cost ({currency_unit(_CURRENCY.get())})")
     ax2.set_title("Expected discount cost by offer type")
     ax2.margins(x=0.25)
     return fig
@@ -1269,7 +1629,13 @@ def _section_offers(ctx: _Context) -> str:
     missing = [c for c in ("offer_type", "channel", "discount_cost") if c not in s.columns]
     if missing:
         return _note(f"The scores have no offer columns ({', '.join(missing)} missing).")
+    from rebuy.plots import channel_label, offer_type_label
+
     offers = s[["offer_type", "channel", "discount_cost"]].astype({"offer_type": str, "channel": str})
+    # no offer means nothing to send: no channel, whatever the scores say
+    offers["channel"] = offers["channel"].where(offers["offer_type"] != "none", "none")
+    offers["offer_type"] = offers["offer_type"].map(offer_type_label)
+    offers["channel"] = offers["channel"].map(channel_label)
     g = offers.groupby(["offer_type", "channel"], sort=True)
     summary = g.agg(customers=("discount_cost", "size"), discount_cost=("discount_cost", "sum")).reset_index()
     summary = summary.sort_values(["customers", "offer_type", "channel"], ascending=[False, True, True], kind="stable")
@@ -1278,7 +1644,7 @@ def _section_offers(ctx: _Context) -> str:
     budget = oc.budget
     rows: list[tuple[str, Any]] = [
         ("Customers scored", int(len(offers))),
-        ("Customers with an offer or reminder", int((offers["offer_type"] != "none").sum())),
+        ("Customers with an offer or reminder", int((offers["offer_type"] != offer_type_label("none")).sum())),
         ("Customers with a discount", int((offers["discount_cost"] > 0).sum())),
         ("Expected discount cost (currency)", _fmt(total_cost, "money")),
         ("Run budget (currency)", _fmt(float(budget), "money") if budget is not None else "no cap configured"),
@@ -1287,7 +1653,7 @@ def _section_offers(ctx: _Context) -> str:
         rows.append(("Budget used", _fmt(total_cost / float(budget), "pct")))
     rows.append(("Expected redemption rate in the cost", _fmt(float(oc.redemption_rate), "pct")))
     out = _kv(rows, "offer-budget")
-    if (offers["channel"] == "none").all():
+    if (offers["channel"] == channel_label("none")).all():
         out += _p(
             "No customer has a consented channel, so nobody gets an offer. Was the customers table (with "
             "consent columns) given to rebuy score --customers?", "warn"
@@ -1303,7 +1669,7 @@ def _section_offers(ctx: _Context) -> str:
     out += _h3("By offer type and channel")
     out += _table(["Offer type", "Channel", "Customers", "Expected discount cost"],
                   [(str(r.offer_type), str(r.channel), int(r.customers), _fmt(float(r.discount_cost), "money"))
-                   for r in summary.itertuples()] + [("total", "all", int(len(offers)), _fmt(total_cost, "money"))],
+                   for r in summary.itertuples()] + [("total", "all channels", int(len(offers)), _fmt(total_cost, "money"))],
                   table_id="offers-by-channel", numeric=(2, 3))
     return out
 
@@ -1332,10 +1698,13 @@ class _Context:
         self.uplift: dict[str, Any] | None = kw.get("uplift")
         self.evidence: dict[str, Any] | None = kw.get("evidence")
         self.offer_log: pd.DataFrame | None = kw.get("offer_log")
+        self.customers: pd.DataFrame | None = kw.get("customers")
+        self.exports_dir: Path | None = kw.get("exports_dir")
         self.movement_note: str = ""
 
 
 _BUILDERS: dict[str, Callable[[_Context], str]] = {
+    "what_to_do": _section_what_to_do,
     "overview": _section_overview,
     "what_worked": _section_what_worked,
     "data": _section_data,
@@ -1350,6 +1719,36 @@ _BUILDERS: dict[str, Callable[[_Context], str]] = {
 }
 
 
+def _build_section(sid: str, ctx: _Context) -> str:
+    """One section's HTML; a failure is shown (and logged) instead of failing the whole report."""
+    try:
+        return _BUILDERS[sid](ctx)
+    except Exception as exc:  # one broken section must not cost the marketers the whole report
+        logger.exception("report section %r failed", sid)
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        return _p(f"This section could not be built: {type(exc).__name__}: {first}", "section-error")
+
+
+def _currency_code(currency: str) -> str:
+    """An ISO code as ``Config.currency`` validates it (ReportError otherwise)."""
+    code = str(currency).strip().upper()
+    if not (len(code) == 3 and code.isalpha()):
+        raise ReportError(f"currency: expected a three-letter ISO 4217 code such as GBP, got {currency!r}")
+    return code
+
+
+def _read_customers(customers: str | os.PathLike[str] | pd.DataFrame, config: Config) -> pd.DataFrame:
+    """The customers table for the KPIs by acquisition channel (a DataFrame with ``customer_id`` as
+    is, else :func:`rebuy.data.side_tables.load_customers`, DataError naming the file)."""
+    if isinstance(customers, pd.DataFrame):
+        if "customer_id" not in customers.columns:
+            raise ReportError("customers: the table has no customer_id column")
+        return customers
+    from rebuy.data.side_tables import load_customers
+
+    return load_customers(customers, config)
+
+
 def build_report(
     *,
     models_dir: str | os.PathLike[str],
@@ -1360,6 +1759,9 @@ def build_report(
     uplift: str | os.PathLike[str] | Mapping[str, Any] | None = None,
     offer_log: str | os.PathLike[str] | pd.DataFrame | None = None,
     evidence: Mapping[str, Any] | None = None,
+    exports_dir: str | os.PathLike[str] | None = None,
+    customers: str | os.PathLike[str] | pd.DataFrame | None = None,
+    currency: str | None = None,
 ) -> Path:
     """Write the nightly report to ``out`` (one self-contained HTML file, replaced atomically).
 
@@ -1380,6 +1782,13 @@ def build_report(
     evidence : what the scoring run did with an uplift JSON (``{"source", "switched_off",
         "promoted", "priority"}``); without it the changes are derived from ``uplift`` by the rule
         ``rebuy score --uplift`` applies.
+    exports_dir : the directory ``rebuy score --exports DIR`` (:func:`rebuy.exports.write_exports`)
+        wrote the send lists to; "What to do now" names its files. None looks for an
+        ``exports_manifest.json`` beside the scores, then in ``exports/`` beside them.
+    customers : the customers table (path, or a DataFrame with ``customer_id``) for the KPIs by
+        ``acquisition_channel``; None leaves that table out (the page says so).
+    currency : ISO code of the shop's money (GBP shows £, EUR €, USD $, others as "CHF 12.00");
+        None uses the bundle config's ``currency`` (None there too: plain numbers).
 
     A section that fails is shown with its error (and logged) instead of failing the whole report;
     unreadable inputs (scores, bundle, transactions, evaluation, uplift, offer log) raise :class:`ReportError`,
@@ -1402,6 +1811,7 @@ def build_report(
         # KPIs as of the scored data, not the training run's as-of date
         tx = load_transactions(transactions, config.model_copy(update={"as_of": None}))
     ev = _read_evaluation(evaluation) if evaluation is not None else None
+    cust = _read_customers(customers, config) if customers is not None else None
     if evidence is not None and not isinstance(evidence, Mapping):
         raise ReportError(f"evidence: expected a dict, got {type(evidence).__name__}")
     ctx = _Context(
@@ -1411,19 +1821,16 @@ def build_report(
         uplift=_read_uplift(uplift) if uplift is not None else None,
         offer_log=_read_offer_log(offer_log) if offer_log is not None else None,
         evidence=dict(evidence) if evidence is not None else None,
+        customers=cust, exports_dir=Path(exports_dir) if exports_dir is not None else None,
     )
-    sections = []
-    for sid, head in SECTIONS:
-        try:
-            content = _BUILDERS[sid](ctx)
-        except Exception as exc:  # one broken section must not cost the marketers the whole report
-            logger.exception("report section %r failed", sid)
-            content = _p(f"This section could not be built: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-                         "section-error")
-        sections.append((sid, head, content))
-    subtitle = (f"Model run {manifest.get('run_id', '?')} · as of {manifest.get('as_of', '?')} · "
-                f"{len(score_df):,} customers scored {ctx.scored_at:%Y-%m-%d %H:%M} UTC")
-    page = _page("rebuy nightly report", subtitle, sections)
+    token = _CURRENCY.set(_currency_code(currency) if currency is not None else config.currency)
+    try:
+        sections = [(sid, head, _build_section(sid, ctx)) for sid, head in SECTIONS]
+        subtitle = (f"{len(score_df):,} customers scored {ctx.scored_at:%Y-%m-%d %H:%M} UTC on data up to "
+                    f"{manifest.get('as_of', '?')}")
+        page = _page("rebuy nightly report", subtitle, sections)
+    finally:
+        _CURRENCY.reset(token)
     atomic_write_bytes(out, page.encode("utf-8"))
     logger.info("wrote report %s (%.0f kB)", out, out.stat().st_size / 1024)
     return out

@@ -43,6 +43,8 @@ SCORE_TABLE: tuple[Column, ...] = (
     Column("segment", "string", "named RFM segment (Champions, Loyal Customers, Potential Loyalists, New "
            "Customers, Promising, Need Attention, About to Sleep, At Risk, Can't Lose Them, Hibernating, Lost) "
            "from `segments.rules`"),
+    Column("wholesale", "bool", "a wholesale or business customer (`wholesale.rule`, cut fixed at training): left "
+           "out of the purchase and spend model fits, scored with the consumer models, no consumer offer"),
     Column("r_score", "int", "1–5 quantile score of days since the last purchase, boundaries fixed at training"),
     Column("f_score", "int", "1–5 quantile score of purchase days, boundaries fixed at training"),
     Column("m_score", "int", "1–5 quantile score of total spend, boundaries fixed at training"),
@@ -80,10 +82,12 @@ SCORE_TABLE: tuple[Column, ...] = (
            "spend_tier, referral, loyalty_points, reminder or none"),
     Column("offer_value", "float", "the offer's value: discount share, points or currency by type"),
     Column("offer_products", "list", "the products the offer names"),
-    Column("channel", "string", "messenger / email / sms / none"),
+    Column("channel", "string", "messenger / email / sms / none (no offer, or a decision not sent: consent unknown "
+           "or absent, or below `offers.min_contact_age`; the reason says which)"),
     Column("max_contacts_per_month", "int", "the channel's contact cap"),
     Column("offer_reason", "string", "a sentence with the customer's own numbers, e.g. \"P(alive) fell to 0.34 …\""),
-    Column("discount_cost", "float", "expected cost of the discount, currency (0 for a control customer: nothing is sent)"),
+    Column("discount_cost", "float", "expected cost of the discount, currency (0 for a control customer or one "
+           "known not to be reachable: nothing is sent; counted when consent is unknown)"),
     Column("group", "string", "treatment / control (held out at random to measure the offer type, "
            "`offers.control_share`) / none (no offer)"),
     Column("deliver", "bool", "send it: a treated customer with an allowed channel"),

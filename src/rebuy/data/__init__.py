@@ -13,7 +13,9 @@ Sources (``read_table``)
 - a pandas DataFrame, used as is (it is not modified).
 
 Cleaning (``load_transactions``), in this order, each step counted in a ``CleaningReport``:
-rows without a customer id; exact duplicate lines (all source columns); lines after the end of
+rows without a customer id; lines of products the config drops (``data.drop_products``,
+``data.drop_product_prefixes``: test items); exact duplicate lines (all source columns; only when the
+lines carry an order id: without one, two identical purchases on one day are real); lines after the end of
 the as-of date; zero quantities; zero/negative unit prices; cancellations and returns (negative
 quantity or negative line value, or an order id starting with one of ``data.cancel_prefixes``).
 Returns never count as purchases: their value is netted from the same customer's most recent

@@ -3,7 +3,9 @@
 Layout: :func:`load_transactions` runs the cleaning steps in the order of the :mod:`rebuy.data`
 docstring, one named function each, counting every removal in a :class:`CleaningReport`:
 
-1. :func:`_drop_missing_customers` -> 2. :func:`_drop_duplicates` -> 3. :func:`_parse_values` ->
+1. :func:`_drop_missing_customers` -> 1b. :func:`_drop_products` (``data.drop_products`` /
+``drop_product_prefixes``: test items) -> 2. :func:`_drop_duplicates` (only when the lines carry an
+order id) -> 3. :func:`_parse_values` ->
 4-6. :func:`_purchasable` (as-of cutoff, zero quantity, unit price) -> 7. :func:`_split_returns` and
 :func:`_net` (returns netted from earlier purchases) -> 8. :func:`_assemble` and
 :func:`_sort_canonical` -> :func:`_finish`.
@@ -44,7 +46,10 @@ class CleaningReport:
     source: str
     rows_in: int = 0
     missing_customer: int = 0
+    dropped_products: int = 0
+    """Lines of products listed in ``data.drop_products`` / ``drop_product_prefixes`` (test items)."""
     duplicates: int = 0
+    """Exact duplicate lines dropped (only counted when the lines carry an order id)."""
     after_as_of: int = 0
     zero_quantity: int = 0
     non_positive_price: int = 0
@@ -79,8 +84,20 @@ class CleaningReport:
         return out
 
     def summary(self) -> str:
-        """The report as one ``key=value, ...`` line (for logs and messages)."""
+        """The report as one ``key=value, ...`` line (for messages and the DEBUG log)."""
         return ", ".join(f"{k}={v}" for k, v in self.to_dict().items())
+
+    def short(self) -> str:
+        """One short human line: rows in -> out, customers, and the non-zero drops (the INFO log)."""
+        drops = [(n, label) for n, label in (
+            (self.missing_customer, "no customer id"), (self.dropped_products, "dropped products"),
+            (self.duplicates, "duplicates"), (self.after_as_of, "after as-of"), (self.zero_quantity, "zero quantity"),
+            (self.non_positive_price, "price <= 0"), (self.returns, "returns netted"),
+        ) if n]
+        text = f"{self.source}: {self.rows_in:,} lines -> {self.rows_out:,}, {self.customers:,} customers"
+        if drops:
+            text += "; " + ", ".join(f"{label} {n:,}" for n, label in drops)
+        return text + f" ({self.seconds:.1f} s)"
 
 
 @dataclasses.dataclass
@@ -152,7 +169,9 @@ def load_transactions(
     tab = _transactions_table(source, cfg)
     report = CleaningReport(source=tab.name, rows_in=len(tab.df), as_of=day)
     lines = _drop_missing_customers(tab, report)
-    if cfg.drop_duplicates:
+    if "product_id" in tab.cols and (cfg.drop_products or cfg.drop_product_prefixes):
+        lines = _drop_products(tab, lines, cfg, report)
+    if cfg.drop_duplicates and "order_id" in tab.cols:
         lines = _drop_duplicates(tab, lines, report)
     values = _parse_values(tab, lines, cfg)
     keep, unit, value = _purchasable(values, None if day is None else cutoff_after(day), report)
@@ -167,7 +186,8 @@ def load_transactions(
     out = _sort_canonical(out, lines.cust_codes if buy.all() else lines.cust_codes[buy], lines.cust_sorted, report)
     _finish(out, tab, report, min_customers)
     report.seconds = time.perf_counter() - t0
-    logger.info("cleaned transactions from %s: %s", tab.name, report.summary())
+    logger.info("cleaned %s", report.short())
+    logger.debug("cleaning report: %s", report.summary())
     return (out, report) if with_report else out
 
 
@@ -201,14 +221,28 @@ def _drop_missing_customers(tab: Table, report: CleaningReport) -> _Lines:
     return _Lines(data=data, rows=rows, cust_codes=cust_codes, cust_sorted=cust_sorted)
 
 
+def _drop_products(tab: Table, lines: _Lines, cfg: DataConfig, report: CleaningReport) -> _Lines:
+    """Step 1b: drop the lines of products the shop's config lists (``data.drop_products``, exact ids
+    after normalising, and ``data.drop_product_prefixes``): test items that are no purchases."""
+    prod = parse_ids(lines.data[tab.cols["product_id"]], strip_float_zero=False)
+    drop = prod.isin(cfg.drop_products).fillna(False).to_numpy(dtype=bool)
+    if cfg.drop_product_prefixes:
+        drop = drop | prod.str.startswith(tuple(cfg.drop_product_prefixes)).fillna(False).to_numpy(dtype=bool)
+    report.dropped_products = int(drop.sum())
+    return _keep_lines(lines, ~drop) if report.dropped_products else lines
+
+
+def _keep_lines(lines: _Lines, keep: np.ndarray) -> _Lines:
+    """``lines`` with only the ``keep`` ones."""
+    return dataclasses.replace(lines, data=lines.data.loc[keep], rows=lines.rows[keep], cust_codes=lines.cust_codes[keep])
+
+
 def _drop_duplicates(tab: Table, lines: _Lines, report: CleaningReport) -> _Lines:
-    """Step 2: drop exact duplicate lines (all source columns, customer id normalised)."""
+    """Step 2: drop exact duplicate lines (all source columns, customer id normalised). Called only
+    when the lines carry an order id: without one, two identical purchases on one day are real."""
     dup = duplicated(lines.data, lines.cust_codes, lines.cust_sorted, lines.data[tab.cols["timestamp"]])
     report.duplicates = int(dup.sum())
-    if not report.duplicates:
-        return lines
-    keep = ~dup
-    return dataclasses.replace(lines, data=lines.data.loc[keep], rows=lines.rows[keep], cust_codes=lines.cust_codes[keep])
+    return _keep_lines(lines, ~dup) if report.duplicates else lines
 
 
 def _parse_values(tab: Table, lines: _Lines, cfg: DataConfig) -> _Values:

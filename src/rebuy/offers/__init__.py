@@ -12,8 +12,8 @@ The rules (``config.offers.priority`` orders them; the first one a customer qual
   bought after the view (needs an events table): ``browse_discount`` on them.
 - ``cross_sell``: last order at most ``cross_sell_window_days`` ago: the recommender's complementary
   products to that order (``cross_sell``), else the customer's recommendations.
-- ``win_back``: P(alive) below ``winback_max_p_alive`` (falling) or more than ``winback_overdue_days``
-  past the expected next purchase: "we miss you" with ``winback_discount``.
+- ``win_back``: P(alive) below ``winback_max_p_alive`` (falling), more than ``winback_overdue_days``
+  past the expected next purchase, or lapsed (below): "we miss you" with ``winback_discount``.
 - ``vip``: the top ``vip_top_share`` of customers by 12-month CLV: exclusive early access
   (or ``vip_discount``).
 - ``spend_tier``: the next cumulative-spend tier is at most ``spend_tier_max_orders_to_next``
@@ -21,6 +21,11 @@ The rules (``config.offers.priority`` orders them; the first one a customer qual
 - ``referral``: segment in ``referral_segments``: a refer-a-friend bonus of ``referral_bonus``.
 - ``loyalty_points``: active repeat buyers (frequency >= ``loyalty_min_repeat_purchases`` and
   P(alive) >= ``loyalty_min_p_alive``): ``loyalty_points_multiplier`` x points on the next order.
+
+Who is tried on which rules: a wholesale customer (the score table's optional ``wholesale`` column,
+``rebuy.offers.wholesale``) on none (offer ``none``: no consumer offer); a lapsed customer (segment in
+``lapsed_segments``, or ``p_purchase_90d`` below ``lapsed_max_p_purchase_90d``) only on
+``lapsed_rules`` (win-back, birthday, browse abandonment: never an upsell, ``names.UPSELL_RULES``).
 
 Then, in this order:
 
@@ -32,16 +37,29 @@ Then, in this order:
    ``max_discount_margin_multiple`` x margin of one expected order (``clv.margin`` x
    ``expected_order_value``) nor ``max_discount_clv_share`` x ``clv_12m``. It is reduced to the cap
    (rounded down to ``discount_step``); below ``min_discount`` it becomes a ``reminder``.
-4. No consented channel (or younger than ``min_contact_age``): offer ``none`` - no message offer.
-5. Run budget (``budget``): discounts are kept in descending ``budget_rank_by`` (12-month CLV by
-   default) while the running total of ``discount_cost`` fits; the rest become ``reminder``.
+4. Run budget (``budget``): discounts are kept in descending ``budget_rank_by`` (12-month CLV by
+   default) while the running total of ``discount_cost`` fits; the rest become ``reminder``. A
+   discount whose consent is unknown counts (a service holding consent may send it); one known to be
+   unreachable (no consented channel, too young) does not and costs 0.
+5. Delivery needs consent, the decision does not: a decision without a channel keeps its offer, gets
+   channel ``"none"`` and a reason ending "Not sent: consent unknown (no customers table)." (or "not
+   in the customers table", "no consent columns in the customers table"), "Not sent: no consented
+   channel." or "Not sent: younger than the minimum contact age of 18."; ``control.hold_out`` then
+   sets ``deliver`` false. Unknown consent is warned about once per call. Offer ``none`` always has
+   channel ``"none"`` and 0 contacts.
 
 Channel: the age group's channel (``channels``: ``[min_age, max_age)``, first match wins) when that
 channel is consented; otherwise (``fallback_to_consented_channel``) the first consented channel in
 ``default_channel_order``; unknown age uses ``default_channel_order`` among consented channels.
 No consent on any channel -> ``"none"``. Without a customers table (or for a customer missing from
-it) consent is unknown and treated as absent unless ``assume_consent_without_customers`` is set.
+it, or a table without ``consent_*`` columns) consent is unknown: no channel unless
+``assume_consent_without_customers`` is set.
 Ages missing from the customers table come from ``birth_date`` (365.25-day years, ``rebuy.dates``).
+
+Reasons quote the numbers that decide (P(purchase in 90 days) where the score table has it, never a
+P(alive) of 1.00 beside a "Lost" segment), counts and days in words ("1 repeat purchase", "today"),
+and products by their description (from the transactions, else ``product_names``); ``offer_products``
+keeps the ids.
 
 ``offer_value`` units depend on ``offer_type``: a discount share (0.15 = 15% off) for birthday,
 browse_abandonment, cross_sell, win_back, vip and spend_tier; bonus points for loyalty_points;
@@ -58,7 +76,8 @@ Layout (one job per module):
 - ``engine``: ``assign_offers`` (rules in priority order, guards, channels, reasons, output);
 - ``guards``, ``channels``, ``text``: the guards, the channel rules, the reason templates;
 - ``reference``: a plain per-customer version of the whole engine, used by tests to prove the
-  vectorised one equal; ``summary``: ``offer_summary``.
+  vectorised one equal; ``summary``: ``offer_summary``; ``wholesale``: who is a wholesale customer
+  (cut fixed at training, read by ``rebuy.pipeline``).
 
 How to add an offer rule
 ------------------------

@@ -7,8 +7,12 @@
 - ``birth`` (datetime64[ns]; NaT when unknown);
 - ``consent[channel]`` (bool): the ``consent_<channel>`` column, missing values = not consented.
 
+- ``unknown`` (object array of str): why consent is unknown ("" when known): no customers table, the
+  customer is not in it, or it has no ``consent_*`` column at all (:data:`rebuy.offers.text.UNKNOWN_SOURCES`).
+
 A customer missing from the table (or no table at all) has unknown age and birth date, and consent
-``assume_consent_without_customers``. Of duplicated ``customer_id`` rows the last one is used.
+``assume_consent_without_customers``; only when that is false is their consent "unknown" (an
+assumed consent is treated as known). Of duplicated ``customer_id`` rows the last one is used.
 Alignment takes a fast path when the table lists the scored customers in the same order, hashes
 string ids in Arrow otherwise, and falls back to pandas for other ids (all three give the same rows).
 """
@@ -24,7 +28,9 @@ import pandas as pd
 from rebuy.dates import age_years
 from rebuy.errors import OffersInputError
 from rebuy.offers.ids import arrow_str, distinct, ids, index_in
+from rebuy.offers.lists import strings
 from rebuy.offers.names import CHANNELS
+from rebuy.offers.text import UNKNOWN_SOURCES
 
 if TYPE_CHECKING:
     from rebuy.config import OffersConfig
@@ -37,6 +43,16 @@ class CustomerSide(NamedTuple):
     age: np.ndarray
     consent: dict[str, np.ndarray]
     birth: np.ndarray
+    unknown: np.ndarray
+
+
+def _unknown(n: int, oc: OffersConfig, source: str, where: np.ndarray | None = None) -> np.ndarray:
+    """Why consent is unknown per customer: ``source`` where ``where`` (all when None), "" elsewhere
+    and everywhere when consent is assumed."""
+    out = strings(n)
+    if not oc.assume_consent_without_customers:
+        out[slice(None) if where is None else where] = source
+    return out
 
 
 def customer_side(
@@ -47,14 +63,21 @@ def customer_side(
     n = len(cust_ids)
     if customers is None:
         consent = {ch: np.full(n, oc.assume_consent_without_customers) for ch in CHANNELS}
-        return CustomerSide(np.full(n, np.nan), consent, np.full(n, np.datetime64("NaT"), dtype="datetime64[ns]"))
+        return CustomerSide(np.full(n, np.nan), consent, np.full(n, np.datetime64("NaT"), dtype="datetime64[ns]"),
+                            _unknown(n, oc, UNKNOWN_SOURCES[0]))
     if "customer_id" not in customers.columns:
         raise OffersInputError("customers: missing column 'customer_id'")
     wanted = [c for c in ("age", "birth_date", *(f"consent_{ch}" for ch in CHANNELS)) if c in customers.columns]
     cust, pos = _align(cust_ids, customers, wanted, ids_arrow)
     known = pos >= 0
     aligned = cust.iloc[np.where(known, pos, 0)] if len(cust) else cust.reindex(range(n))
-    consent = {ch: _consent(aligned, ch, known, oc) for ch in CHANNELS}
+    no_columns = not any(f"consent_{ch}" in aligned.columns for ch in CHANNELS)
+    if no_columns:
+        consent = {ch: np.full(n, oc.assume_consent_without_customers) for ch in CHANNELS}
+        unknown = _unknown(n, oc, UNKNOWN_SOURCES[2])
+    else:
+        consent = {ch: _consent(aligned, ch, known, oc) for ch in CHANNELS}
+        unknown = _unknown(n, oc, UNKNOWN_SOURCES[1], ~known)
     birth = np.full(n, np.datetime64("NaT"), dtype="datetime64[ns]")
     if "birth_date" in aligned.columns:
         birth = pd.to_datetime(aligned["birth_date"], errors="coerce").to_numpy(dtype="datetime64[ns]").copy()
@@ -64,7 +87,7 @@ def customer_side(
         age = pd.to_numeric(aligned["age"], errors="coerce").to_numpy(dtype=float).copy()
         age[~known] = np.nan
     age = np.where(np.isnan(age), age_years(birth, as_of), age)  # from the birth date where the age is missing
-    return CustomerSide(np.where(np.isfinite(age), age, np.nan), consent, birth)
+    return CustomerSide(np.where(np.isfinite(age), age, np.nan), consent, birth, unknown)
 
 
 def _align(cust_ids: np.ndarray, customers: pd.DataFrame, wanted: list[str],

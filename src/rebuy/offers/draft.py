@@ -46,11 +46,3 @@ class OfferDraft:
         """Per customer: the ``attr`` class flag (``is_discount``, ``buy_anyway``) of their rule."""
         per_code = [False] * len(OUTCOMES) + [getattr(RULES[t], attr) for t in self.type_names[len(OUTCOMES):]]
         return np.asarray(per_code, dtype=bool)[self.code]
-
-    def offer_none(self, m: np.ndarray) -> None:
-        """Customers ``m`` get no offer: no value, no cost, no products."""
-        self.code[m] = NONE
-        self.value[m] = 0.0
-        self.discount_cost[m] = 0.0
-        self.products[m] = empty_lists(int(np.count_nonzero(m)))
-        self.owned[m] = False

@@ -5,16 +5,22 @@ the inputs), channels (:mod:`rebuy.offers.channels`), :func:`pick` (the configur
 ``config.offers.priority`` order; the first rule a customer qualifies for wins), the guards
 (:mod:`rebuy.offers.guards`), then the reasons (:func:`write_reasons`) and the output table.
 
-Outcomes besides the rules: P(alive) below ``p_alive_floor`` -> ``none`` (an offer would be wasted;
-no rule is even tried); no consented channel (or younger than ``min_contact_age``) -> ``none``;
-no rule applies -> ``none``; a withdrawn discount -> ``reminder``. Every row gets a reason sentence.
+Outcomes besides the rules: a wholesale customer (the score table's ``wholesale`` column) -> ``none``
+(no consumer offer); P(alive) below ``p_alive_floor`` -> ``none`` (an offer would be wasted; no rule
+is even tried); no rule applies -> ``none``; a withdrawn discount -> ``reminder``. Lapsed customers
+are tried only on ``lapsed_rules`` (never an upsell). The offer is decided from behaviour alone:
+delivery is what needs consent. A decision without a channel (consent unknown, no consented channel,
+younger than ``min_contact_age``) keeps its offer, gets channel ``none`` and a reason ending "Not
+sent: ..."; ``rebuy.offers.control.hold_out`` then sets ``deliver`` false. Customers with offer
+``none`` get channel ``none``. Unknown consent is warned about once per call. Every row gets a
+reason sentence.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -28,14 +34,19 @@ from rebuy.offers.lists import obj, strings
 from rebuy.offers.rules import RULES, Sentence
 from rebuy.offers.text import (
     BELOW_FLOOR,
+    CONSENT_UNKNOWN,
     NO_CONSENT,
     NO_RULE,
-    SILENT,
+    NO_RULE_P90,
+    NOT_SENT,
     TOO_YOUNG,
+    WHOLESALE,
     Texts,
+    count_phrase,
     day_strings,
     fill,
     join_products,
+    phrases,
     prefixed,
     string_array,
 )
@@ -43,7 +54,7 @@ from rebuy.offers.text import REMINDER as REMINDER_TEXT
 from rebuy.schema import column
 
 if TYPE_CHECKING:
-    from rebuy.config import Config
+    from rebuy.config import Config, OffersConfig
 
 log = logging.getLogger("rebuy.offers")
 
@@ -69,6 +80,7 @@ def assign_offers(
     cross_sell: Callable[[list, int], Sequence] | None = None,
     transactions: pd.DataFrame | None = None,
     vip_min_clv: float | None = None,
+    product_names: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """One offer per customer, vectorised over the score table (see ``rebuy.offers`` for the rules).
 
@@ -85,6 +97,8 @@ def assign_offers(
     transactions : optional canonical transactions; makes "bought after the view" exact.
     vip_min_clv : CLV threshold for VIP; None ranks within ``scores`` (use ``vip_clv_threshold``
         from the nightly table when scoring a single customer).
+    product_names : product id -> description, used in reasons over the names of ``transactions``
+        (``rebuy.recommend.products.product_names``); ``offer_products`` keeps the ids.
 
     Returns
     -------
@@ -101,7 +115,7 @@ def assign_offers(
     try:
         return _assign_offers(scores, config, as_of=as_of, customers=customers, events=events,
                               last_order_products=last_order_products, cross_sell=cross_sell,
-                              transactions=transactions, vip_min_clv=vip_min_clv)
+                              transactions=transactions, vip_min_clv=vip_min_clv, product_names=product_names)
     finally:
         if was_enabled:
             gc.enable()
@@ -117,21 +131,36 @@ def _assign_offers(scores: pd.DataFrame, config: Config, *, as_of: pd.Timestamp 
     discount = d.flag("is_discount") & (d.value > 0)
     guards.withdraw_for_buy_anyway(ctx, d, discount)
     guards.cap_discounts(ctx, d, discount)
-    guards.spend_budget(ctx, d, discount, ch.channel == "none")
+    # a decision whose consent is unknown may still be sent by a service that holds consent: it counts
+    guards.spend_budget(ctx, d, discount, (ch.channel == "none") & (ctx.unknown == ""))
     guards.to_reminders(ctx, d)
     reason = write_reasons(ctx, d, texts, ch)
     out = _frame(ctx, d, ch, reason)
     log.info("offers: %s", out["offer_type"].value_counts().to_dict())
+    warn_unknown_consent(ctx, d)
     return out
+
+
+def warn_unknown_consent(ctx: OfferContext, d: OfferDraft) -> None:
+    """One warning per call when decisions are not sent because consent is unknown."""
+    unknown = (ctx.unknown != "") & (d.code != NONE)
+    if not unknown.any():
+        return
+    sources = sorted(set(ctx.unknown[unknown].tolist()))
+    log.warning("offers: consent unknown for %d of %d customers with an offer (%s): their offers are decided but "
+                "not sent (channel none, deliver false); load a customers table with consent_* columns, or set "
+                "offers.assume_consent_without_customers", int(unknown.sum()), int((d.code != NONE).sum()),
+                "; ".join(sources))
 
 
 def pick(ctx: OfferContext, texts: Texts) -> OfferDraft:
     """The first rule in priority order each customer qualifies for (none below the P(alive) floor)."""
     d = OfferDraft.empty(ctx.n, ctx.oc.priority)
-    open_ = ~ctx.below_floor
+    open_ = ~ctx.below_floor & ~ctx.wholesale
     for code, name in enumerate(d.type_names[REMINDER + 1:], start=REMINDER + 1):
         rule = RULES[name]
-        rows = np.flatnonzero(rule.eligible(ctx) & open_)
+        allowed = open_ if name in ctx.oc.lapsed_rules else open_ & ~ctx.lapsed
+        rows = np.flatnonzero(rule.eligible(ctx) & allowed)
         if len(rows):
             rows = rows[rule.confirm(ctx, rows)]
         if not len(rows):
@@ -148,29 +177,46 @@ def pick(ctx: OfferContext, texts: Texts) -> OfferDraft:
 
 
 def write_reasons(ctx: OfferContext, d: OfferDraft, texts: Texts, ch: Channels) -> np.ndarray:
-    """Every customer's reason; offers nobody will receive (no channel) become ``none`` here."""
+    """Every customer's reason; a decision without a channel ends with why it is not sent."""
     reason = strings(ctx.n)
-    floor = ctx.below_floor
-    idle = np.flatnonzero((d.code == NONE) & ~floor)
-    reason[idle] = fill(NO_RULE, ctx.p_alive[idle], day_strings(ctx.last_purchase[idle]), ctx.freq[idle])
-    fl = np.flatnonzero(floor)
-    reason[fl] = fill(BELOW_FLOOR.format(floor=ctx.oc.p_alive_floor), ctx.p_alive[fl])
-    silent = (d.code != NONE) & (ch.channel == "none")
-    for young, why in ((True, TOO_YOUNG), (False, NO_CONSENT)):
-        texts.fill(reason, np.flatnonzero(silent & (ch.too_young == young)), SILENT.format(why=why))
-    d.offer_none(silent)
+    _no_offer_reasons(ctx, d, reason)
     for code in np.unique(d.code).tolist():
         if code == NONE:
             continue
         rows = np.flatnonzero(d.code == code)
-        prods = join_products(d.products[rows], ctx.k)
+        prods = join_products(d.products[rows], ctx.k, ctx.names)
         if code == REMINDER:
             texts.fill(reason, rows, REMINDER_TEXT, d.note[rows], prefixed(prods, " of "))
             continue
         s = Sentence(d.value[rows], prods, d.note[rows], d.detail[rows])
         template, cols = RULES[d.type_names[code]].sentence(ctx.oc, s)
         texts.fill(reason, rows, template, *cols)
+    silent = np.flatnonzero((d.code != NONE) & (ch.channel == "none"))
+    reason[silent] = reason[silent] + fill(NOT_SENT, not_sent_why(ctx.unknown[silent], ch.too_young[silent], ctx.oc))
     return reason
+
+
+def not_sent_why(unknown: np.ndarray, too_young: np.ndarray, oc: OffersConfig) -> np.ndarray:
+    """Why a decision has no channel: too young, consent unknown (and why), or no consented channel."""
+    young = TOO_YOUNG.format(age=oc.min_contact_age)
+    return np.fromiter((young if y else CONSENT_UNKNOWN.format(source=u) if u else NO_CONSENT
+                        for u, y in zip(unknown.tolist(), too_young.tolist(), strict=True)),
+                       dtype=object, count=len(unknown))
+
+
+def _no_offer_reasons(ctx: OfferContext, d: OfferDraft, reason: np.ndarray) -> None:
+    """Reasons of the customers without an offer: wholesale, below the floor, or no rule applies
+    (quoting P(purchase in 90 days) when the table has it, else P(alive))."""
+    ws = np.flatnonzero(ctx.wholesale)
+    reason[ws] = fill(WHOLESALE, ctx.spend[ws], phrases(count_phrase, ctx.freq[ws] + 1, "purchase day", "purchase days"))
+    fl = np.flatnonzero(ctx.below_floor & ~ctx.wholesale)
+    reason[fl] = fill(BELOW_FLOOR.format(floor=ctx.oc.p_alive_floor), ctx.p_alive[fl])
+    idle = (d.code == NONE) & ~ctx.below_floor & ~ctx.wholesale
+    repeat = phrases(count_phrase, ctx.freq, "repeat purchase", "repeat purchases") if idle.any() else None
+    for template, prob, m in ((NO_RULE_P90, ctx.p90, idle & ~np.isnan(ctx.p90)),
+                              (NO_RULE, ctx.p_alive, idle & np.isnan(ctx.p90))):
+        rows = np.flatnonzero(m)
+        reason[rows] = fill(template, prob[rows], day_strings(ctx.last_purchase[rows]), repeat[rows]) if len(rows) else []
 
 
 def _frame(ctx: OfferContext, d: OfferDraft, ch: Channels, reason: np.ndarray) -> pd.DataFrame:
@@ -179,13 +225,15 @@ def _frame(ctx: OfferContext, d: OfferDraft, ch: Channels, reason: np.ndarray) -
     products = d.products.copy()
     copy = np.flatnonzero(~d.owned)
     products[copy] = obj([p[:k] if type(p) is list else list(p[:k]) for p in d.products[copy]])
+    none = d.code == NONE
+    channel = np.where(none, "none", ch.channel).astype(object)
     return pd.DataFrame(
         {
             "offer_type": string_array(np.array(d.type_names, dtype=object)[d.code]),
             "offer_value": np.round(d.value, 4),
             "offer_products": products,
-            "channel": string_array(ch.channel),
-            "max_contacts_per_month": ch.contacts.astype(np.int64),
+            "channel": string_array(channel),
+            "max_contacts_per_month": np.where(none, 0, ch.contacts).astype(np.int64),
             "offer_reason": string_array(reason),
             "discount_cost": np.round(d.discount_cost, 2),
         },

@@ -7,7 +7,7 @@
    ``expected_order_value``) nor ``max_discount_clv_share`` x ``clv_12m``. It is reduced to the cap
    rounded down to ``discount_step``; below ``min_discount`` it becomes a reminder.
 3. Run budget (``budget``, currency): ``discount_cost`` = share x expected order value x
-   ``redemption_rate`` for discounts that will be sent (a channel exists); they are kept in
+   ``redemption_rate`` for discounts that may be sent (a channel exists, or consent is unknown); they are kept in
    descending ``budget_rank_by`` (table order among ties) while the running total fits, the rest
    become reminders.
 4. Reminders keep the trigger and the products (the recommendations when there were none).
@@ -75,10 +75,11 @@ def cap_discounts(ctx: OfferContext, d: OfferDraft, discount: np.ndarray) -> Non
     d.value[keep] = capped[~too_small]
 
 
-def spend_budget(ctx: OfferContext, d: OfferDraft, discount: np.ndarray, no_channel: np.ndarray) -> None:
-    """Guard 3: the discount cost of every discount sent; the run budget to the highest rank first."""
+def spend_budget(ctx: OfferContext, d: OfferDraft, discount: np.ndarray, unreachable: np.ndarray) -> None:
+    """Guard 3: the discount cost of every discount that may be sent (not ``unreachable``: known to
+    have no channel); the run budget to the highest rank first."""
     oc = ctx.oc
-    live = discount & ~d.reminder & ~no_channel
+    live = discount & ~d.reminder & ~unreachable
     d.discount_cost[live] = d.value[live] * ctx.eov[live] * oc.redemption_rate
     if oc.budget is None or not live.any():
         return

@@ -15,6 +15,12 @@ RULE_NAMES = (
 )
 """The offer rules ``OffersConfig.priority`` may list, in its default order."""
 
+UPSELL_RULES = ("cross_sell", "vip", "spend_tier", "referral", "loyalty_points")
+"""Rules that sell more to an active customer: never offered to lapsed customers (``offers.lapsed_*``)."""
+
+LAPSED_RULES = ("win_back", "birthday", "browse_abandonment")
+"""The rules a lapsed customer may get by default (``offers.lapsed_rules``): win-back and re-engagement."""
+
 OUTCOMES = ("none", "reminder")
 """Offer types that are outcomes, not rules: nothing to send, or a reminder instead of a discount."""
 

@@ -3,10 +3,10 @@
 vectorisation, no caches, no fused formatting).
 
 :func:`plain_offers` takes the arguments of ``assign_offers`` (valid inputs; it does not validate)
-and returns the same table. Per customer, in order: the channel; below the P(alive) floor no offer;
-else the first rule in ``priority`` whose ``Rule.plain`` gives an offer; then the guards (buy anyway,
-per-customer cap); after every customer, the run budget in rank order; then reminders, silence
-(no channel) and the reason. Inputs are read with Python equality on ids as str (the last of
+and returns the same table. Per customer, in order: the channel; a wholesale customer or one below the P(alive) floor
+gets no offer; else the first rule in ``priority`` (only ``lapsed_rules`` for a lapsed customer)
+whose ``Rule.plain`` gives an offer; then the guards (buy anyway, per-customer cap); after every
+customer, the run budget in rank order; then reminders, "Not sent" (no channel) and the reason. Inputs are read with Python equality on ids as str (the last of
 duplicated customers rows and last-order baskets wins).
 """
 
@@ -30,13 +30,19 @@ from rebuy.offers.names import CHANNELS
 from rebuy.offers.rules import RULES, PlainOffer, Rule, Sentence
 from rebuy.offers.text import (
     BELOW_FLOOR,
+    CONSENT_UNKNOWN,
     NO_CONSENT,
     NO_RULE,
+    NO_RULE_P90,
+    NOT_SENT,
     REMINDER,
-    SILENT,
     TOO_YOUNG,
+    UNKNOWN_SOURCES,
+    WHOLESALE,
+    count_phrase,
     day_string,
     percent,
+    product_text,
 )
 
 if TYPE_CHECKING:
@@ -62,6 +68,10 @@ class PlainCustomer:
     clv: float
     rank_value: float
     recs: list
+    p90: float = math.nan
+    wholesale: bool = False
+    lapsed: bool = False
+    unknown: str = ""
     age: float = math.nan
     birth: Any = pd.NaT
     consent: dict[str, bool] = field(default_factory=dict)
@@ -86,6 +96,7 @@ class PlainRun(RunSettings):
     cross_sell: Callable[[list, int], Sequence] | None
     has_events: bool
     vip_min_clv: float | None
+    names: dict[str, str] = field(default_factory=dict)
     customers: list[PlainCustomer] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)
 
@@ -97,6 +108,7 @@ class _Decision:
     channel: str
     contacts: int
     too_young: bool
+    wholesale: bool = False
     floor: bool = False
     rule: Rule | None = None
     offer: PlainOffer | None = None
@@ -110,9 +122,11 @@ class _Decision:
 def plain_offers(scores: pd.DataFrame, config: Config, *, as_of: Any, customers: pd.DataFrame | None = None,
                  events: pd.DataFrame | None = None, last_order_products: pd.Series | None = None,
                  cross_sell: Callable[[list, int], Sequence] | None = None,
-                 transactions: pd.DataFrame | None = None, vip_min_clv: float | None = None) -> pd.DataFrame:
+                 transactions: pd.DataFrame | None = None, vip_min_clv: float | None = None,
+                 product_names: dict[str, str] | None = None) -> pd.DataFrame:
     """``assign_offers``, one customer at a time (see the module docstring)."""
     run = PlainRun(config, pd.Timestamp(as_of).normalize(), cross_sell, events is not None, vip_min_clv)
+    run.names = _names(transactions, product_names)
     run.customers = _plain_customers(scores, run, customers, events, last_order_products, transactions)
     decisions = [_decide(c, run) for c in run.customers]
     _spend_budget(run, decisions)
@@ -130,6 +144,21 @@ def plain_offers(scores: pd.DataFrame, config: Config, *, as_of: Any, customers:
 
 
 # ---------------------------------------------------------------------------------------------- inputs
+def _names(transactions: pd.DataFrame | None, given: dict[str, str] | None) -> dict[str, str]:
+    """Product id -> its most frequent description in the transactions (first seen among ties), over
+    the given names."""
+    counts: dict[str, dict[str, int]] = defaultdict(dict)
+    if transactions is not None and "description" in transactions.columns:
+        for p, d in zip(transactions["product_id"], transactions["description"], strict=True):
+            if pd.isna(p) or pd.isna(d) or not str(d).strip():
+                continue
+            seen = counts[str(p)]
+            seen[str(d).strip()] = seen.get(str(d).strip(), 0) + 1
+    names = {str(k): str(v) for k, v in (given or {}).items() if isinstance(v, str) and v.strip()}
+    names.update({p: max(seen, key=seen.__getitem__) for p, seen in counts.items()})  # max: first of the ties
+    return names
+
+
 def _by_id(table: pd.DataFrame | None, cols: list[str]) -> dict[str, list[tuple]]:
     """Rows of ``table`` grouped by str(customer_id), in table order."""
     out: dict[str, list[tuple]] = defaultdict(list)
@@ -160,9 +189,12 @@ def _plain_customers(scores: pd.DataFrame, run: PlainRun, customers: pd.DataFram
             p_alive=float(r["p_alive"]), e30=float(r["expected_purchases_30d"]),
             eov=max(float(r["expected_order_value"]), 0.0), clv=float(r["clv_12m"]), rank_value=float(r[rank_col]),
             recs=as_list(r["recommended_products"])[: run.k], events=ev.get(cid, []),
+            p90=float(r.get("p_purchase_90d", math.nan)), wholesale=_consented(r.get("wholesale")),
             purchases=None if tx is None else [(p, pd.Timestamp(t)) for p, t in tx.get(cid, [])],
             baskets=baskets.get(cid, []),
         )
+        c.lapsed = c.segment in run.oc.lapsed_segments or (
+            run.oc.lapsed_max_p_purchase_90d is not None and c.p90 < run.oc.lapsed_max_p_purchase_90d)
         _add_person(c, people.get(cid), customers, run)
         out.append(c)
     return out
@@ -170,10 +202,16 @@ def _plain_customers(scores: pd.DataFrame, run: PlainRun, customers: pd.DataFram
 
 def _add_person(c: PlainCustomer, person: dict | None, customers: pd.DataFrame | None, run: PlainRun) -> None:
     """Age, birth date and consent from the customer's row of the customers table."""
+    assumed = run.oc.assume_consent_without_customers
+    has_consent = customers is not None and any(f"consent_{ch}" in customers.columns for ch in CHANNELS)
+    if person is None or not has_consent:
+        c.consent = {ch: assumed for ch in CHANNELS}
+        source = UNKNOWN_SOURCES[0] if customers is None else UNKNOWN_SOURCES[1 if person is None else 2]
+        c.unknown = "" if assumed else source
+    else:
+        c.consent = {ch: _consented(person.get(f"consent_{ch}")) for ch in CHANNELS}
     if person is None:
-        c.consent = {ch: run.oc.assume_consent_without_customers for ch in CHANNELS}
         return
-    c.consent = {ch: _consented(person.get(f"consent_{ch}")) for ch in CHANNELS}
     c.birth = pd.to_datetime(person.get("birth_date"), errors="coerce")
     age = person.get("age")
     if age is not None and pd.notna(age):
@@ -208,10 +246,15 @@ def _decide(c: PlainCustomer, run: PlainRun) -> _Decision:
     """The channel, the first rule that gives an offer, and the per-customer guards."""
     oc = run.oc
     d = _Decision(*_channel(c, oc))
+    if c.wholesale:
+        d.wholesale = True
+        return d
     if c.p_alive < oc.p_alive_floor:
         d.floor = True
         return d
     for name in oc.priority:
+        if c.lapsed and name not in oc.lapsed_rules:
+            continue
         offer = RULES[name].plain(c, run)
         if offer is not None:
             d.rule, d.offer, d.value = RULES[name], offer, offer.value
@@ -222,7 +265,7 @@ def _decide(c: PlainCustomer, run: PlainRun) -> _Decision:
         d.note, d.reminder = guards.BUY_ANYWAY % c.e30, True
         return d
     _cap(c, d, run)
-    d.live = not d.reminder and d.channel != "none"  # a discount that will be sent
+    d.live = not d.reminder and (d.channel != "none" or c.unknown != "")  # a discount that may be sent
     if d.live:
         d.cost = d.value * c.eov * oc.redemption_rate
     return d
@@ -265,22 +308,35 @@ def _spend_budget(run: PlainRun, decisions: list[_Decision]) -> None:
 def _finish(c: PlainCustomer, d: _Decision, run: PlainRun) -> tuple:
     """(offer_type, offer_value, offer_products, channel, contacts, reason, discount_cost)."""
     oc = run.oc
+    if d.wholesale:
+        reason = WHOLESALE % (c.total_spend, count_phrase(c.frequency + 1, "purchase day", "purchase days"))
+        return "none", 0.0, [], "none", 0, reason, 0.0
     if d.floor:
-        return "none", 0.0, [], d.channel, d.contacts, BELOW_FLOOR.format(floor=oc.p_alive_floor) % c.p_alive, 0.0
+        return "none", 0.0, [], "none", 0, BELOW_FLOOR.format(floor=oc.p_alive_floor) % c.p_alive, 0.0
     if d.rule is None:
-        reason = NO_RULE % (c.p_alive, day_string(c.last_purchase), c.frequency)
-        return "none", 0.0, [], d.channel, d.contacts, reason, 0.0
+        template, prob = (NO_RULE, c.p_alive) if math.isnan(c.p90) else (NO_RULE_P90, c.p90)
+        reason = template % (prob, day_string(c.last_purchase), count_phrase(c.frequency, "repeat purchase",
+                                                                             "repeat purchases"))
+        return "none", 0.0, [], "none", 0, reason, 0.0
     trigger = d.offer.trigger
-    if d.channel == "none":
-        reason = SILENT.format(why=TOO_YOUNG if d.too_young else NO_CONSENT) % trigger
-        return "none", 0.0, [], d.channel, d.contacts, reason, 0.0
     products = list(d.offer.products)
     if d.reminder:
         products = products or list(c.recs)
-        shown = ", ".join(map(str, products))
+        shown = product_text(products, run.names)
         reason = REMINDER % (trigger, d.note, f" of {shown}" if shown else "")
-        return "reminder", 0.0, products, d.channel, d.contacts, reason, 0.0
-    s = Sentence(np.array([d.value]), obj([", ".join(map(str, products))]), obj([d.note]), obj([d.offer.detail]))
+        return "reminder", 0.0, products, d.channel, d.contacts, _not_sent(reason, c, d, oc), 0.0
+    s = Sentence(np.array([d.value]), obj([product_text(products, run.names)]), obj([d.note]), obj([d.offer.detail]))
     template, cols = d.rule.sentence(oc, s)
     reason = template % (trigger, *(col[0] for col in cols))
-    return d.rule.name, d.value, products, d.channel, d.contacts, reason, d.cost
+    return d.rule.name, d.value, products, d.channel, d.contacts, _not_sent(reason, c, d, oc), d.cost
+
+
+def _not_sent(reason: str, c: PlainCustomer, d: _Decision, oc: OffersConfig) -> str:
+    """The reason, with why it is not sent when the decision has no channel."""
+    if d.channel != "none":
+        return reason
+    if d.too_young:
+        why = TOO_YOUNG.format(age=oc.min_contact_age)
+    else:
+        why = CONSENT_UNKNOWN.format(source=c.unknown) if c.unknown else NO_CONSENT
+    return reason + NOT_SENT % why

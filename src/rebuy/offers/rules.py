@@ -36,7 +36,19 @@ from rebuy.offers.browse import abandoned_products
 from rebuy.offers.cross_sell import complement_products
 from rebuy.offers.lists import as_list, empty_lists, isin, obj
 from rebuy.offers.names import RULE_NAMES
-from rebuy.offers.text import day_string, day_strings, fill, join_products, percent, prefixed
+from rebuy.offers.text import (
+    count_phrase,
+    day_string,
+    day_strings,
+    days_ago,
+    fill,
+    in_days,
+    join_products,
+    percent,
+    phrases,
+    prefixed,
+    product_text,
+)
 
 if TYPE_CHECKING:
     from rebuy.config import OffersConfig
@@ -160,7 +172,7 @@ class Birthday(Rule):
 
     name = "birthday"
     is_discount = True
-    TRIGGER = "Birthday on %s (in %d days)"
+    TRIGGER = "Birthday on %s (%s)"
 
     def _days(self, ctx: OfferContext) -> np.ndarray:
         return ctx.memo("birthday.days", lambda: days_to_birthday(ctx.birth, ctx.as_of))
@@ -174,7 +186,7 @@ class Birthday(Rule):
 
     def trigger(self, ctx: OfferContext, rows: np.ndarray, texts: Texts) -> None:
         d = self._days(ctx)[rows].astype(np.int64)
-        texts.set(rows, self.TRIGGER, day_strings(ctx.base + d * np.timedelta64(1, "D")), d)
+        texts.set(rows, self.TRIGGER, day_strings(ctx.base + d * np.timedelta64(1, "D")), phrases(in_days, d))
 
     def sentence(self, oc: OffersConfig, s: Sentence) -> tuple[str, tuple]:
         return "%s; a %g%% birthday discount%s%s.", (s.pct, s.products_after(" on "), s.note)
@@ -184,7 +196,7 @@ class Birthday(Rule):
         d = next_birthday(c.birth, today)
         if d is None or (d - today).days > run.oc.birthday_window_days:
             return None
-        return PlainOffer(run.oc.birthday_discount, c.recs, self.TRIGGER % (d.isoformat(), (d - today).days))
+        return PlainOffer(run.oc.birthday_discount, c.recs, self.TRIGGER % (d.isoformat(), in_days((d - today).days)))
 
 
 # ---------------------------------------------------------------------------------------------- browse
@@ -212,7 +224,7 @@ class BrowseAbandonment(Rule):
 
     def trigger(self, ctx: OfferContext, rows: np.ndarray, texts: Texts) -> None:
         found, latest = self._found(ctx)
-        texts.set(rows, self.TRIGGER, join_products(found[rows], ctx.k), day_strings(latest[rows]))
+        texts.set(rows, self.TRIGGER, join_products(found[rows], ctx.k, ctx.names), day_strings(latest[rows]))
 
     def sentence(self, oc: OffersConfig, s: Sentence) -> tuple[str, tuple]:
         return "%s; a %g%% discount on them%s.", (s.pct, s.note)
@@ -229,7 +241,7 @@ class BrowseAbandonment(Rule):
         left.sort(key=lambda v: v[0], reverse=True)  # stable: ties keep the events' order
         products = list(dict.fromkeys(p for _, p in left))[: run.k]
         return PlainOffer(run.oc.browse_discount, products,
-                          self.TRIGGER % (", ".join(map(str, products)), day_string(left[0][0])))
+                          self.TRIGGER % (product_text(products, run.names), day_string(left[0][0])))
 
 
 # ---------------------------------------------------------------------------------------------- cross-sell
@@ -239,7 +251,7 @@ class CrossSell(Rule):
     name = "cross_sell"
     is_discount = True
     buy_anyway = True
-    TRIGGER = "Ordered %d days ago (%s)"
+    TRIGGER = "Ordered %s (%s)"
 
     def eligible(self, ctx: OfferContext) -> np.ndarray:
         days = ctx.days_before(ctx.last_purchase)
@@ -261,7 +273,7 @@ class CrossSell(Rule):
 
     def trigger(self, ctx: OfferContext, rows: np.ndarray, texts: Texts) -> None:
         days = np.nan_to_num(ctx.days_before(ctx.last_purchase[rows]), nan=0).astype(np.int64)
-        texts.set(rows, self.TRIGGER, days, day_strings(ctx.last_purchase[rows]))
+        texts.set(rows, self.TRIGGER, phrases(days_ago, days), day_strings(ctx.last_purchase[rows]))
 
     def sentence(self, oc: OffersConfig, s: Sentence) -> tuple[str, tuple]:
         disc = fill(" with %g%% off", s.pct)
@@ -279,21 +291,26 @@ class CrossSell(Rule):
             products = [p for p in got if p not in set(basket)][: run.k]
         if not products:
             return None
-        trigger = self.TRIGGER % (int(days), day_string(c.last_purchase))
+        trigger = self.TRIGGER % (days_ago(int(days)), day_string(c.last_purchase))
         return PlainOffer(run.oc.cross_sell_discount, list(products), trigger)
 
 
 # ---------------------------------------------------------------------------------------------- win-back
 class WinBack(Rule):
-    """P(alive) below ``winback_max_p_alive`` or more than ``winback_overdue_days`` past the expected
-    next purchase: "we miss you" with ``winback_discount`` (on ``new_products`` when configured)."""
+    """P(alive) below ``winback_max_p_alive``, more than ``winback_overdue_days`` past the expected
+    next purchase, or lapsed (``lapsed_segments``, ``lapsed_max_p_purchase_90d``): "we miss you" with
+    ``winback_discount`` (on ``new_products`` when configured). A lapsed customer's trigger quotes the
+    segment, the last order and P(purchase in 90 days) when the score table has it, never a P(alive)
+    that contradicts the segment (1.00 for every one-time buyer under BG/NBD)."""
 
     name = "win_back"
     is_discount = True
     buy_anyway = True
     BOTH = "P(alive) fell to %.2f and the expected next purchase was %s"
     FALLING = "P(alive) fell to %.2f"
-    OVERDUE = "The expected next purchase was %s (%d days ago) and P(alive) is %.2f"
+    OVERDUE = "The expected next purchase was %s (%s) and P(alive) is %.2f"
+    LAPSED = "%s customer: last order %s (%s)"
+    LAPSED_P90 = "%s customer: last order %s (%s), P(purchase in 90 days) %.2f"
 
     def _state(self, ctx: OfferContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         def make() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -305,7 +322,7 @@ class WinBack(Rule):
 
     def eligible(self, ctx: OfferContext) -> np.ndarray:
         falling, overdue, _ = self._state(ctx)
-        return falling | overdue
+        return falling | overdue | ctx.lapsed
 
     def value(self, ctx: OfferContext, rows: np.ndarray) -> float:
         return ctx.oc.winback_discount
@@ -322,9 +339,16 @@ class WinBack(Rule):
         texts.set(sub, self.BOTH, ctx.p_alive[sub], day_strings(ctx.next_purchase[sub]))
         sub = rows[f & ~o]
         texts.set(sub, self.FALLING, ctx.p_alive[sub])
-        sub = rows[~f]
+        lapsed = ctx.lapsed[rows] & ~f
+        sub = rows[~f & ~lapsed]
         texts.set(sub, self.OVERDUE, day_strings(ctx.next_purchase[sub]),
-                  np.nan_to_num(overdue_days[sub]).astype(np.int64), ctx.p_alive[sub])
+                  phrases(days_ago, np.nan_to_num(overdue_days[sub]).astype(np.int64)), ctx.p_alive[sub])
+        days = phrases(days_ago, np.nan_to_num(ctx.days_before(ctx.last_purchase[rows])).astype(np.int64))
+        known = ~np.isnan(ctx.p90[rows])
+        for template, m, extra in ((self.LAPSED_P90, lapsed & known, (ctx.p90,)), (self.LAPSED, lapsed & ~known, ())):
+            sub = rows[m]
+            texts.set(sub, template, ctx.segment[sub], day_strings(ctx.last_purchase[sub]), days[m],
+                      *(col[sub] for col in extra))
 
     def sentence(self, oc: OffersConfig, s: Sentence) -> tuple[str, tuple]:
         return "%s; we miss you: a %g%% win-back discount%s%s.", (s.pct, s.products_after(" on "), s.note)
@@ -338,8 +362,13 @@ class WinBack(Rule):
             trigger = self.BOTH % (c.p_alive, day_string(c.next_purchase))
         elif falling:
             trigger = self.FALLING % c.p_alive
+        elif c.lapsed:
+            days = days_ago(int((run.as_of - c.last_purchase) / pd.Timedelta(days=1)))
+            trigger = self.LAPSED % (c.segment, day_string(c.last_purchase), days)
+            if not math.isnan(c.p90):
+                trigger = self.LAPSED_P90 % (c.segment, day_string(c.last_purchase), days, c.p90)
         elif overdue:
-            trigger = self.OVERDUE % (day_string(c.next_purchase), int(overdue_days), c.p_alive)
+            trigger = self.OVERDUE % (day_string(c.next_purchase), days_ago(int(overdue_days)), c.p_alive)
         else:
             return None
         products = list(oc.new_products[: run.k]) if oc.new_products else c.recs
@@ -502,7 +531,7 @@ class LoyaltyPoints(Rule):
     ``loyalty_min_p_alive``): ``loyalty_points_multiplier`` x points on the next order (value: points)."""
 
     name = "loyalty_points"
-    TRIGGER = "Active repeat buyer with %g repeat purchases and P(alive) %.2f"
+    TRIGGER = "Active repeat buyer with %s and P(alive) %.2f"
 
     def eligible(self, ctx: OfferContext) -> np.ndarray:
         oc = ctx.oc
@@ -516,7 +545,8 @@ class LoyaltyPoints(Rule):
         return np.round(oc.points_per_currency_unit * eov * oc.loyalty_points_multiplier)
 
     def trigger(self, ctx: OfferContext, rows: np.ndarray, texts: Texts) -> None:
-        texts.set(rows, self.TRIGGER, ctx.freq[rows], ctx.p_alive[rows])
+        texts.set(rows, self.TRIGGER, phrases(count_phrase, ctx.freq[rows], "repeat purchase", "repeat purchases"),
+                  ctx.p_alive[rows])
 
     def sentence(self, oc: OffersConfig, s: Sentence) -> tuple[str, tuple]:
         return (f"%s; {oc.loyalty_points_multiplier:g}x points on the next order: about %d points%s.",
@@ -526,7 +556,8 @@ class LoyaltyPoints(Rule):
         oc = run.oc
         if not (c.frequency >= oc.loyalty_min_repeat_purchases and c.p_alive >= oc.loyalty_min_p_alive and c.eov > 0):
             return None
-        return PlainOffer(float(self._points(oc, c.eov)), c.recs, self.TRIGGER % (c.frequency, c.p_alive))
+        trigger = self.TRIGGER % (count_phrase(c.frequency, "repeat purchase", "repeat purchases"), c.p_alive)
+        return PlainOffer(float(self._points(oc, c.eov)), c.recs, trigger)
 
 
 RULES: dict[str, Rule] = {name: Rule.classes[name]() for name in RULE_NAMES if name in Rule.classes}

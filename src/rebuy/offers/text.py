@@ -3,7 +3,10 @@
 Every reason is ``<trigger>; <offer text>.``: the rule writes what triggered the offer (its own
 numbers) into :class:`Texts`; the offer text comes from the rule's ``sentence`` (or, for a reminder
 or no offer, from the templates here). Percentages are ``percent(share)`` (2 decimals, ``%g``),
-money ``%.2f`` in the transactions' currency, dates ``YYYY-MM-DD`` (NaT -> ``unknown``).
+money ``%.2f`` in the transactions' currency, dates ``YYYY-MM-DD`` (NaT -> ``unknown``), counts and
+day distances in words (:func:`count_phrase`, :func:`days_ago`, :func:`in_days`: "1 repeat purchase",
+"no repeat purchases", "today", "yesterday"), products by their description when the data has one
+(:func:`join_products` with the run's names; the ``offer_products`` column keeps the ids).
 
 Speed tricks and their plain twins (tests prove each pair equal): :func:`day_strings` formats each
 distinct day once (plain: :func:`day_string`); :meth:`Texts.fill` fuses the trigger's template with
@@ -13,6 +16,7 @@ the sentence's and formats once instead of formatting the trigger first.
 from __future__ import annotations
 
 import operator
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -22,11 +26,47 @@ from rebuy.offers.lists import strings
 
 REMINDER = "%s; %s: a reminder%s instead."
 """Trigger; why there is no discount (the note); " of <products>"."""
-NO_RULE = "No offer rule applies (P(alive) %.2f, last order %s, %g repeat purchases)."
+NO_RULE = "No offer rule applies (P(alive) %.2f, last order %s, %s)."
+"""Without a ``p_purchase_90d`` column: P(alive), last order day, repeat purchases (:func:`count_phrase`)."""
+NO_RULE_P90 = "No offer rule applies (P(purchase in 90 days) %.2f, last order %s, %s)."
+"""With ``p_purchase_90d`` (the calibrated number that ranks; P(alive) is 1 for every one-time buyer
+under BG/NBD, so it would contradict a "Lost" segment)."""
 BELOW_FLOOR = "P(alive) is %.3f, below the floor of {floor:g}: an offer would be wasted."
-SILENT = "%s, but {why}: no message offer."
-TOO_YOUNG = "the customer is younger than the minimum contact age"
-NO_CONSENT = "there is no consented channel"
+WHOLESALE = "Wholesale customer (total spend %.2f over %s): kept out of consumer offers."
+NOT_SENT = " Not sent: %s."
+"""Appended to the reason of a decision without a channel (the decision stands; ``deliver`` is false)."""
+TOO_YOUNG = "younger than the minimum contact age of {age}"
+NO_CONSENT = "no consented channel"
+CONSENT_UNKNOWN = "consent unknown ({source})"
+"""``source``: one of :data:`UNKNOWN_SOURCES`."""
+UNKNOWN_SOURCES = ("no customers table", "not in the customers table", "no consent columns in the customers table")
+
+
+def count_phrase(n: float, one: str, many: str) -> str:
+    """``n`` things in words: "no repeat purchases", "1 repeat purchase", "3 repeat purchases"."""
+    if n == 0:
+        return f"no {many}"
+    return f"1 {one}" if n == 1 else f"{n:g} {many}"
+
+
+def days_ago(days: int) -> str:
+    """Days before as-of in words: "today", "yesterday", "5 days ago"."""
+    if days == 0:
+        return "today"
+    return "yesterday" if days == 1 else f"{days} days ago"
+
+
+def in_days(days: int) -> str:
+    """Days after as-of in words: "today", "tomorrow", "in 5 days"."""
+    if days == 0:
+        return "today"
+    return "tomorrow" if days == 1 else f"in {days} days"
+
+
+def phrases(fn: Any, values: Any, *args: Any) -> np.ndarray:
+    """``fn(value, *args)`` for each value: an object array of str (the vectorised twin of ``fn``)."""
+    vals = np.asarray(values).tolist()
+    return np.fromiter((fn(v, *args) for v in vals), dtype=object, count=len(vals))
 
 
 def fill(template: str, *cols: Any) -> np.ndarray:
@@ -67,8 +107,17 @@ def prefixed(texts: np.ndarray, prefix: str) -> np.ndarray:
     return np.fromiter(((prefix + t) if t else "" for t in texts), dtype=object, count=len(texts))
 
 
-def join_products(lists: np.ndarray, k: int) -> np.ndarray:
-    """Lists of product ids -> 'A, B, C' strings (first ``k`` of each)."""
+def product_text(products: Any, names: Mapping[str, str] | None) -> str:
+    """One product list as 'A, B, C', each product by its name where ``names`` has one (else its id)."""
+    if not names:
+        return ", ".join(map(str, products))
+    return ", ".join(names.get(str(p), str(p)) for p in products)
+
+
+def join_products(lists: np.ndarray, k: int, names: Mapping[str, str] | None = None) -> np.ndarray:
+    """Lists of product ids -> 'A, B, C' strings (first ``k`` of each), by name where ``names`` has one."""
+    if names:
+        return np.fromiter((product_text(p[:k], names) for p in lists), dtype=object, count=len(lists))
     try:
         return np.fromiter(map(", ".join, map(operator.itemgetter(slice(k)), lists)), dtype=object, count=len(lists))
     except TypeError:  # non-str ids

@@ -6,7 +6,8 @@ numpy, pandas, scipy, implicit and of any other ``rebuy`` module (no import cycl
 ``rebuy.recommend.defaults`` does not load the recommender.
 
 Layout: :data:`RECOMMENDER_COLUMNS` (the transaction columns the recommender keeps), then the
-default exclusions (:data:`DEFAULT_EXCLUDED`, :data:`DEFAULT_EXCLUDED_PREFIXES`), the one source of
+default exclusions (:data:`DEFAULT_EXCLUDED`, :data:`DEFAULT_EXCLUDED_PREFIXES`, empty: a shop lists its
+non-product codes in its config), the one source of
 both the ``Recommender`` defaults and ``RecommendConfig``'s.
 """
 
@@ -18,23 +19,10 @@ RECOMMENDER_COLUMNS = (
 )
 """Transaction columns the recommender keeps (the rest of the cleaned frame is dropped)."""
 
-DEFAULT_EXCLUDED = (
-    "POST",
-    "DOT",
-    "M",
-    "m",
-    "D",
-    "C2",
-    "CRUK",
-    "BANK CHARGES",
-    "AMAZONFEE",
-    "ADJUST",
-    "ADJUST2",
-    "S",
-    "B",
-    "PADS",
-)
-"""Product ids never recommended by default: postage, fees, manual adjustments, charity (Online Retail II codes)."""
+DEFAULT_EXCLUDED: tuple[str, ...] = ()
+"""Product ids never recommended by default: none. Non-product codes (postage, fees, manual
+adjustments) are the shop's own and are listed in its config (``recommend.excluded_products``;
+``configs/online_retail_ii.yaml`` lists Online Retail II's)."""
 
-DEFAULT_EXCLUDED_PREFIXES = ("gift_", "TEST")
-"""Product id prefixes never recommended by default (gift cards, test products)."""
+DEFAULT_EXCLUDED_PREFIXES: tuple[str, ...] = ()
+"""Product id prefixes never recommended by default: none (``recommend.excluded_product_prefixes``)."""

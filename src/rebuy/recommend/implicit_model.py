@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from rebuy.progress import interactive
+
 log = logging.getLogger(__name__)
 
 FILTERED = np.finfo(np.float32).min
@@ -110,7 +112,7 @@ def fit_latent(user_items: sp.csr_matrix, spec: ModelSpec) -> LatentFactors | No
 
     with threadpool_limits(limits=1, user_api="blas"):  # implicit checks the BLAS threads on creation
         model = _implicit_model(spec, factors)
-        model.fit(user_items, show_progress=False)
+        model.fit(user_items, show_progress=interactive())  # a bar per iteration on a terminal
     uf = np.asarray(model.user_factors, dtype=np.float32)
     itf = np.asarray(model.item_factors, dtype=np.float32)
     if not (np.isfinite(uf).all() and np.isfinite(itf).all()):

@@ -54,3 +54,18 @@ def fit_product_info(frame: pd.DataFrame, product_codes: np.ndarray, n_products:
         desc = pd.Series(frame["description"].astype("string").to_numpy(dtype=object)).groupby(product_codes).first()
         description = np.asarray(desc.reindex(range(n_products)).to_numpy(), dtype=object)
     return ProductInfo(prices, category, description)
+
+
+def product_names(transactions: pd.DataFrame) -> dict[str, str]:
+    """product_id -> its most frequent non-empty description in ``transactions`` (ties: the first
+    seen); empty without a ``description`` column. What reasons and exports call a product."""
+    if "description" not in transactions.columns or "product_id" not in transactions.columns:
+        return {}
+    lines = pd.DataFrame({"p": transactions["product_id"].astype("string"),
+                          "d": transactions["description"].astype("string").str.strip()})
+    lines = lines[lines["d"].notna() & (lines["d"] != "") & lines["p"].notna()]
+    if lines.empty:
+        return {}
+    counts = lines.groupby(["p", "d"], sort=False).size().reset_index(name="n")
+    best = counts.sort_values(["p", "n"], ascending=[True, False], kind="stable").drop_duplicates("p")
+    return dict(zip(best["p"].to_numpy(dtype=object), best["d"].to_numpy(dtype=object), strict=True))

@@ -154,3 +154,11 @@ def test_the_recorded_measurement_is_used_when_the_config_says_so(shop, tmp_path
                       customers=shop["customers"], events=shop["events"], config=cfg)
     assert not (run.scores["offer_type"] == "referral").any()
     assert run.experiment["evidence"]["source"].endswith(LATEST_UPLIFT_FILE)
+
+
+def test_the_night_writes_its_send_lists_when_asked(shop, tmp_path):
+    run = score_night(shop, tmp_path, exports=tmp_path / "exports")
+    sendable = run.scores[run.scores["deliver"]]
+    assert run.exports and sum(len(pd.read_csv(p)) for p in run.exports.values()) == len(sendable)
+    assert {p.name for p in run.exports.values()} == {f"{t}_{c}.csv" for t, c in
+                                                     sendable[["offer_type", "channel"]].drop_duplicates().itertuples(index=False)}

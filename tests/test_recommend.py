@@ -401,3 +401,15 @@ def test_product_category_is_the_mode_and_neighbours_the_top_cooccurrence(tx: pd
         assert k == min(int((co[i] > 0).sum()), m.cooc_neighbours_.shape[1])
         np.testing.assert_allclose(m.cooc_scores_[i, :k], np.sort(co[i])[::-1][:k], rtol=1e-6)
         assert set(co[i, m.cooc_neighbours_[i, :k]] > 0) == {True} or k == 0
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_the_recommender_fit_shows_a_progress_bar_only_on_a_terminal(terminal, monkeypatch, capsys):
+    import rebuy.recommend.implicit_model as im
+
+    monkeypatch.setattr(im, "interactive", lambda: terminal)
+    rng = np.random.default_rng(0)
+    matrix = sp.csr_matrix((rng.random((60, 20)) < 0.2).astype(np.float32))
+    assert im.fit_latent(matrix, im.ModelSpec(factors=4, iterations=3)) is not None
+    err = capsys.readouterr().err
+    assert ("3/3" in err) == terminal  # implicit's per-iteration bar (a 44 s fit on Online Retail II)

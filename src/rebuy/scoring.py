@@ -607,16 +607,8 @@ def _write_exports(scores: pd.DataFrame, out_dir: str | Path, scorer: Scorer) ->
     from rebuy.exports import write_exports
 
     with step(f"exports to {out_dir}", log):
-        return write_exports(scores, out_dir, product_names=_recommender_product_names(scorer.recommender),
+        return write_exports(scores, out_dir, product_names=pipeline.recommender_names(scorer.bundle),
                              currency=scorer.config.currency)
-
-
-def _recommender_product_names(rec: Any) -> dict[str, str]:
-    """product id -> description the recommender kept ({} without a recommender or descriptions)."""
-    descriptions = getattr(rec, "product_description_", None) if rec is not None else None
-    if descriptions is None:
-        return {}
-    return {str(p): str(d) for p, d in zip(rec.product_ids_, descriptions, strict=True) if isinstance(d, str) and d}
 
 
 LATEST_UPLIFT_FILE = "latest_uplift.json"

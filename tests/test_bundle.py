@@ -132,7 +132,19 @@ def test_manifest_cannot_point_outside_bundle(tmp_path, monkeypatch):
     }
     (path / "manifest.json").write_text(json.dumps(m))
     _forbid_unpickling(monkeypatch)
-    with pytest.raises(BundleError, match="malformed manifest entry"):
+    with pytest.raises(BundleError, match=r"malformed manifest: artefacts\.a\.file: '\.\./outside\.joblib'"):
+        load_bundle(path)
+
+
+def test_two_entries_for_one_file_refused_naming_the_key(tmp_path, monkeypatch):
+    """Artefact list edited to list one file twice (checksums copied): a KeyError deep in loading before."""
+    path = write_bundle(tmp_path, {"a": 1, "b": 2}, {})
+    m = json.loads((path / "manifest.json").read_text())
+    m["artefacts"]["bgnbd"] = dict(m["artefacts"]["a"])
+    (path / "manifest.json").write_text(json.dumps(m))
+    _forbid_unpickling(monkeypatch)
+    with pytest.raises(BundleError, match=r"manifest.json: malformed manifest: artefacts\.bgnbd\.file: "
+                       r"'a\.joblib' is also the file of artefacts\.a"):
         load_bundle(path)
 
 
@@ -246,6 +258,10 @@ def test_resolve_errors(tmp_path):
     (models / "LATEST").write_text("20990101T000000000000Z-abcdef\n")
     with pytest.raises(BundleError, match="does not exist"):
         load_bundle(models / "latest")
+    (tmp_path / "file").write_text("x")
+    for given in (tmp_path / "file", tmp_path / "file" / "latest"):
+        with pytest.raises(BundleError, match="file: is a file, not a models directory"):
+            load_bundle(given)
 
 
 def test_write_validation(tmp_path):
@@ -296,3 +312,12 @@ def test_latest_scores_record(tmp_path):
     (models / "latest_scores.json").write_text("{not json")
     with pytest.raises(BundleError, match="malformed scores record"):
         B.read_latest_scores(models)
+
+
+def test_a_signed_bundle_is_refused_when_no_key_is_set(tmp_path, monkeypatch):
+    monkeypatch.setenv(B.KEY_ENV, "s3cret")
+    signed = write_bundle(tmp_path / "s", {"a": [1, 2]}, {})
+    monkeypatch.delenv(B.KEY_ENV)
+    _forbid_unpickling(monkeypatch)
+    with pytest.raises(BundleError, match=r"manifest.sig: the bundle is signed but REBUY_BUNDLE_KEY is not set"):
+        load_bundle(signed)

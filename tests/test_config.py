@@ -173,3 +173,23 @@ def test_lapsed_customers_are_defined_in_the_config():
 def test_wholesale_keys_are_checked(tmp_path):
     with pytest.raises(ConfigError, match="wholesale.rule"):
         load_config(_yaml(tmp_path, "wholesale:\n  rule: big_orders\n"))
+
+
+@pytest.mark.parametrize("rate", ["50", "1e308", "0.25", ".nan", ".inf"])
+def test_clv_discount_rate_is_a_bounded_monthly_rate(tmp_path, rate):
+    path = _yaml(tmp_path, f"clv:\n  discount_rate: {rate}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(f"{path}: invalid config: clv.discount_rate: ")
+    assert "a monthly rate (0.01 = 1% a month) of at most 0.2" in msg
+
+
+def test_clv_discount_rate_bounds_and_override_text():
+    assert load_config(overrides={"clv.discount_rate": 0.2}).clv.discount_rate == 0.2
+    assert load_config(overrides={"clv.discount_rate": 0}).clv.discount_rate == 0.0
+    with pytest.raises(ConfigError, match=r"clv\.discount_rate: Value error, a monthly rate .* got '50'"):
+        load_config(overrides={"clv.discount_rate": "50"})
+    with pytest.raises(ConfigError, match=r"clv\.discount_rate: Input should be greater than or equal to 0"):
+        load_config(overrides={"clv.discount_rate": -0.01})
+    assert "monthly" in Config.model_json_schema()["$defs"]["CLVConfig"]["properties"]["discount_rate"]["description"]

@@ -58,8 +58,10 @@ ORII_COUNTS = {
     "dropped_products": 16,  # TEST001 / TEST002 ("This is a test product."): data.drop_product_prefixes
     "duplicates": 26_479,
     "after_as_of": 0,
+    "future_dated": 0,  # 2009-2011: nothing after today
     "zero_quantity": 0,
     "non_positive_price": 68,
+    "absurd_value": 0,  # the largest line (168,469.60) is 184 x the 99.9th percentile line value (916.00)
     "returns": 18_386,
     "returns_cancel_prefix": 18_386,
     "returns_matched": 16_219,
@@ -88,8 +90,8 @@ def test_orii_exact_cleaning_counts(orii_clean):
     assert rep.last_timestamp == pd.Timestamp("2011-12-09 12:50:00")
     assert rep.return_value == pytest.approx(1_084_790.48, abs=0.01)
     assert rep.return_value_netted == pytest.approx(777_946.66, abs=0.01)
-    removed = (rep.missing_customer + rep.dropped_products + rep.duplicates + rep.after_as_of + rep.zero_quantity
-               + rep.non_positive_price + rep.returns)
+    removed = (rep.missing_customer + rep.dropped_products + rep.duplicates + rep.after_as_of + rep.future_dated
+               + rep.zero_quantity + rep.non_positive_price + rep.absurd_value + rep.returns)
     assert rep.rows_in - removed == rep.rows_out == len(df)
     d = rep.to_dict()
     assert d["rows_out"] == rep.rows_out and d["first_timestamp"] == "2009-12-01T07:45:00"

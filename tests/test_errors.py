@@ -1,6 +1,9 @@
 """Every user-facing error derives from RebuyError; internal errors do not."""
 
+import errno
 import inspect
+
+import pytest
 
 import rebuy.errors as errors
 from rebuy.errors import RebuyError
@@ -35,3 +38,28 @@ def test_no_input_error_is_declared_outside_errors_module():
 def test_user_errors_stay_value_errors_for_old_callers():
     assert issubclass(errors.DataError, ValueError) and issubclass(errors.ConfigError, ValueError)
     assert not issubclass(FloatingPointError, RebuyError)
+
+
+@pytest.mark.parametrize("code, words", [(errno.EACCES, "permission denied"), (errno.EROFS, "read-only file system"),
+                                         (errno.ENOSPC, "no space left"), (errno.EFBIG, "ulimit -f"),
+                                         (errno.ENOTDIR, "not a directory"), (errno.EISDIR, "is a directory")])
+def test_os_errors_of_the_users_environment_are_one_line_naming_the_path(code, words):
+    line = errors.describe_os_error(OSError(code, "strerror", "/data/out.parquet"))
+    assert line.startswith("/data/out.parquet: ") and words in line and "\n" not in line
+
+
+def test_other_os_errors_are_not_dressed_up_as_user_errors(tmp_path):
+    assert errors.describe_os_error(OSError(errno.EBADF, "Bad file descriptor")) is None
+    assert errors.describe_os_error(OSError(errno.EIO, "Input/output error", "x")) is None
+    assert errors.describe_os_error(FileExistsError(errno.EEXIST, "File exists", str(tmp_path))) is None  # a race
+    assert errors.describe_os_error(FileNotFoundError("lifetimes is not installed")) == "lifetimes is not installed"
+
+
+def test_a_rename_onto_a_directory_names_the_target():
+    exc = IsADirectoryError(errno.EISDIR, "Is a directory", "/out/.s.parquet.tmp-1a2b", None, "/out/s.parquet")
+    assert errors.describe_os_error(exc).startswith("/out/s.parquet: is a directory")
+
+
+def test_at_path_keeps_the_subclass_and_errno():
+    moved = errors.at_path(PermissionError(errno.EACCES, "Permission denied", "/m/.tmp-x"), "/m")
+    assert isinstance(moved, PermissionError) and moved.errno == errno.EACCES and moved.filename == "/m"

@@ -267,6 +267,21 @@ def test_browse_abandonment_exact_with_transactions():
     assert out["offer_type"].tolist() == ["none", "browse_abandonment"]
 
 
+def test_browse_abandonment_is_skipped_with_one_warning_without_product_ids(caplog):
+    # a shop whose transactions have no product_id passes events: the other rules still run
+    cfg = cfg_with(priority=["browse_abandonment", "cross_sell", "loyalty_points"])
+    d = lambda days: AS_OF - pd.Timedelta(days=days)  # noqa: E731
+    scores = frame(row("a"), row("b", frequency=3.0, last_purchase=d(5)))
+    ev = _events([("a", "V", d(3), "view"), ("b", "V", d(3), "view")])
+    tx = pd.DataFrame({"customer_id": ["a", "b"], "timestamp": [d(60), d(5)], "amount": [5.0, 6.0]})
+    with caplog.at_level("WARNING", logger="rebuy.offers"):
+        out = run(scores, cfg, events=ev, transactions=tx)
+    assert "browse_abandonment" not in set(out["offer_type"]) and out["offer_type"].iloc[1] != "none"
+    warned = [r.getMessage() for r in caplog.records if "browse abandonment" in r.getMessage()]
+    assert warned == ["offers: browse abandonment skipped: the transactions have no 'product_id' column; "
+                      "map one with data.columns to offer viewed products"]
+
+
 def test_priority_picks_one_offer_and_is_config():
     scores = frame(row(segment="Champions", frequency=5.0, p_alive=0.9,
                        next_purchase_date=AS_OF - pd.Timedelta(days=10)))

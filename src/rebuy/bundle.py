@@ -38,7 +38,8 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
@@ -47,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 import joblib
 
 import rebuy
-from rebuy.errors import BundleError  # noqa: F401 (re-exported)
+from rebuy.errors import ENVIRONMENT_ERRNOS, BundleError, at_path
 from rebuy.outputs import atomic_write_bytes, fsync_dir, to_jsonable
 
 if TYPE_CHECKING:
@@ -188,43 +189,56 @@ def write_bundle(
         _check_name(name, "artefact name")
     run_id = _check_name(run_id, "run id") if run_id is not None else new_run_id()
 
-    models_dir.mkdir(parents=True, exist_ok=True)
-    final = models_dir / run_id
-    if final.exists():
-        raise BundleError(f"{final}: a bundle with this run id already exists")
-    tmp = models_dir / f"{TEMP_PREFIX}{run_id}"
-    tmp.mkdir()
-    try:
-        listed: dict[str, dict[str, Any]] = {}
-        for name, obj in artefacts.items():
-            path = tmp / f"{name}{ARTEFACT_SUFFIX}"
-            joblib.dump(obj, path, compress=0)
-            _fsync_file(path)
-            sha, size, _ = _sha256_file(path)
-            listed[name] = {"file": path.name, "sha256": sha, "bytes": size}
-            logger.debug("bundle %s: wrote %s (%d bytes)", run_id, path.name, size)
-        content = _jsonable(dict(manifest))
-        content.update(
-            run_id=run_id,
-            created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
-            rebuy_version=rebuy.__version__,
-            versions=_library_versions(),
-            artefacts=listed,
-        )
-        data = _manifest_bytes(content)
-        atomic_write_bytes(tmp / MANIFEST_NAME, data)
-        key = _bundle_key()
-        if key is not None:
-            atomic_write_bytes(tmp / SIGNATURE_NAME, (_sign(data, key) + "\n").encode("ascii"))
-        fsync_dir(tmp)
-        os.rename(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    fsync_dir(models_dir)
-    _point_latest(models_dir, run_id)
+    with _writes_into(models_dir):
+        models_dir.mkdir(parents=True, exist_ok=True)
+        final = models_dir / run_id
+        if final.exists():
+            raise BundleError(f"{final}: a bundle with this run id already exists")
+        tmp = models_dir / f"{TEMP_PREFIX}{run_id}"
+        tmp.mkdir()
+        try:
+            listed: dict[str, dict[str, Any]] = {}
+            for name, obj in artefacts.items():
+                path = tmp / f"{name}{ARTEFACT_SUFFIX}"
+                joblib.dump(obj, path, compress=0)
+                _fsync_file(path)
+                sha, size, _ = _sha256_file(path)
+                listed[name] = {"file": path.name, "sha256": sha, "bytes": size}
+                logger.debug("bundle %s: wrote %s (%d bytes)", run_id, path.name, size)
+            content = _jsonable(dict(manifest))
+            content.update(
+                run_id=run_id,
+                created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+                rebuy_version=rebuy.__version__,
+                versions=_library_versions(),
+                artefacts=listed,
+            )
+            data = _manifest_bytes(content)
+            atomic_write_bytes(tmp / MANIFEST_NAME, data)
+            key = _bundle_key()
+            if key is not None:
+                atomic_write_bytes(tmp / SIGNATURE_NAME, (_sign(data, key) + "\n").encode("ascii"))
+            fsync_dir(tmp)
+            os.rename(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        fsync_dir(models_dir)
+        _point_latest(models_dir, run_id)
     logger.info("wrote bundle %s (%d artefacts%s)", final, len(listed), ", signed" if key else "")
     return final
+
+
+@contextmanager
+def _writes_into(models_dir: Path) -> Iterator[None]:
+    """OSErrors of the user's environment while writing a bundle (read-only or full disk, file-size
+    limit, the models directory being a file) name ``models_dir``, not a temporary file inside it."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in ENVIRONMENT_ERRNOS:
+            raise
+        raise at_path(exc, models_dir) from exc
 
 
 def _point_latest(models_dir: Path, run_id: str) -> None:
@@ -269,6 +283,9 @@ def latest_run_id(models_dir: str | os.PathLike[str]) -> str | None:
 def resolve_bundle(path: str | os.PathLike[str]) -> Path:
     """Turn a bundle directory, ``<models_dir>/latest`` or a models directory into a bundle directory."""
     path = Path(path)
+    for where in (path, path.parent) if path.name == LATEST_LINK else (path,):
+        if where.exists() and not where.is_dir():
+            raise BundleError(f"{where}: is a file, not a models directory: give the directory rebuy train wrote")
     if (path / MANIFEST_NAME).is_file() and not path.is_symlink():
         return path
     if path.name == LATEST_LINK:
@@ -301,19 +318,20 @@ def list_bundles(models_dir: str | os.PathLike[str]) -> list[Path]:
 
 
 def prune_bundles(models_dir: str | os.PathLike[str], keep: int = 5) -> list[Path]:
-    """Delete all but the newest ``keep`` bundles, never the one ``latest`` points at.
+    """Delete all but the newest ``keep`` bundles, never the one ``latest`` points at nor the one
+    ``latest_scores.json`` names as ``model_run_id`` (the bundle behind the served scores).
 
     Also removes temporary directories left by a killed writer once they are older than
-    STALE_TEMP_SECONDS. Returns the removed paths.
+    STALE_TEMP_SECONDS. Returns the removed paths. A malformed ``latest_scores.json`` keeps every
+    bundle (with a warning): which one is serving cannot be known.
     """
     if keep < 1:
         raise ValueError(f"keep must be >= 1, got {keep}")
     models_dir = Path(models_dir)
-    bundles = list_bundles(models_dir)
-    latest = latest_run_id(models_dir)
+    protected = _protected_run_ids(models_dir)
     removed: list[Path] = []
-    for path in bundles[:-keep]:
-        if path.name == latest:
+    for path in list_bundles(models_dir)[:-keep] if protected is not None else []:
+        if path.name in protected:
             continue
         shutil.rmtree(path)
         removed.append(path)
@@ -328,6 +346,33 @@ def prune_bundles(models_dir: str | os.PathLike[str], keep: int = 5) -> list[Pat
     return removed
 
 
+def _protected_run_ids(models_dir: Path) -> set[str] | None:
+    """The run ids pruning must keep (``latest`` and the scoring bundle); None when unknown."""
+    try:
+        record = read_latest_scores(models_dir)
+    except BundleError as exc:
+        logger.warning("%s; not pruning bundles", exc)
+        return None
+    ids = {latest_run_id(models_dir), (record or {}).get("model_run_id")}
+    return {i for i in ids if i}
+
+
+def bundle_leftovers(models_dir: str | os.PathLike[str]) -> list[Path]:
+    """What killed writers left in ``models_dir``: ``.tmp-<run-id>`` bundle directories and the
+    temporaries of ``latest``, ``LATEST`` and ``latest_scores.json`` (``.<name>.tmp-<hex>``).
+
+    Only for a run holding :func:`rebuy.runlock.run_lock` on ``models_dir`` (no other writer is
+    alive then); :func:`rebuy.runlock.remove_leftovers` removes them.
+    """
+    from rebuy.runlock import atomic_temp_files
+
+    models_dir = Path(models_dir)
+    if not models_dir.is_dir():
+        return []
+    temp_dirs = sorted(p for p in models_dir.glob(f"{TEMP_PREFIX}*") if p.is_dir() and not p.is_symlink())
+    return temp_dirs + atomic_temp_files(models_dir)
+
+
 # --------------------------------------------------------------------------------------------- loading
 
 
@@ -338,6 +383,10 @@ def _read_verified_manifest(bundle: Path) -> dict[str, Any]:
         raise BundleError(f"{mpath}: missing manifest")
     data = mpath.read_bytes()
     key = _bundle_key()
+    if key is None and (bundle / SIGNATURE_NAME).exists():
+        # a signed bundle loaded without the key would skip the only check a rewritten manifest cannot pass
+        raise BundleError(f"{bundle / SIGNATURE_NAME}: the bundle is signed but {KEY_ENV} is not set: set it to "
+                          "load this bundle")
     if key is not None:
         spath = bundle / SIGNATURE_NAME
         if not spath.is_file():
@@ -353,6 +402,7 @@ def _read_verified_manifest(bundle: Path) -> dict[str, Any]:
         raise BundleError(f"{mpath}: malformed manifest ({exc})") from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("artefacts"), dict):
         raise BundleError(f"{mpath}: malformed manifest (no 'artefacts' table)")
+    _check_artefact_table(mpath, manifest["artefacts"])
     written = manifest.get("rebuy_version")
     try:
         written_major, this_major = _major(written), _major(rebuy.__version__)
@@ -361,6 +411,31 @@ def _read_verified_manifest(bundle: Path) -> dict[str, Any]:
     if written_major != this_major:
         raise BundleError(f"{mpath}: written by rebuy {written_major}.x, this is {this_major}.x")
     return manifest
+
+
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _check_artefact_table(mpath: Path, listed: dict[str, Any]) -> None:
+    """Every ``artefacts`` entry is ``{file, sha256[, bytes]}`` with a plain, unshared file name:
+    BundleError naming the manifest and the key otherwise (before any file is read)."""
+    owners: dict[str, str] = {}
+    for name, entry in listed.items():
+        key = f"artefacts.{name}"
+        if not _NAME_RE.match(name) or not isinstance(entry, dict):
+            raise BundleError(f"{mpath}: malformed manifest: {key}: not an artefact name with a "
+                              "{file, sha256, bytes} entry; retrain to write a valid bundle")
+        file, sha, size = entry.get("file"), entry.get("sha256"), entry.get("bytes", 0)
+        if not isinstance(file, str) or not _NAME_RE.match(file):
+            raise BundleError(f"{mpath}: malformed manifest: {key}.file: {file!r} is not a plain file name")
+        if not isinstance(sha, str) or not _SHA256_RE.match(sha):
+            raise BundleError(f"{mpath}: malformed manifest: {key}.sha256: not a sha256 hex digest")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise BundleError(f"{mpath}: malformed manifest: {key}.bytes: {size!r} is not a byte count")
+        if file in owners:
+            raise BundleError(f"{mpath}: malformed manifest: {key}.file: {file!r} is also the file of "
+                              f"artefacts.{owners[file]}; retrain to write a valid bundle")
+        owners[file] = name
 
 
 def read_manifest(path: str | os.PathLike[str], *, check: bool = True) -> dict[str, Any]:
@@ -396,11 +471,8 @@ def _verify_files(bundle: Path, manifest: dict[str, Any], keep: Iterable[str]) -
     keep = set(keep)
     listed: dict[str, dict[str, Any]] = manifest["artefacts"]
     expected_files: dict[str, str] = {}
-    for name, entry in listed.items():
-        file = entry.get("file") if isinstance(entry, dict) else None
-        if not isinstance(file, str) or not _NAME_RE.match(file) or not isinstance(entry.get("sha256"), str):
-            raise BundleError(f"{bundle / MANIFEST_NAME}: malformed manifest entry for artefact {name!r}")
-        expected_files[file] = name
+    for name, entry in listed.items():  # structure checked by _check_artefact_table
+        expected_files[entry["file"]] = name
     present = {
         p.name
         for p in bundle.iterdir()
@@ -587,16 +659,28 @@ def save_model_bundle(models_dir: str | os.PathLike[str], bundle: ModelBundle, *
 def load_model_bundle(path: str | os.PathLike[str]) -> ModelBundle:
     """Verify (see :func:`load_bundle`) and load a bundle directory, ``<models_dir>/latest`` or a
     models directory as a :class:`ModelBundle`."""
-    from rebuy.config import Config
-
     bundle_dir = resolve_bundle(path)
     artefacts, manifest = load_bundle(bundle_dir)
     missing = [n for n in MODEL_ARTEFACTS if n not in OPTIONAL_ARTEFACTS and n not in artefacts]
     if missing:
         raise BundleError(f"{bundle_dir / MANIFEST_NAME}: not a rebuy model bundle (no artefact {missing})")
-    try:
-        config = Config.model_validate({**manifest["config"], "as_of": None})
-    except (KeyError, TypeError, ValueError) as exc:
-        raise BundleError(f"{bundle_dir / MANIFEST_NAME}: config does not validate ({str(exc).splitlines()[0]})") from None
+    config = _manifest_config(bundle_dir / MANIFEST_NAME, manifest)
     return ModelBundle(config=config, manifest=manifest, bundle_dir=bundle_dir,
                        **{n: artefacts.get(n) for n in MODEL_ARTEFACTS})
+
+
+def _manifest_config(mpath: Path, manifest: dict[str, Any]) -> Config:
+    """The bundle's training config (``as_of`` cleared); one-line BundleError naming the manifest and
+    the ``config.<key>`` that does not validate."""
+    from pydantic import ValidationError
+
+    from rebuy.config import Config, format_validation_error
+
+    raw = manifest.get("config")
+    if not isinstance(raw, dict):
+        raise BundleError(f"{mpath}: malformed manifest: config: missing or not a mapping; retrain the bundle")
+    try:
+        return Config.model_validate({**raw, "as_of": None})
+    except ValidationError as exc:
+        raise BundleError(f"{format_validation_error(exc, str(mpath), prefix='config.')}; "
+                          "retrain the bundle or fix that key") from None

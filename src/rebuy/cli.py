@@ -23,7 +23,7 @@ import typer
 
 from rebuy import __version__
 from rebuy.config import Config, load_config, parse_column_overrides
-from rebuy.errors import RebuyError, UsageError
+from rebuy.errors import RebuyError, UsageError, describe_os_error
 
 app = typer.Typer(
     help="rebuy: segments, repeat-purchase and lifetime-value models, recommendations and offers for retailers.",
@@ -75,13 +75,10 @@ def _fail(message: object) -> NoReturn:
     raise typer.Exit(code=2)
 
 
-_FILE_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
-"""Missing or unreadable files: user errors even where they reach us as OSError, not RebuyError."""
-
-
 @contextmanager
 def _handled(verbose: bool) -> Iterator[None]:
-    """User errors (``RebuyError``, missing/unreadable files): one line, exit 2. Anything else is a bug
+    """User errors (``RebuyError``; OSErrors of the user's disk, paths or permissions: missing or
+    unwritable files, a full disk, a file-size limit): one line, exit 2. Anything else is a bug
     in rebuy: exit 1 with "internal error", and the traceback under ``-v``."""
     try:
         yield
@@ -89,15 +86,23 @@ def _handled(verbose: bool) -> Iterator[None]:
         raise
     except RebuyError as exc:
         _fail(exc)
-    except _FILE_ERRORS as exc:
-        _fail(f"{exc.filename}: {exc.strerror}" if exc.filename else exc)
+    except OSError as exc:
+        line = describe_os_error(exc)  # the user's disk, paths or permissions; else a bug
+        if line is None:
+            _internal(exc, verbose)
+        _fail(line)
     except Exception as exc:
-        if verbose:
-            traceback.print_exc(file=sys.stderr)
-        hint = "" if verbose else ", rerun with -v for the traceback"
-        typer.echo(f"error: internal error ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
-                   f"{hint}", err=True)
-        raise typer.Exit(code=1) from None
+        _internal(exc, verbose)
+
+
+def _internal(exc: BaseException, verbose: bool) -> NoReturn:
+    """A bug in rebuy: "internal error" and exit 1 (the traceback under ``-v``)."""
+    if verbose:
+        traceback.print_exc(file=sys.stderr)
+    hint = "" if verbose else ", rerun with -v for the traceback"
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    typer.echo(f"error: internal error ({type(exc).__name__}: {first}){hint}", err=True)
+    raise typer.Exit(code=1) from None
 
 
 def _table(title: str, rows: list[tuple[str, str]]) -> str:

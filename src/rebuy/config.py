@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -60,6 +60,11 @@ class DataConfig(_Section):
     )
     drop_product_prefixes: list[str] = Field(
         default_factory=list, description="product id prefixes dropped at cleaning, e.g. [TEST]"
+    )
+    max_line_value_multiple: float = Field(
+        1000.0, ge=0, description="lines worth more than this many times the 99.9th percentile line value "
+        "(from 1,000 lines) are quarantined at cleaning (absurd_value); 0 = off (lines above 1e13 are always "
+        "quarantined)"
     )
 
     @field_validator("columns", "customer_columns", "event_columns")
@@ -234,9 +239,13 @@ class GammaGammaConfig(_Section):
 class CLVConfig(_Section):
     """Lifetime value settings. Currency is the transactions' currency."""
 
+    MAX_DISCOUNT_RATE: ClassVar[float] = 0.2
+    """Largest accepted ``discount_rate`` (a month): 20% a month is about 790% a year."""
+
     horizon_months: int = Field(12, ge=1)
     margin: float = Field(0.3, gt=0, le=1, description="gross margin as a share of revenue")
-    discount_rate: float = Field(0.01, ge=0, description="monthly discount rate")
+    discount_rate: float = Field(0.01, ge=0, le=MAX_DISCOUNT_RATE,
+                                 description="monthly discount rate, 0.01 = 1% a month (at most 0.2)")
     acquisition_cost: float = Field(0.0, ge=0, description="per customer, currency")
     retention_cost: float = Field(0.0, ge=0, description="per customer per year, currency")
     horizons_days: list[int] = Field(default_factory=lambda: [30, 90, 365])
@@ -258,6 +267,19 @@ class CLVConfig(_Section):
     def _positive_horizons(cls, v: list[int]) -> list[int]:
         if not v or any(h <= 0 for h in v):
             raise ValueError(f"horizons_days must be a non-empty list of positive day counts, got {v}")
+        return v
+
+    @field_validator("discount_rate", mode="before")
+    @classmethod
+    def _monthly_rate(cls, v: Any) -> Any:
+        """Name the unit when the rate is too large (before the bound's generic message); a number or text."""
+        try:
+            rate = float(v)
+        except (TypeError, ValueError):
+            return v  # pydantic reports the type
+        if not rate <= cls.MAX_DISCOUNT_RATE:
+            raise ValueError(f"a monthly rate (0.01 = 1% a month) of at most {cls.MAX_DISCOUNT_RATE}, got {v!r}; "
+                             "a yearly rate r is (1 + r) ** (1 / 12) - 1 a month")
         return v
 
     @field_validator("churn_risk_thresholds")
@@ -475,6 +497,15 @@ class MeasureConfig(_Section):
                              "[decided_at, decided_at + window_days) counts")
 
 
+class OperationsConfig(_Section):
+    """How runs share a models directory: the run lock and bundle pruning (:mod:`rebuy.runlock`)."""
+
+    keep_bundles: int = Field(5, ge=0, description="bundles kept after a successful train (newest first; "
+                              "latest and the bundle behind latest_scores.json are always kept); 0 = keep all")
+    lock_timeout_seconds: float = Field(0, ge=0, allow_inf_nan=False, description="how long a run waits for "
+                                        "another run on the same models directory; 0 = refuse at once")
+
+
 class Config(BaseModel):
     """The whole configuration. ``Config()`` gives the defaults."""
 
@@ -499,6 +530,7 @@ class Config(BaseModel):
     offers: OffersConfig = Field(default_factory=OffersConfig)
     wholesale: WholesaleConfig = Field(default_factory=WholesaleConfig)
     measure: MeasureConfig = Field(default_factory=MeasureConfig)
+    operations: OperationsConfig = Field(default_factory=OperationsConfig)
 
     @field_validator("currency")
     @classmethod
@@ -523,10 +555,11 @@ class Config(BaseModel):
         return unit_days(self.time_unit)
 
 
-def _format_error(err: ValidationError, source: str) -> str:
+def format_validation_error(err: ValidationError, source: str, *, prefix: str = "") -> str:
+    """One line ``<source>: invalid config: <prefix><key>: <problem>; ...`` for a validation error."""
     parts = []
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        key = prefix + (".".join(str(p) for p in e["loc"]) or "<root>")
         msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
         parts.append(f"{key}: {msg}")
     return f"{source}: invalid config: " + "; ".join(parts)
@@ -552,13 +585,7 @@ def load_config(
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"{p}: config file not found")
-        try:
-            loaded = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML: {str(e).splitlines()[0]}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: top level must be a mapping of keys to values")
-        raw = loaded
+        raw = _read_yaml(p)
     for dotted, value in (overrides or {}).items():
         if value is not None:
             *parents, leaf = dotted.split(".")
@@ -568,7 +595,39 @@ def load_config(
     try:
         return Config.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(_format_error(e, source)) from None
+        raise ConfigError(format_validation_error(e, source)) from None
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that an impossible date (``as_of: 2024-13-45``) stays a string, so
+    validation names its key instead of YAML failing without one."""
+
+
+def _timestamp_or_text(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
+    try:
+        return yaml.SafeLoader.construct_yaml_timestamp(loader, node)
+    except ValueError:
+        return loader.construct_scalar(node)
+
+
+_ConfigLoader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp_or_text)
+
+
+def _read_yaml(p: Path) -> dict[str, Any]:
+    """The mapping in the YAML file ``p``; ConfigError naming the file when it is not UTF-8 text,
+    not YAML or not a mapping."""
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}): "
+                          "save the file as UTF-8") from None
+    try:
+        loaded = yaml.load(text, Loader=_ConfigLoader) or {}  # noqa: S506 (a SafeLoader)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{p}: top level must be a mapping of keys to values")
+    return loaded
 
 
 def _mapping_at(raw: dict[str, Any], keys: list[str], source: str) -> dict[str, Any]:

@@ -13,6 +13,9 @@ code written against earlier versions that caught ``ValueError`` keeps working. 
 
 from __future__ import annotations
 
+import errno
+import os
+
 
 class RebuyError(Exception):
     """Base of every user-facing rebuy error: the message is one line naming the input and the problem."""
@@ -91,3 +94,58 @@ class UnknownCustomerError(RebuyError, KeyError):
 
     def __str__(self) -> str:  # KeyError would print the message in quotes
         return str(self.args[0]) if self.args else ""
+
+
+# ----------------------------------------------------------------------------- the user's environment
+
+_ENVIRONMENT_HINTS = {
+    errno.ENOENT: "no such file or directory: check the path",
+    errno.EACCES: "permission denied: make it (and its directory) writable for this user or choose another path",
+    errno.EPERM: "operation not permitted: check its owner and permissions or choose another path",
+    errno.EROFS: "read-only file system: choose a writable path",
+    errno.ENOSPC: "no space left on device: free disk space or write elsewhere, then rerun",
+    errno.EDQUOT: "disk quota exceeded: free space or write elsewhere, then rerun",
+    errno.EFBIG: "file too large (file-size limit `ulimit -f` or the file system's maximum): "
+                 "raise the limit or write elsewhere, then rerun",
+    errno.ENOTDIR: "part of this path is a file, not a directory: choose another path",
+    errno.EISDIR: "is a directory: give a file path",
+    errno.EEXIST: "exists and is not a directory: remove it or choose another path",
+    errno.ENAMETOOLONG: "file name too long: choose a shorter path",
+}
+"""OSErrors caused by the user's disk, paths or permissions (not by rebuy), with what to do."""
+
+ENVIRONMENT_ERRNOS = frozenset(_ENVIRONMENT_HINTS)
+_FILE_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+
+
+def environment_hint(errno_: int | None) -> str | None:
+    """What to do about an OSError with this errno, or None when it is not the user's environment."""
+    return _ENVIRONMENT_HINTS.get(errno_) if errno_ is not None else None
+
+
+def hint_for_message(message: str) -> str | None:
+    """The hint for a library error (DuckDB, Arrow) whose text holds an environment errno's strerror."""
+    return next((hint for code, hint in _ENVIRONMENT_HINTS.items() if os.strerror(code) in message), None)
+
+
+def describe_os_error(exc: OSError) -> str | None:
+    """One line ``<path>: <problem>: <what to do>`` for an OSError of the user's environment, else None.
+
+    A rename onto a directory names the target (``filename2``); an EEXIST whose path is a
+    directory is not the user's (a race inside rebuy) and gives None.
+    """
+    if exc.errno is None and isinstance(exc, _FILE_ERRORS):  # raised by hand with a message
+        return str(exc)
+    hint = environment_hint(exc.errno)
+    if hint is None:
+        return None
+    path = exc.filename2 if exc.errno == errno.EISDIR and exc.filename2 else exc.filename
+    if exc.errno == errno.EEXIST and (path is None or os.path.isdir(path)):
+        return None
+    return f"{os.fsdecode(path)}: {hint}" if path is not None else hint
+
+
+def at_path(exc: OSError, path: str | os.PathLike[str]) -> OSError:
+    """The same OSError (same subclass and errno) naming ``path``: for errors raised while writing a
+    temporary file or without a file name (a full disk during ``write``)."""
+    return OSError(exc.errno, exc.strerror or os.strerror(exc.errno or 0), os.fspath(path))

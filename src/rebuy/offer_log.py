@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,9 @@ log = logging.getLogger(__name__)
 
 LOG_TABLE = "offer_log"
 LOG_DIR = "offer_log"
+
+STAGED_RE = re.compile(r"^\.[0-9a-f]{8}-score-\d{8}\.parquet$")
+"""Names of :class:`StagedLog` files (``.<8 hex>-score-YYYYMMDD.parquet``)."""
 
 
 def run_id_for(decided_at: pd.Timestamp) -> str:
@@ -99,3 +103,19 @@ class StagedLog:
 
     def discard(self) -> None:
         self.staged.unlink(missing_ok=True)
+
+
+def staged_leftovers(scores_path: str | os.PathLike[str]) -> list[Path]:
+    """Staged log files a killed run left in the log directory of ``scores_path``: its
+    ``.<hex>-score-*.parquet`` files and their ``atomic_file`` temporaries.
+
+    Only for a run holding :func:`rebuy.runlock.run_lock` (no other run is staging then);
+    :func:`rebuy.runlock.remove_leftovers` removes them.
+    """
+    from rebuy.runlock import atomic_temp_files
+
+    directory = offer_log_dir(scores_path)
+    if not directory.is_dir():
+        return []
+    staged = sorted(p for p in directory.glob(".*-score-*.parquet") if STAGED_RE.match(p.name) and p.is_file())
+    return staged + [p for p in atomic_temp_files(directory) if STAGED_RE.match(p.name[1:].rsplit(".tmp-", 1)[0])]

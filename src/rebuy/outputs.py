@@ -13,8 +13,11 @@
 
 Errors: an unknown extension, a table or key name that is not a plain identifier, a missing,
 incomplete or duplicated key column, a frame Arrow cannot convert or a missing table is an
-:class:`~rebuy.errors.OutputError` (a ``ValueError``) naming the file (and table); I/O errors
-(``OSError``) and DuckDB errors pass through unchanged, after the rollback.
+:class:`~rebuy.errors.OutputError` (a ``ValueError``) naming the file (and table). DuckDB errors of
+the user's environment (another process holding the lock, a file that is not a DuckDB database,
+permission denied, disk full, file-size limit) become ``OutputError`` naming the database, after the
+rollback; other DuckDB errors pass through. ``OSError`` passes through, naming the target file
+rather than the temporary one (:func:`atomic_file`).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rebuy.errors import OutputError
+from rebuy.errors import ENVIRONMENT_ERRNOS, OutputError, at_path, hint_for_message
 
 logger = logging.getLogger(__name__)
 
@@ -151,8 +154,10 @@ def atomic_file(path: str | os.PathLike[str], mode: str = "wb", **open_kwargs: A
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in ENVIRONMENT_ERRNOS:
+            raise at_path(exc, path) from exc  # name the target, not the temp file
         raise
     fsync_dir(path.parent)
 
@@ -234,6 +239,34 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     return path
 
 
+_LOCK_RE = re.compile(r"Conflicting lock is held in (?P<program>.*?) \(PID (?P<pid>\d+)\)")
+
+
+def _duckdb_problem(message: str) -> str | None:
+    """What is wrong and what to do, for a DuckDB error caused by the user's file or disk; else None."""
+    lock = _LOCK_RE.search(message)
+    if lock:
+        return (f"locked by another process (PID {lock['pid']}, {lock['program']}): another rebuy run or "
+                "a reader holds the database; retry after that run ends")
+    if "not a valid DuckDB database file" in message:
+        return "not a DuckDB database file: give the .duckdb file rebuy score writes, or a new path"
+    return hint_for_message(message)
+
+
+@contextmanager
+def duckdb_errors(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Turn DuckDB errors of the user's environment (lock held by another run, not a DuckDB file,
+    read-only, disk full, file-size limit) into one-line :class:`OutputError` naming ``path``;
+    other DuckDB errors pass through."""
+    try:
+        yield
+    except duckdb.Error as exc:
+        problem = _duckdb_problem(str(exc))
+        if problem is None:
+            raise
+        raise OutputError(f"{path}: {problem}") from None
+
+
 def _check_ident(name: str, what: str) -> str:
     if not isinstance(name, str) or not _IDENT_RE.match(name):
         raise OutputError(f"invalid {what} {name!r}: use letters, digits and '_', not starting with a digit")
@@ -282,6 +315,16 @@ def upsert_duckdb(
     _warn_non_finite(df, where)
     arrow = _to_arrow(df, where)
     db_path.parent.mkdir(parents=True, exist_ok=True)
+    with duckdb_errors(db_path):
+        n_rows = _write_duckdb(db_path, table, key, mode, arrow, list(df.columns), appends)
+    logger.info("%s: %s %d rows (table now %d rows)", where, mode, len(df), n_rows)
+    return int(n_rows)
+
+
+def _write_duckdb(db_path: Path, table: str, key: str, mode: str, arrow: pa.Table, columns: list[str],
+                  appends: Mapping[str, tuple[pd.DataFrame, str, str]] | None) -> int:
+    """The transaction of :func:`upsert_duckdb`; returns the table's row count after commit."""
+    where = f"{db_path}:{table}"
     con = duckdb.connect(str(db_path))
     try:
         con.register(_SOURCE_VIEW, arrow)
@@ -296,10 +339,10 @@ def upsert_duckdb(
                 con.execute(f'CREATE UNIQUE INDEX "{table}_{key}_idx" ON "{table}" ("{key}")')
             else:
                 have = [r[0] for r in con.execute(f'DESCRIBE "{table}"').fetchall()]
-                if sorted(have) != sorted(df.columns):
+                if sorted(have) != sorted(columns):
                     raise OutputError(
                         f"{where}: columns differ from the existing table "
-                        f"(missing {sorted(set(have) - set(df.columns))}, new {sorted(set(df.columns) - set(have))})"
+                        f"(missing {sorted(set(have) - set(columns))}, new {sorted(set(columns) - set(have))})"
                     )
                 con.execute(f'DELETE FROM "{table}" WHERE "{key}" IN (SELECT "{key}" FROM {_SOURCE_VIEW})')
                 con.execute(f'INSERT INTO "{table}" BY NAME SELECT * FROM {_SOURCE_VIEW}')
@@ -319,7 +362,6 @@ def upsert_duckdb(
             con.unregister(_SOURCE_VIEW)
         finally:
             con.close()
-    logger.info("%s: %s %d rows (table now %d rows)", where, mode, len(df), n_rows)
     return int(n_rows)
 
 
@@ -366,7 +408,7 @@ def read_table_for_lookup(
         raise OutputError(f"{path}: score table not found")
     if path.suffix.lower() in DUCKDB_SUFFIXES:
         _check_ident(table, "table name")
-        with duckdb.connect(str(path), read_only=True) as con:
+        with duckdb_errors(path), duckdb.connect(str(path), read_only=True) as con:
             try:
                 df = con.execute(f'SELECT * FROM "{table}"').df()
             except duckdb.CatalogException:

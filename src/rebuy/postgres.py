@@ -109,6 +109,31 @@ def connect(url: str, *, autocommit: bool = False) -> Iterator[psycopg.Connectio
         con.close()
 
 
+SERVER_PROBLEMS = {
+    "53100": "the database server's disk is full: free space on the server, then rerun",
+    "25006": "the database is read-only (a standby, or default_transaction_read_only): point --db at a "
+             "writable primary",
+    "42501": "permission denied: grant this role CREATE and INSERT on the schema (or own the tables), "
+             "or use another role",
+    "55P03": "a table is locked by another session: retry after that run ends",
+}
+"""SQLSTATEs of the user's server (disk, role, read-only standby, locks), with what to do."""
+
+
+@contextmanager
+def _server_errors(url: str, where: str) -> Iterator[None]:
+    """PostgreSQL errors of the user's server (:data:`SERVER_PROBLEMS`) become one-line
+    :class:`OutputError` naming ``where``; others pass through (the transaction is rolled back)."""
+    psycopg = require_psycopg(url)
+    try:
+        yield
+    except psycopg.Error as exc:
+        problem = SERVER_PROBLEMS.get(getattr(exc, "sqlstate", None) or "")
+        if problem is None:
+            raise
+        raise OutputError(f"{where}: {problem}") from None
+
+
 # --------------------------------------------------------------------------------------------- types
 
 PG_TYPES = {"string": "text", "int": "bigint", "float": "double precision", "bool": "boolean",
@@ -245,7 +270,7 @@ def upsert_postgres(
     df = _with_key_columns(df)
     _check_key(df, key, where)
     _warn_non_finite(df, where)
-    with connect(url) as con, con.transaction(), con.cursor() as cur:
+    with _server_errors(url, where), connect(url) as con, con.transaction(), con.cursor() as cur:
         _replace_table(cur, table, df, key, where)
         for log_table, (rows, run_column, run_id) in (appends or {}).items():
             _append_run(cur, _check_ident(log_table, "table name"), rows, _check_ident(run_column, "column name"),

@@ -445,6 +445,8 @@ _CLEANING_LABELS = {
     "rows_in": "Lines read",
     "missing_customer": "Dropped: no customer id",
     "duplicates": "Dropped: exact duplicates",
+    "future_dated": "Dropped: dated after today (no as-of given)",
+    "absurd_value": "Quarantined: absurd line value",
     "after_as_of": "Dropped: after the as-of date",
     "zero_quantity": "Dropped: zero quantity",
     "non_positive_price": "Dropped: price <= 0",

@@ -552,11 +552,18 @@ def run_scoring(
     transaction, and ``offer_log/<run_id>.parquet`` beside the scores, published last; a rerun of the
     night replaces its rows. ``models_dir/latest_scores.json`` records the paths (a PostgreSQL URL
     without its password), the bundle and the as-of day for ``Scorer.lookup`` / ``score_customer``.
+
+    The whole run holds ``models_dir/.rebuy.lock`` (:mod:`rebuy.runlock`; another run: wait up to
+    ``config.operations.lock_timeout_seconds``, default 0, then :class:`rebuy.runlock.RunLockedError`)
+    and first removes what killed runs left: temporary bundle directories, staged offer-log files and
+    the temporaries beside ``out``.
     """
-    from rebuy.bundle import record_latest_scores
+    from rebuy.bundle import bundle_leftovers, record_latest_scores
     from rebuy.offer_log import LOG_TABLE, StagedLog, offer_log_dir, offer_log_frame, run_id_for
+    from rebuy.offer_log import staged_leftovers as log_leftovers
     from rebuy.outputs import upsert_db, write_table
     from rebuy.postgres import has_password, is_postgres_url, require_psycopg, safe_url
+    from rebuy.runlock import atomic_temp_files, lock_path, remove_leftovers, run_lock
 
     t0 = time.perf_counter()
     db_where: Path | str | None = None
@@ -570,33 +577,37 @@ def run_scoring(
                         "~/.pgpass or a libpq service", db_where)
     elif db is not None:
         db_where = Path(db)
-    scorer = Scorer.load(Path(models_dir) / "latest")
-    if config is not None or columns or time_unit:
-        scorer = scorer.with_settings(config, columns, time_unit)
-    evidence = _evidence(uplift, scorer.config, Path(models_dir))
-    scores = scorer.score(transactions, customers, events, as_of=as_of, evidence=evidence)
-    pipeline.check_scores(scores)
-    experiment = scores.attrs["experiment"]
-    run_id = run_id_for(pd.Timestamp(experiment["decided_at"]))
-    decisions = offer_log_frame(scores, experiment)
     out = Path(out)
-    staged = StagedLog(decisions, offer_log_dir(out), run_id)
-    try:
-        with step(f"write {out}", log):
-            write_table(scores, out)
-        if db is not None:
-            with step(f"upsert {db_where}:{table} and {LOG_TABLE}", log):
-                upsert_db(scores, db if is_postgres_url(db) else Path(db), table=table,
-                          appends={LOG_TABLE: (decisions, "run_id", run_id)})
-        export_files = _write_exports(scores, exports, scorer) if exports is not None else {}
-        log_path = staged.publish()
-    except BaseException:
-        staged.discard()
-        raise
-    as_of_day = (pd.Timestamp(experiment["decided_at"]) - pd.Timedelta(days=1)).strftime("%Y-%m-%d")
-    record_latest_scores(models_dir, out, db_path=db, table=table if db is not None else None, run_id=scorer.run_id,
-                         experiment={k: experiment[k] for k in ("experiment", "decided_at", "shares", "evidence")},
-                         as_of=as_of_day)
+    timeout = (config or Config()).operations.lock_timeout_seconds
+    with run_lock(lock_path(models_dir), what="score", timeout_seconds=timeout):
+        leftovers = [*bundle_leftovers(models_dir), *log_leftovers(out), *atomic_temp_files(out.parent, out.name)]
+        remove_leftovers(leftovers, str(models_dir))
+        scorer = Scorer.load(Path(models_dir) / "latest")
+        if config is not None or columns or time_unit:
+            scorer = scorer.with_settings(config, columns, time_unit)
+        evidence = _evidence(uplift, scorer.config, Path(models_dir))
+        scores = scorer.score(transactions, customers, events, as_of=as_of, evidence=evidence)
+        pipeline.check_scores(scores)
+        experiment = scores.attrs["experiment"]
+        run_id = run_id_for(pd.Timestamp(experiment["decided_at"]))
+        decisions = offer_log_frame(scores, experiment)
+        staged = StagedLog(decisions, offer_log_dir(out), run_id)
+        try:
+            with step(f"write {out}", log):
+                write_table(scores, out)
+            if db is not None:
+                with step(f"upsert {db_where}:{table} and {LOG_TABLE}", log):
+                    upsert_db(scores, db if is_postgres_url(db) else Path(db), table=table,
+                              appends={LOG_TABLE: (decisions, "run_id", run_id)})
+            export_files = _write_exports(scores, exports, scorer) if exports is not None else {}
+            log_path = staged.publish()
+        except BaseException:
+            staged.discard()
+            raise
+        as_of_day = (pd.Timestamp(experiment["decided_at"]) - pd.Timedelta(days=1)).strftime("%Y-%m-%d")
+        record_latest_scores(models_dir, out, db_path=db, table=table if db is not None else None, run_id=scorer.run_id,
+                             experiment={k: experiment[k] for k in ("experiment", "decided_at", "shares", "evidence")},
+                             as_of=as_of_day)
     return ScoreRun(scores=scores, out_path=out, db_path=db_where, seconds=time.perf_counter() - t0,
                     log_path=log_path, experiment={**experiment, "run_id": run_id, "logged": len(decisions)},
                     exports=export_files)

@@ -1,7 +1,9 @@
 """Training: the function behind ``rebuy train``, a thin layer over :func:`rebuy.pipeline.fit`.
 
 load + clean transactions (and validate the customers table) -> ``pipeline.fit`` -> one bundle
-directory written by ``rebuy.bundle.save_model_bundle`` (artefacts + manifest.json with checksums).
+directory written by ``rebuy.bundle.save_model_bundle`` (artefacts + manifest.json with checksums)
+-> old bundles pruned (``operations.keep_bundles``). The whole run holds the models directory's run
+lock (:mod:`rebuy.runlock`), and first removes what killed runs left there.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from typing import Any
 import pandas as pd
 
 from rebuy import pipeline
-from rebuy.bundle import ModelBundle, save_model_bundle
+from rebuy.bundle import ModelBundle, bundle_leftovers, prune_bundles, save_model_bundle
 from rebuy.config import Config
 from rebuy.dates import resolve_as_of
 from rebuy.progress import step
+from rebuy.runlock import lock_path, remove_leftovers, run_lock
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +52,23 @@ def train(
 
     ``customers`` (optional) is validated now, so a bad customers table fails training rather than
     the night's scoring, and its coverage (rows, known ages, consents) is recorded in the manifest.
-    ``models_dir/latest`` moves to the new bundle only once it is completely written.
+    ``models_dir/latest`` moves to the new bundle only once it is completely written; then all but
+    the newest ``operations.keep_bundles`` bundles are pruned (never latest nor the scoring bundle).
+    The run holds ``models_dir/.rebuy.lock`` throughout (another run: wait up to
+    ``operations.lock_timeout_seconds``, then :class:`rebuy.runlock.RunLockedError`).
     """
+    models_dir = Path(models_dir)
+    with run_lock(lock_path(models_dir), what="train", timeout_seconds=config.operations.lock_timeout_seconds):
+        remove_leftovers(bundle_leftovers(models_dir), str(models_dir))
+        saved = _train_locked(transactions, config, models_dir, customers)
+        _prune(models_dir, config.operations.keep_bundles)
+    return TrainResult(bundle=saved)
+
+
+def _train_locked(
+    transactions: str | Path | pd.DataFrame, config: Config, models_dir: Path, customers: Any
+) -> ModelBundle:
+    """The training run proper (under the lock): fit and write the bundle."""
     from rebuy.data import load_transactions
 
     with step("load and clean transactions", log):
@@ -73,8 +91,18 @@ def train(
         **bundle.manifest,
     }
     with step("write bundle", log):
-        saved = save_model_bundle(models_dir, bundle)
-    return TrainResult(bundle=saved)
+        return save_model_bundle(models_dir, bundle)
+
+
+def _prune(models_dir: Path, keep: int) -> None:
+    """Prune old bundles after a successful train (``keep`` 0: keep all); a failure only warns,
+    since the new bundle is already live."""
+    if keep == 0:
+        return
+    try:
+        prune_bundles(models_dir, keep=keep)
+    except OSError as exc:
+        log.warning("%s: cannot prune old bundles (%s); the new bundle is live", models_dir, exc)
 
 
 def _customers_coverage(customers: Any, tx: pd.DataFrame, config: Config, as_of: pd.Timestamp) -> dict[str, Any]:

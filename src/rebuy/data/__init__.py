@@ -16,7 +16,9 @@ Cleaning (``load_transactions``), in this order, each step counted in a ``Cleani
 rows without a customer id; lines of products the config drops (``data.drop_products``,
 ``data.drop_product_prefixes``: test items); exact duplicate lines (all source columns; only when the
 lines carry an order id: without one, two identical purchases on one day are real); lines after the end of
-the as-of date; zero quantities; zero/negative unit prices; cancellations and returns (negative
+the as-of date (without one: after the end of today, the machine's date, with a warning); zero
+quantities; zero/negative unit prices; absurd line values (above ``MAX_LINE_VALUE_MULTIPLE`` = 1000 times
+the 99.9th percentile line value, with a warning); cancellations and returns (negative
 quantity or negative line value, or an order id starting with one of ``data.cancel_prefixes``).
 Returns never count as purchases: their value is netted from the same customer's most recent
 earlier purchase lines of the same product (without products: the customer's most recent

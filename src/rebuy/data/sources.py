@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -24,6 +25,8 @@ Source = str | Path | pd.DataFrame
 
 DUCKDB_PREFIX = "duckdb:"
 _PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
+_MANGLED = re.compile(r".+\.\d+")
+"""How pandas renames a repeated CSV column name ("amount" -> "amount.1")."""
 
 
 def source_name(source: Source) -> str:
@@ -75,6 +78,13 @@ def _read_file(source: object, name: str, separator: str) -> pd.DataFrame:
 
 
 def _read_csv(path: Path, separator: str) -> pd.DataFrame:
+    df = _parse_csv(path, separator)
+    if any(_MANGLED.fullmatch(str(c)) for c in df.columns):  # pandas renames a repeated "x" to "x.1"
+        _refuse_repeated(path, _csv_header(path, separator))
+    return df
+
+
+def _parse_csv(path: Path, separator: str) -> pd.DataFrame:
     try:
         return pd.read_csv(path, sep=separator, engine="pyarrow", dtype=str)
     except Exception as err:  # pyarrow raises its own error types; fall back to the C parser
@@ -89,11 +99,44 @@ def _read_csv(path: Path, separator: str) -> pd.DataFrame:
         raise DataError(f"{path}: cannot be read as CSV with separator {separator!r}: {first_line(err)}") from None
 
 
+def _csv_header(path: Path, separator: str) -> list[str]:
+    """The first line's cells as written (no renaming of repeated names), compression inferred."""
+    try:
+        first = pd.read_csv(path, sep=separator, header=None, nrows=1, dtype=str, keep_default_na=False,
+                            engine="c" if len(separator) == 1 else "python")
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError):
+        return []  # the table itself was read: nothing more to check
+    return [str(c) for c in first.iloc[0]]
+
+
+def _refuse_repeated(name: object, columns: list[str]) -> None:
+    """A ``DataError`` naming the source and each column name that appears more than once."""
+    counts = pd.Series(columns, dtype=object).value_counts(sort=False)
+    repeated = counts[counts > 1]
+    if len(repeated):
+        names = ", ".join(f"{c!r} appears {n} times" for c, n in repeated.items())
+        raise DataError(f"{name}: column {names}; rename or drop the extra column(s)")
+
+
 def _read_parquet(path: Path) -> pd.DataFrame:
+    _refuse_repeated(path, _parquet_columns(path))
     try:
         return pd.read_parquet(path)
     except Exception as err:  # pyarrow.ArrowInvalid, OSError, ...
         raise DataError(f"{path}: cannot be read as Parquet: {first_line(err)}") from None
+
+
+def _parquet_columns(path: Path) -> list[str]:
+    """The column names of a Parquet file (of a directory: its first data file) as stored, repeats
+    kept; [] when the schema is unreadable (reading then reports the error)."""
+    import pyarrow.parquet as pq
+
+    file = next((p for p in sorted(path.rglob("*")) if p.is_file() and not p.name.startswith((".", "_"))), None) \
+        if path.is_dir() else path
+    try:
+        return list(pq.read_schema(file).names) if file is not None else []
+    except Exception:  # noqa: BLE001 - any failure is reported by the read that follows
+        return []
 
 
 def _read_duckdb(spec: str) -> pd.DataFrame:
@@ -112,7 +155,9 @@ def _read_duckdb(spec: str) -> pd.DataFrame:
     try:
         con = duckdb.connect(db or ":memory:", read_only=bool(db))
         try:
-            return con.execute(query).df()
+            result = con.execute(query)
+            _refuse_repeated(label, [d[0] for d in result.description or ()])
+            return result.df()
         finally:
             con.close()
     except duckdb.Error as err:

@@ -6,7 +6,8 @@ docstring, one named function each, counting every removal in a :class:`Cleaning
 1. :func:`_drop_missing_customers` -> 1b. :func:`_drop_products` (``data.drop_products`` /
 ``drop_product_prefixes``: test items) -> 2. :func:`_drop_duplicates` (only when the lines carry an
 order id) -> 3. :func:`_parse_values` ->
-4-6. :func:`_purchasable` (as-of cutoff, zero quantity, unit price) -> 7. :func:`_split_returns` and
+4-6. :func:`_purchasable` (as-of cutoff or, without one, today: :func:`_not_late`; zero quantity, unit
+price) -> 6b. :func:`_quarantine_absurd` (line values above a ceiling) -> 7. :func:`_split_returns` and
 :func:`_net` (returns netted from earlier purchases) -> 8. :func:`_assemble` and
 :func:`_sort_canonical` -> :func:`_finish`.
 
@@ -20,6 +21,7 @@ is never sorted again, and the result equals a stable ``sort_values(["customer_i
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
 import time
 from pathlib import Path
@@ -38,6 +40,26 @@ from rebuy.errors import DataError
 
 logger = logging.getLogger(__name__)
 
+MAX_LINE_VALUE_MULTIPLE = 1000.0
+"""Lines worth more than this many times the :data:`LINE_VALUE_QUANTILE` line value are quarantined
+(``absurd_value``); ``data.max_line_value_multiple`` overrides it once that key exists (0 = off).
+Online Retail II's largest line (168,469.60) is 184 times its 99.9th percentile (916.00)."""
+LINE_VALUE_QUANTILE = 0.999
+"""The reference line value of the ceiling: the 99.9th percentile of the line values (the lower of
+two neighbours, so that a single absurd line cannot lift it)."""
+MIN_LINES_FOR_QUANTILE = 1000
+"""Fewer lines have no meaningful 99.9th percentile: only :data:`MAX_LINE_VALUE` applies (a single
+customer's history scored alone keeps its one big order)."""
+MAX_LINE_VALUE = 1e13
+"""Lines worth more (currency) are quarantined whatever the table: float64 sums keep cents only
+below about 9e13, and no shop line is worth ten trillion."""
+
+
+def today() -> pd.Timestamp:
+    """The machine's calendar day (midnight): without an as-of date, lines after its end are dated in
+    the future and dropped. Tests monkeypatch this function."""
+    return pd.Timestamp(dt.date.today())
+
 
 @dataclasses.dataclass
 class CleaningReport:
@@ -51,8 +73,13 @@ class CleaningReport:
     duplicates: int = 0
     """Exact duplicate lines dropped (only counted when the lines carry an order id)."""
     after_as_of: int = 0
+    """Lines after the end of the given as-of day."""
+    future_dated: int = 0
+    """Without an as-of date: lines after the end of today (the machine's date), dropped."""
     zero_quantity: int = 0
     non_positive_price: int = 0
+    absurd_value: int = 0
+    """Lines quarantined for a value above the ceiling (:data:`MAX_LINE_VALUE_MULTIPLE`)."""
     returns: int = 0
     """Cancellation/return lines removed as purchases (negative quantity or value, or cancel prefix)."""
     returns_cancel_prefix: int = 0
@@ -91,8 +118,10 @@ class CleaningReport:
         """One short human line: rows in -> out, customers, and the non-zero drops (the INFO log)."""
         drops = [(n, label) for n, label in (
             (self.missing_customer, "no customer id"), (self.dropped_products, "dropped products"),
-            (self.duplicates, "duplicates"), (self.after_as_of, "after as-of"), (self.zero_quantity, "zero quantity"),
-            (self.non_positive_price, "price <= 0"), (self.returns, "returns netted"),
+            (self.duplicates, "duplicates"), (self.after_as_of, "after as-of"),
+            (self.future_dated, "dated after today"), (self.zero_quantity, "zero quantity"),
+            (self.non_positive_price, "price <= 0"), (self.absurd_value, "absurd value"),
+            (self.returns, "returns netted"),
         ) if n]
         text = f"{self.source}: {self.rows_in:,} lines -> {self.rows_out:,}, {self.customers:,} customers"
         if drops:
@@ -150,7 +179,8 @@ def load_transactions(
     config : a ``Config`` (its ``data`` section and ``as_of`` are used), a ``DataConfig``, a YAML
         path, or None for the defaults (canonical column names, cancel prefix ``C``).
     as_of : date; lines after the end of this day are removed. Overrides ``config.as_of``.
-        None keeps everything.
+        None removes the lines after the end of today (:func:`today`, the machine's date) with a
+        warning: a clock or typing error must not move the as-of date into the future.
     with_report : also return the ``CleaningReport``.
     min_customers : fewer customers left after cleaning is a ``DataError`` (the models need 2;
         scoring one customer's history passes 1).
@@ -174,7 +204,9 @@ def load_transactions(
     if cfg.drop_duplicates and "order_id" in tab.cols:
         lines = _drop_duplicates(tab, lines, report)
     values = _parse_values(tab, lines, cfg)
-    keep, unit, value = _purchasable(values, None if day is None else cutoff_after(day), report)
+    keep, unit, value = _purchasable(values, day, report)
+    keep = _quarantine_absurd(tab, lines, value, keep, getattr(cfg, "max_line_value_multiple", MAX_LINE_VALUE_MULTIPLE),
+                              report)
     buy, ret = _split_returns(values, keep, cfg.cancel_prefixes, report)
     prod = None
     if "product_id" in tab.cols:
@@ -258,19 +290,33 @@ def _parse_values(tab: Table, lines: _Lines, cfg: DataConfig) -> _Values:
     )
 
 
+def _not_late(ts: np.ndarray, day: pd.Timestamp | None, report: CleaningReport) -> np.ndarray:
+    """Step 4: the lines up to the end of the as-of ``day`` (counted in ``after_as_of``) or, without
+    one, up to the end of :func:`today` (counted in ``future_dated``, with a warning)."""
+    end = cutoff_after(day if day is not None else today())
+    late = ts >= end.to_datetime64()
+    n = int(late.sum())
+    if day is not None:
+        report.after_as_of = n
+    elif n:
+        report.future_dated = n
+        latest = pd.Timestamp(ts[late].max())
+        logger.warning("%s: dropped %d line(s) dated after today (%s), the latest on %s; check the timestamp "
+                       "column or the machine's clock, or pass an as-of date", report.source, n,
+                       (end - pd.Timedelta(days=1)).date(), latest.date())
+    return ~late
+
+
 def _purchasable(
-    values: _Values, cutoff: pd.Timestamp | None, report: CleaningReport
+    values: _Values, day: pd.Timestamp | None, report: CleaningReport
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Steps 4-6: the lines before ``cutoff`` with a non-zero quantity and a unit price > 0.
+    """Steps 4-6: the lines not after the as-of day (or today, :func:`_not_late`) with a non-zero
+    quantity and a unit price > 0.
 
     Returns (keep mask, unit price, absolute line value), prices and values in currency.
     """
     qty, price, amount = values.qty, values.price, values.amount
-    keep = np.ones(len(qty), bool)
-    if cutoff is not None:
-        late = values.ts >= cutoff.to_datetime64()
-        report.after_as_of = int(late.sum())
-        keep &= ~late
+    keep = _not_late(values.ts, day, report)
     zero_q = keep & (qty == 0)
     report.zero_quantity = int(zero_q.sum())
     keep &= ~zero_q
@@ -285,6 +331,42 @@ def _purchasable(
     report.non_positive_price = int(bad_price.sum())
     keep &= ~bad_price
     return keep, unit, value
+
+
+def _quarantine_absurd(
+    tab: Table, lines: _Lines, value: np.ndarray, keep: np.ndarray, multiple: float | None, report: CleaningReport
+) -> np.ndarray:
+    """Step 6b: ``keep`` without the lines worth more than :func:`_line_ceiling` (currency; a typo
+    like a price of 1e300 would otherwise move every customer's model), counted in
+    ``absurd_value``, with one warning naming how many and the largest."""
+    ceiling, why = _line_ceiling(value[keep], multiple)
+    absurd = keep & ~(value <= ceiling)  # NaN and inf are absurd too
+    report.absurd_value = int(absurd.sum())
+    if report.absurd_value:
+        idx = np.flatnonzero(absurd)
+        top = idx[np.argmax(value[idx])]
+        logger.warning("%s: quarantined %d line(s) worth more than %.2f (%s); the largest %g at %s", tab.name,
+                       report.absurd_value, ceiling, why, value[top], tab.label(int(lines.rows[top])))
+    return keep & ~absurd
+
+
+def _line_ceiling(kept: np.ndarray, multiple: float | None) -> tuple[float, str]:
+    """The largest accepted line value (currency) and why: ``multiple`` times the
+    :data:`LINE_VALUE_QUANTILE` of the finite ``kept`` values (from :data:`MIN_LINES_FOR_QUANTILE`
+    lines; ``multiple`` None or 0 switches it off), at most :data:`MAX_LINE_VALUE`."""
+    finite = kept[np.isfinite(kept)]
+    if multiple and len(finite) >= MIN_LINES_FOR_QUANTILE:
+        ceiling = multiple * float(np.quantile(finite, LINE_VALUE_QUANTILE, method="lower"))
+        if 0 < ceiling < MAX_LINE_VALUE:
+            return ceiling, f"{multiple:g} x the 99.9th percentile line value{_ceiling_hint()}"
+    return MAX_LINE_VALUE, "the most a line can be worth"
+
+
+def _ceiling_hint() -> str:
+    """How to change the ceiling: the config key once it exists, else the module constant."""
+    if "max_line_value_multiple" in DataConfig.model_fields:
+        return "; raise data.max_line_value_multiple if such lines are real"
+    return "; raise rebuy.data.transactions.MAX_LINE_VALUE_MULTIPLE if such lines are real"
 
 
 def _split_returns(

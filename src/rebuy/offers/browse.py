@@ -9,11 +9,16 @@ when the event is not after the last purchase day and the product is in the last
 Per customer: the abandoned products, most recent event first, each product once, at most
 ``max_offer_products``; and the latest abandoned event time (NaT when none). Works on integer codes
 (customer position x product code), no string joins; ties in time keep the events table's order.
+
+:func:`can_run` says whether the rule can run at all: without events it is silently off; with
+transactions that lack a product id or timestamp column (a shop without products) it is skipped with
+one warning instead of failing the run.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
@@ -25,6 +30,10 @@ from rebuy.offers.lists import empty_lists, obj
 
 if TYPE_CHECKING:
     from rebuy.offers.context import OfferContext
+
+log = logging.getLogger(__name__)
+TRANSACTION_COLUMNS = ("customer_id", "product_id", "timestamp")
+"""Transaction columns browse abandonment reads (to tell whether a viewed product was bought)."""
 
 
 class _Views(NamedTuple):
@@ -48,6 +57,23 @@ class _Views(NamedTuple):
 
     def subset(self, m: np.ndarray) -> _Views:
         return self._replace(pos=self.pos[m], ts=self.ts[m], codes=self.codes[m], key=self.key[m])
+
+
+def can_run(ctx: OfferContext) -> bool:
+    """Whether browse abandonment can run: events are given and the transactions, when given, have
+    :data:`TRANSACTION_COLUMNS`. Missing columns: one warning per run naming them, and the rule is
+    skipped (every other rule still runs)."""
+    return ctx.events is not None and ctx.memo("browse.can_run", lambda: _transactions_usable(ctx.transactions))
+
+
+def _transactions_usable(tx: pd.DataFrame | None) -> bool:
+    """True without transactions (the last order decides) or with all :data:`TRANSACTION_COLUMNS`;
+    else a warning naming the missing columns."""
+    missing = [] if tx is None else [c for c in TRANSACTION_COLUMNS if c not in tx.columns]
+    if missing:
+        log.warning("offers: browse abandonment skipped: the transactions have no %s column; map one with "
+                    "data.columns to offer viewed products", " or ".join(repr(c) for c in missing))
+    return not missing
 
 
 def abandoned_products(ctx: OfferContext) -> tuple[np.ndarray, np.ndarray]:

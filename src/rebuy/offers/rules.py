@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 import numpy as np
 import pandas as pd
 
-from rebuy.offers.browse import abandoned_products
+from rebuy.offers.browse import abandoned_products, can_run
 from rebuy.offers.cross_sell import complement_products
 from rebuy.offers.lists import as_list, empty_lists, isin, obj
 from rebuy.offers.names import RULE_NAMES
@@ -212,7 +212,7 @@ class BrowseAbandonment(Rule):
         return ctx.memo("browse.abandoned", lambda: abandoned_products(ctx))
 
     def eligible(self, ctx: OfferContext) -> np.ndarray:
-        if ctx.events is None:
+        if not can_run(ctx):  # no events, or transactions without products (warned once)
             return np.zeros(ctx.n, dtype=bool)
         return ~np.isnat(self._found(ctx)[1])  # a latest time exactly where products were found
 

@@ -46,17 +46,54 @@ def gg_fixture(cdnow_summary) -> GammaGammaModel:
     return GammaGammaModel().fit(cdnow_summary)
 
 
-def lifetimes_bgnbd(params: dict[str, float]) -> BetaGeoFitter:
-    f = BetaGeoFitter()
+def lifetimes_with_params(fitter_cls: type, params: dict[str, float]):
+    """A lifetimes fitter of ``fitter_cls`` holding ``params`` as if it had been fitted."""
+    f = fitter_cls()
     f.params_ = pd.Series(params)
+    return f
+
+
+def lifetimes_bgnbd(params: dict[str, float]) -> BetaGeoFitter:
+    f = lifetimes_with_params(BetaGeoFitter, params)
     f.predict = f.conditional_expected_number_of_purchases_up_to_time  # as fit() sets it
     return f
 
 
 def lifetimes_gg(params: dict[str, float]) -> GammaGammaFitter:
-    f = GammaGammaFitter()
-    f.params_ = pd.Series(params)
-    return f
+    return lifetimes_with_params(GammaGammaFitter, params)
+
+
+def random_customers(seed: int, n: int, T_low: float, x_high: int) -> tuple[np.ndarray, ...]:
+    """(x, tx, T, t) of ``n`` random customers for comparing predictions with lifetimes: T uniform on
+    [T_low, 100), repeat purchases below ``x_high``, recency inside T, horizons uniform on [0, 80)."""
+    rng = np.random.default_rng(seed)
+    T = rng.uniform(T_low, 100, n)
+    x = rng.integers(0, x_high, n).astype(float)
+    tx = np.where(x > 0, T * rng.uniform(0, 1, n), 0.0)
+    return x, tx, T, rng.uniform(0, 80, n)
+
+
+HEAVY_BUYER_PARAMS = {"r": 5.0, "alpha": 0.5, "a": 3.0, "b": 0.5}
+
+
+def assert_finite_for_heavy_buyers(m) -> None:
+    """A BG/NBD-family model (fitted with :data:`HEAVY_BUYER_PARAMS`) stays finite and bounded for
+    heavy buyers and at t = 0."""
+    x = np.array([100, 300, 500, 800, 1000, 0, 0], dtype=float)
+    T = np.array([100, 100, 100, 50, 10, 0, 30], dtype=float)
+    tx = np.where(x > 0, 0.99 * T, 0.0)
+    for t in [0.0, 1.0, 39.0, 260.0, 5000.0]:
+        e = m.expected_purchases(t, x, tx, T)
+        assert np.isfinite(e).all() and (e >= 0).all()
+        assert np.isfinite(m.probability_of_purchase(t, x, tx, T)).all()
+    # where scipy's hyp2f1 fails (e.g. NaN at 2F1(-2.5, 2; 1002.5; 0.96)) the result stays bounded
+    e = m.expected_purchases(260.0, 1000, 9.9, 10.0)
+    rate_bound = (1000 + 5.0) / (0.5 + 10.0) * 260.0  # posterior mean rate x t, if surely alive
+    assert 0 < e[0] < rate_bound
+    # heavy buyer who stopped long ago: P(alive) underflows towards 0, never NaN
+    p = m.p_alive(np.array([500.0]), np.array([1.0]), np.array([100.0]))
+    assert np.isfinite(p).all() and 0 <= p[0] < 1e-12
+    assert m.expected_purchases(0.0, 5, 3, 4)[0] == 0.0
 
 
 def repeat_customers(summary: pd.DataFrame) -> pd.DataFrame:

@@ -9,12 +9,15 @@ import pandas as pd
 import pytest
 
 from models_common import (  # noqa: F401 (fixtures)
+    HEAVY_BUYER_PARAMS,
     PAPER_BGNBD,
     BetaGeoFitter,
+    assert_finite_for_heavy_buyers,
     bgnbd_fixture,
     bgnbd_problem,
     cdnow_summary_fixture,
     lifetimes_bgnbd,
+    random_customers,
 )
 from rebuy.errors import InvalidParameterError
 from rebuy.features import rfm_summary
@@ -74,12 +77,7 @@ def test_predictions_equal_lifetimes_on_cdnow(bgnbd, cdnow_summary):
     ],
 )
 def test_predictions_equal_lifetimes_on_random_grid(params):
-    rng = np.random.default_rng(0)
-    n = 5000
-    T = rng.uniform(0, 100, n)
-    x = rng.integers(0, 60, n).astype(float)
-    tx = np.where(x > 0, T * rng.uniform(0, 1, n), 0.0)
-    t = rng.uniform(0, 80, n)
+    x, tx, T, t = random_customers(0, 5000, 0, 60)
     mine = BGNBDModel.from_params(params).expected_purchases(t, x, tx, T)
     with np.errstate(all="ignore"):
         ref = lifetimes_bgnbd(params).conditional_expected_number_of_purchases_up_to_time(t, x, tx, T)
@@ -104,21 +102,7 @@ def test_negative_hypergeometric_case_is_consistent():
 
 # ------------------------------------------------------------------ robustness
 def test_heavy_buyers_and_t_zero_are_finite():
-    m = BGNBDModel.from_params({"r": 5.0, "alpha": 0.5, "a": 3.0, "b": 0.5})
-    x = np.array([100, 300, 500, 800, 1000, 0, 0], dtype=float)
-    T = np.array([100, 100, 100, 50, 10, 0, 30], dtype=float)
-    tx = np.where(x > 0, 0.99 * T, 0.0)
-    for t in [0.0, 1.0, 39.0, 260.0, 5000.0]:
-        e = m.expected_purchases(t, x, tx, T)
-        assert np.isfinite(e).all() and (e >= 0).all()
-    # where scipy's hyp2f1 fails (e.g. NaN at 2F1(-2.5, 2; 1002.5; 0.96)) the result stays bounded
-    e = m.expected_purchases(260.0, 1000, 9.9, 10.0)
-    rate_bound = (1000 + 5.0) / (0.5 + 10.0) * 260.0  # posterior mean rate x t, if surely alive
-    assert 0 < e[0] < rate_bound
-    # heavy buyer who stopped long ago: P(alive) underflows towards 0, never NaN
-    p = m.p_alive(np.array([500.0]), np.array([1.0]), np.array([100.0]))
-    assert np.isfinite(p).all() and 0 <= p[0] < 1e-12
-    assert m.expected_purchases(0.0, 5, 3, 4)[0] == 0.0
+    assert_finite_for_heavy_buyers(BGNBDModel.from_params(HEAVY_BUYER_PARAMS))
 
 
 def test_a_at_one_is_continuous():

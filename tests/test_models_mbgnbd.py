@@ -13,10 +13,14 @@ import pandas as pd
 import pytest
 
 from models_common import (  # noqa: F401 (fixtures)
+    HEAVY_BUYER_PARAMS,
+    assert_finite_for_heavy_buyers,
     assert_same_optimum,
     bgnbd_problem,
     cdnow_summary_fixture,
+    lifetimes_with_params,
     newton_step,
+    random_customers,
 )
 from rebuy.errors import FeatureError, InvalidParameterError
 from rebuy.models import (
@@ -49,9 +53,7 @@ GRID_PARAMS = [
 
 # ------------------------------------------------------------------ helpers
 def lifetimes_mbgnbd(params: dict[str, float]) -> ModifiedBetaGeoFitter:
-    f = ModifiedBetaGeoFitter()
-    f.params_ = pd.Series(params)
-    return f
+    return lifetimes_with_params(ModifiedBetaGeoFitter, params)
 
 
 def mbgnbd_problem(summary: pd.DataFrame, penalizer: float) -> tuple[MBGNBDObjective, float, tuple]:
@@ -236,12 +238,7 @@ def test_predictions_equal_lifetimes_on_cdnow(mbgnbd, cdnow_summary):
 
 @pytest.mark.parametrize("params", GRID_PARAMS)
 def test_predictions_equal_lifetimes_on_random_grid(params):
-    rng = np.random.default_rng(0)
-    n = 5000
-    T = rng.uniform(0, 100, n)
-    x = rng.integers(0, 60, n).astype(float)
-    tx = np.where(x > 0, T * rng.uniform(0, 1, n), 0.0)
-    t = rng.uniform(0, 80, n)
+    x, tx, T, t = random_customers(0, 5000, 0, 60)
     m, ref = MBGNBDModel.from_params(params), lifetimes_mbgnbd(params)
     mine = m.expected_purchases(t, x, tx, T)
     with np.errstate(all="ignore"):
@@ -279,19 +276,8 @@ def test_one_time_buyers_may_have_dropped_out(mbgnbd):
 
 
 def test_heavy_buyers_and_t_zero_are_finite():
-    m = MBGNBDModel.from_params({"r": 5.0, "alpha": 0.5, "a": 3.0, "b": 0.5})
-    x = np.array([100, 300, 500, 800, 1000, 0, 0], dtype=float)
-    T = np.array([100, 100, 100, 50, 10, 0, 30], dtype=float)
-    tx = np.where(x > 0, 0.99 * T, 0.0)
-    for t in [0.0, 1.0, 39.0, 260.0, 5000.0]:
-        e = m.expected_purchases(t, x, tx, T)
-        assert np.isfinite(e).all() and (e >= 0).all()
-        assert np.isfinite(m.probability_of_purchase(t, x, tx, T)).all()
-    e = m.expected_purchases(260.0, 1000, 9.9, 10.0)
-    assert 0 < e[0] < (1000 + 5.0) / (0.5 + 10.0) * 260.0  # posterior mean rate x t, if surely alive
-    p = m.p_alive(np.array([500.0]), np.array([1.0]), np.array([100.0]))
-    assert np.isfinite(p).all() and 0 <= p[0] < 1e-12
-    assert m.expected_purchases(0.0, 5, 3, 4)[0] == 0.0
+    m = MBGNBDModel.from_params(HEAVY_BUYER_PARAMS)
+    assert_finite_for_heavy_buyers(m)
     assert m.expected_purchases_population(0.0)[0] == 0.0
 
 

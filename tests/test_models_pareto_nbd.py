@@ -13,7 +13,12 @@ import pandas as pd
 import pytest
 from scipy.integrate import quad
 
-from models_common import assert_same_optimum, cdnow_summary_fixture  # noqa: F401 (fixtures)
+from models_common import (  # noqa: F401 (fixtures)
+    assert_same_optimum,
+    cdnow_summary_fixture,
+    lifetimes_with_params,
+    random_customers,
+)
 from rebuy.errors import InvalidParameterError
 from rebuy.models import ModelFitError, ParetoNBDForecast, ParetoNBDModel, ParetoNBDObjective
 from rebuy.models.base import ConditionalForecast
@@ -41,9 +46,7 @@ def pnbd_fixture(cdnow_summary) -> ParetoNBDModel:
 
 
 def lifetimes_pnbd(params: dict[str, float]) -> ParetoNBDFitter:
-    f = ParetoNBDFitter()
-    f.params_ = pd.Series(params)
-    return f
+    return lifetimes_with_params(ParetoNBDFitter, params)
 
 
 def problem(summary: pd.DataFrame, penalizer: float) -> tuple[ParetoNBDObjective, float, tuple]:
@@ -254,12 +257,7 @@ def test_predictions_equal_lifetimes_on_cdnow(pnbd, cdnow_summary):
 
 @pytest.mark.parametrize("params", GRID_PARAMS)
 def test_predictions_equal_lifetimes_on_random_grid(params):
-    rng = np.random.default_rng(1)
-    n = 3000
-    T = rng.uniform(0.5, 100, n)
-    x = rng.integers(0, 40, n).astype(float)
-    tx = np.where(x > 0, T * rng.uniform(0, 1, n), 0.0)
-    t = rng.uniform(0, 80, n)
+    x, tx, T, t = random_customers(1, 3000, 0.5, 40)
     m, ref = ParetoNBDModel.from_params(params), lifetimes_pnbd(params)
     with np.errstate(all="ignore"):
         expected = ref.conditional_expected_number_of_purchases_up_to_time(t, x, tx, T)

@@ -103,7 +103,8 @@ def _per_decision(decisions: pd.DataFrame, transactions: pd.DataFrame, window_da
                   lookback_days: int) -> pd.DataFrame:
     """Each decision with ``bought`` (any purchase in the window), ``revenue`` (window amount,
     currency), ``active`` (any purchase in the lookback before it) and ``retained`` (both)."""
-    from rebuy.measure.outcomes import day_numbers, line_index
+    from rebuy.dates import day_numbers
+    from rebuy.measure.outcomes import line_index
 
     day = day_numbers(decisions["decided_at"])
     index = line_index(transactions, int(day.min()) - lookback_days, int(day.max()) + window_days)

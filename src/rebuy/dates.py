@@ -111,6 +111,12 @@ def day_number(value: Any, name: str, error: type[RebuyError] = InvalidParameter
     return np.int64((np.datetime64(ts.date(), "D") - EPOCH_DAY).astype(np.int64))
 
 
+def day_numbers(values: np.ndarray | pd.Series) -> np.ndarray:
+    """datetime64 values as int64 day numbers (days since 1970-01-01, time of day dropped): the
+    vectorised :func:`day_number`."""
+    return (np.asarray(values, dtype="datetime64[ns]").astype("datetime64[D]") - EPOCH_DAY).astype(np.int64)
+
+
 def day_numbers_to_timestamps(days: np.ndarray) -> np.ndarray:
     """int64 day numbers -> datetime64[ns] midnights."""
     return (days.astype("timedelta64[D]") + EPOCH_DAY).astype("datetime64[ns]")

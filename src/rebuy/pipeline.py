@@ -419,7 +419,9 @@ def with_evidence(config: Config, evidence: Evidence | None) -> Config:
 
 def decision_day(as_of: pd.Timestamp) -> pd.Timestamp:
     """The first day a decision made on data to ``as_of`` can act (``decided_at`` in the offer log)."""
-    return pd.Timestamp(as_of).normalize() + pd.Timedelta(days=1)
+    from rebuy.dates import cutoff_after
+
+    return cutoff_after(pd.Timestamp(as_of))
 
 
 def experiment_groups(table: pd.DataFrame, config: Config, as_of: pd.Timestamp, evidence: Evidence | None,

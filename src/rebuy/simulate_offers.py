@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from rebuy.dates import cutoff_after
 from rebuy.errors import SimulationError
 from rebuy.offers.control import TREATMENT, assign_groups, control_shares, experiment_key
 from rebuy.offers.names import CHANNELS, RULE_NAMES
@@ -139,7 +140,7 @@ def _latent(sim: Simulation) -> pd.DataFrame:
 
 def _end(sim: Simulation) -> pd.Timestamp:
     """The first instant after the shop's observed window (midnight after ``truth["end"]``)."""
-    return pd.Timestamp(sim.truth["end"]) + pd.Timedelta(days=1)
+    return cutoff_after(pd.Timestamp(sim.truth["end"]))
 
 
 def _history(sim: Simulation) -> pd.DataFrame:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from rebuy.dates import EPOCH_DAY, naive_utc
+from rebuy.dates import day_numbers, naive_utc
 from rebuy.errors import DataError
 
 DAYS_SINCE_CAP = 730
@@ -35,11 +35,6 @@ TRANSACTION_COLUMNS = ("customer_id", "timestamp", "amount")
 
 HISTORY_COVARIATES = ("purchased_before", "revenue_before", "spend_365d", "days_since_last")
 """Names of the covariates computed from the transactions (see the module docstring)."""
-
-
-def day_numbers(values: np.ndarray | pd.Series) -> np.ndarray:
-    """datetime64 values as int64 day numbers (days since 1970-01-01, time of day dropped)."""
-    return (np.asarray(values, dtype="datetime64[ns]").astype("datetime64[D]") - EPOCH_DAY).astype(np.int64)
 
 
 @dataclass(frozen=True)

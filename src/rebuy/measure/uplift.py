@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rebuy.dates import day_number, resolve_as_of
+from rebuy.dates import day_number, day_numbers, resolve_as_of
 from rebuy.errors import DataError, InvalidParameterError
 from rebuy.measure.estimate import (
     NO_EFFECT,
@@ -57,7 +57,7 @@ from rebuy.measure.estimate import (
     verdict,
 )
 from rebuy.measure.log import COVARIATE_COLUMNS, NORMALISED, read_offer_log
-from rebuy.measure.outcomes import HISTORY_COVARIATES, YEAR_DAYS, day_numbers, line_index, window_outcomes
+from rebuy.measure.outcomes import HISTORY_COVARIATES, YEAR_DAYS, line_index, window_outcomes
 from rebuy.models.selection import json_float
 from rebuy.offers.control import TREATMENT
 

@@ -150,3 +150,16 @@ def assert_same_optimum(objective, theta_a: np.ndarray, theta_b: np.ndarray) -> 
         steps.append(newton_step(objective, theta))
     np.testing.assert_allclose(theta_a - steps[0], theta_b - steps[1], rtol=0, atol=1e-9)
     assert (np.abs(theta_a - theta_b) <= np.abs(steps[0]) + np.abs(steps[1]) + 1e-9).all()
+
+
+def trained_shop(root, *, n_customers: int, seed: int, n_products: int) -> dict:
+    """A simulated shop written under ``root`` and a BG/NBD bundle (CLV from the models) trained on
+    it in ``root/models``: ``{"root", "transactions", "customers", "events", ...}``."""
+    from rebuy.config import Config
+    from rebuy.simulate import simulate, write_simulation
+    from rebuy.train import train
+
+    paths = write_simulation(simulate(n_customers=n_customers, seed=seed, n_products=n_products), root / "shop.parquet")
+    cfg = Config.model_validate({"purchase_model": "bgnbd", "clv": {"method": "model"}})
+    train(paths["transactions"], cfg, models_dir=root / "models", customers=paths["customers"])
+    return {"root": root, **paths}

@@ -1,4 +1,4 @@
-"""Model bundles: round trip, verification before unpickling, signing, atomic swap of ``latest``."""
+"""Model bundles: round trip, verification before decoding, signing, atomic swap of ``latest``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import pickle
 
 import joblib
 import numpy as np
@@ -31,30 +32,40 @@ def artefacts():
 
 
 def _forbid_unpickling(monkeypatch):
+    """Any pickle / joblib read fails the test (bundles are never unpickled, verified or not)."""
+
     def fail(*a, **k):
-        raise AssertionError("joblib.load called on an unverified bundle")
+        raise AssertionError("a bundle file was unpickled")
 
     monkeypatch.setattr(joblib, "load", fail)
+    monkeypatch.setattr(pickle, "load", fail)
+    monkeypatch.setattr(pickle, "loads", fail)
+    real_np_load = np.load
+    monkeypatch.setattr(np, "load", lambda *a, allow_pickle=False, **k: (
+        fail() if allow_pickle else real_np_load(*a, allow_pickle=False, **k)))
 
 
 def _temp_dirs(models):
     return [p.name for p in models.iterdir() if p.name.startswith(".")]
 
 
-def test_round_trip_and_manifest(tmp_path, artefacts):
+def test_round_trip_and_manifest(tmp_path, artefacts, monkeypatch):
     models = tmp_path / "models"
     manifest_in = {"as_of": dt.date(2011, 12, 9), "counts": {"rows": np.int64(10)}, "metric": float("nan")}
     path = write_bundle(models, artefacts, manifest_in)
     assert path.parent == models and path.name == os.readlink(models / "latest")
     assert (models / "LATEST").read_text().strip() == path.name
     assert sorted(p.name for p in path.iterdir()) == [
-        "factors.joblib",
-        "kmeans.joblib",
+        "factors.bin",
+        "factors.json",
+        "kmeans.bin",
+        "kmeans.json",
         "manifest.json",
-        "params.joblib",
+        "params.json",  # no arrays: no data file
     ]
     assert _temp_dirs(models) == []
 
+    _forbid_unpickling(monkeypatch)
     loaded, manifest = load_bundle(models / "latest")
     X = np.array([[0.0, 0.0], [6.0, 6.0], [3.0, 2.5]])
     np.testing.assert_array_equal(loaded["kmeans"].predict(X), artefacts["kmeans"].predict(X))
@@ -68,16 +79,18 @@ def test_round_trip_and_manifest(tmp_path, artefacts):
         and manifest["metric"] is None
     )
     assert manifest["rebuy_version"] == rebuy.__version__
-    assert manifest["versions"]["joblib"] == joblib.__version__
+    assert manifest["artefact_format"] == B.MANIFEST_FORMAT
     assert set(manifest["versions"]) >= {"python", "numpy", "pandas", "scikit-learn", "lifetimes", "implicit"}
     created = dt.datetime.fromisoformat(manifest["created_at"].replace("Z", "+00:00"))
     assert abs((dt.datetime.now(dt.UTC) - created).total_seconds()) < 3600
     for name, entry in manifest["artefacts"].items():
-        data = (path / entry["file"]).read_bytes()
-        assert entry["file"] == f"{name}.joblib"
-        assert entry["sha256"] == hashlib.sha256(data).hexdigest() and entry["bytes"] == len(data)
+        for e in [entry, *entry.get("data", [])]:
+            data = (path / e["file"]).read_bytes()
+            assert e["sha256"] == hashlib.sha256(data).hexdigest() and e["bytes"] == len(data)
+        assert entry["file"] == f"{name}.json"
+        assert [e["file"] for e in entry.get("data", [])] == ([] if name == "params" else [f"{name}.bin"])
     assert B.read_manifest(path) == manifest
-    # only the requested artefacts are unpickled
+    # only the requested artefacts are decoded
     some, _ = load_bundle(path, names=["params"])
     assert list(some) == ["params"]
     with pytest.raises(BundleError, match="no artefact named"):
@@ -97,13 +110,13 @@ def test_run_ids_sort_by_time_and_latest_moves(tmp_path):
 
 def test_tampered_artefact_refused_before_unpickling(tmp_path, artefacts, monkeypatch):
     path = write_bundle(tmp_path, artefacts, {})
-    target = path / "kmeans.joblib"
+    target = path / "kmeans.bin"
     data = bytearray(target.read_bytes())
     data[len(data) // 2] ^= 0x01
     target.write_bytes(bytes(data))
     _forbid_unpickling(monkeypatch)
     for kwargs in ({}, {"names": ["params"]}):  # every artefact is verified, not only the requested ones
-        with pytest.raises(BundleError, match=r"kmeans\.joblib: checksum mismatch"):
+        with pytest.raises(BundleError, match=r"kmeans\.bin: checksum mismatch"):
             load_bundle(tmp_path / "latest", **kwargs)
     with pytest.raises(BundleError, match="checksum mismatch"):
         B.verify_bundle(path)
@@ -112,27 +125,35 @@ def test_tampered_artefact_refused_before_unpickling(tmp_path, artefacts, monkey
 def test_missing_and_unlisted_artefacts_refused(tmp_path, artefacts, monkeypatch):
     path = write_bundle(tmp_path, artefacts, {})
     _forbid_unpickling(monkeypatch)
-    (path / "evil.joblib").write_bytes(b"not listed")
-    with pytest.raises(BundleError, match=r"evil\.joblib: unlisted artefact"):
+    (path / "evil.bin").write_bytes(b"not listed")
+    with pytest.raises(BundleError, match=r"evil\.bin: unlisted artefact"):
         load_bundle(path)
-    (path / "evil.joblib").unlink()
-    (path / "factors.joblib").unlink()
-    with pytest.raises(BundleError, match=r"factors\.joblib: missing artefact"):
+    (path / "evil.bin").unlink()
+    (path / "factors.bin").unlink()
+    with pytest.raises(BundleError, match=r"factors\.bin: missing artefact"):
+        load_bundle(path)
+    (path / "factors.json").unlink()
+    with pytest.raises(BundleError, match=r"factors\.bin: missing artefact"):
         load_bundle(path)
 
 
 def test_manifest_cannot_point_outside_bundle(tmp_path, monkeypatch):
     path = write_bundle(tmp_path, {"a": 1}, {})
-    outside = tmp_path / "outside.joblib"
-    joblib.dump("payload", outside)
+    outside = tmp_path / "outside.json"
+    outside.write_bytes((path / "a.json").read_bytes())
     m = json.loads((path / "manifest.json").read_text())
     m["artefacts"]["a"] = {
-        "file": "../outside.joblib",
+        "file": "../outside.json",
         "sha256": hashlib.sha256(outside.read_bytes()).hexdigest(),
     }
     (path / "manifest.json").write_text(json.dumps(m))
     _forbid_unpickling(monkeypatch)
-    with pytest.raises(BundleError, match=r"malformed manifest: artefacts\.a\.file: '\.\./outside\.joblib'"):
+    with pytest.raises(BundleError, match=r"malformed manifest: artefacts\.a\.file: '\.\./outside\.json'"):
+        load_bundle(path)
+    m["artefacts"]["a"] = {"file": "a.json", "sha256": "0" * 64, "data": [{"file": "../x.bin", "sha256": "0" * 64,
+                                                                           "bytes": 1}]}
+    (path / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match=r"malformed manifest: artefacts\.a\.data\[0\]\.file: '\.\./x\.bin'"):
         load_bundle(path)
 
 
@@ -144,7 +165,7 @@ def test_two_entries_for_one_file_refused_naming_the_key(tmp_path, monkeypatch):
     (path / "manifest.json").write_text(json.dumps(m))
     _forbid_unpickling(monkeypatch)
     with pytest.raises(BundleError, match=r"manifest.json: malformed manifest: artefacts\.bgnbd\.file: "
-                       r"'a\.joblib' is also the file of artefacts\.a"):
+                       r"'a\.json' is also the file of artefacts\.a"):
         load_bundle(path)
 
 
@@ -193,9 +214,9 @@ def test_hmac_signing(tmp_path, monkeypatch):
     # an attacker who swaps an artefact AND updates its checksum passes the checksum check,
     # but not the signature check
     monkeypatch.setenv(B.KEY_ENV, "s3cret")
-    joblib.dump("payload", signed / "a.joblib")
+    (signed / "a.json").write_bytes((signed / "a.json").read_bytes().replace(b"[1,2]", b"[6,6]"))
     m = json.loads((signed / "manifest.json").read_text())
-    data = (signed / "a.joblib").read_bytes()
+    data = (signed / "a.json").read_bytes()
     m["artefacts"]["a"].update(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
     (signed / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(BundleError, match=r"manifest\.json: bad signature"):
@@ -207,15 +228,15 @@ def test_crash_mid_write_keeps_previous_latest(tmp_path, monkeypatch, where):
     models = tmp_path / "models"
     good = write_bundle(models, {"a": 1, "b": 2}, {"run": "good"})
     if where == "dump":
-        real_dump, calls = joblib.dump, []
+        real_write, calls = B._write_artefact, []
 
-        def dump(obj, path, **kw):
-            calls.append(path)
+        def write(tmp, name, obj, taken):
+            calls.append(name)
             if len(calls) == 2:
                 raise OSError("disk full")
-            return real_dump(obj, path, **kw)
+            return real_write(tmp, name, obj, taken)
 
-        monkeypatch.setattr(joblib, "dump", dump)
+        monkeypatch.setattr(B, "_write_artefact", write)
     elif where == "manifest":
         monkeypatch.setattr(B, "_library_versions", lambda: (_ for _ in ()).throw(OSError("boom")))
     else:

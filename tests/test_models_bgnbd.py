@@ -282,3 +282,25 @@ def test_hyp2f1_uses_the_series_only_where_scipy_fails(monkeypatch):
     np.testing.assert_allclose(out[:2], special.hyp2f1_series(A[:2], B[:2], C[:2], z[:2]), rtol=0)
     assert out[2] == real(A[2], B[2], C[2], z[2])
     assert np.isnan(special.hyp2f1_series(1.0, 1.0, 1.0, 1.0))  # divergent at z = 1: NaN, never inf
+
+
+@pytest.mark.parametrize("model", ["bgnbd", "mbgnbd"])
+def test_a_fit_at_the_boundary_predicts_the_limit_instead_of_failing(model):
+    """a, b -> 0 (a tiny shop where nobody seems to drop out; found by tests/test_properties.py):
+    a = 1.5e-31 once made expected_purchases 0/0 and the Jacobi nodes a ValueError."""
+    from rebuy.models import MBGNBDModel
+    from rebuy.models.bgnbd import SHAPE_FLOOR, geometric_dropout_moments
+
+    cls = BGNBDModel if model == "bgnbd" else MBGNBDModel
+    x, tx, T = np.array([0, 1, 2, 3.0]), np.array([0, 10, 20, 40.0]), np.full(4, 50.0)
+    tiny = cls.from_params({"r": 6.05, "alpha": 60.65, "a": 1.5e-31, "b": 2.8e-23})
+    floor = cls.from_params({"r": 6.05, "alpha": 60.65, "a": SHAPE_FLOOR, "b": SHAPE_FLOOR})
+    near = cls.from_params({"r": 6.05, "alpha": 60.65, "a": 1e-8, "b": 1e-8})
+    for method, args in (("expected_purchases", (52.0, x, tx, T)), ("p_alive", (x, tx, T)),
+                         ("probability_of_purchase", (13.0, x, tx, T))):
+        got = getattr(tiny, method)(*args)
+        assert np.isfinite(got).all()
+        np.testing.assert_allclose(got, getattr(floor, method)(*args), rtol=1e-12)
+        np.testing.assert_allclose(got, getattr(near, method)(*args), rtol=1e-3)  # continuous in the limit
+    p_none, mean, second = geometric_dropout_moments(52.0, np.array([1.5]), np.array([20.0]), 1e-17, np.array([3.0]))
+    assert np.isfinite([p_none, mean, second]).all() and mean[0] == pytest.approx(1.5 * 52 / 20)  # Poisson limit

@@ -10,21 +10,16 @@ import duckdb
 import pandas as pd
 import pytest
 
+from models_common import trained_shop
 from rebuy.config import Config
 from rebuy.offer_log import offer_log_dir
 from rebuy.schema import OFFER_LOG_COLUMNS
 from rebuy.scoring import run_scoring
-from rebuy.simulate import simulate, write_simulation
-from rebuy.train import train
 
 
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("logshop")
-    paths = write_simulation(simulate(n_customers=3_000, seed=5, n_products=200), root / "shop.parquet")
-    cfg = Config.model_validate({"purchase_model": "bgnbd", "clv": {"method": "model"}})
-    train(paths["transactions"], cfg, models_dir=root / "models", customers=paths["customers"])
-    return {"root": root, **paths}
+    return trained_shop(tmp_path_factory.mktemp("logshop"), n_customers=3_000, seed=5, n_products=200)
 
 
 def score_night(shop: dict, out_dir: Path, **kw) -> object:

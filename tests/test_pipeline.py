@@ -134,14 +134,14 @@ def test_tampered_artefact_is_refused_before_unpickling(trained, tmp_path, monke
     bundle = trained["result"].bundle_dir
     copy = tmp_path / bundle.name
     shutil.copytree(bundle, copy)
-    target = copy / "purchase_model.joblib"
+    target = copy / "purchase_model.bin"
     data = bytearray(target.read_bytes())
     data[len(data) // 2] ^= 0xFF
     target.write_bytes(bytes(data))
-    import joblib
+    from rebuy import artefacts
 
-    monkeypatch.setattr(joblib, "load", lambda *a, **k: pytest.fail("unpickled an unverified artefact"))
-    with pytest.raises(BundleError, match="purchase_model.joblib.*checksum"):
+    monkeypatch.setattr(artefacts, "decode", lambda *a, **k: pytest.fail("decoded an unverified artefact"))
+    with pytest.raises(BundleError, match="purchase_model.bin.*checksum"):
         Scorer.load(copy)
 
 
@@ -149,18 +149,18 @@ def test_crash_mid_training_leaves_latest_and_scores(trained, shop, monkeypatch)
     models = trained["models"]
     before = (models / "latest").resolve()
     scores_before = trained["run"].out_path.read_bytes()
-    import joblib
+    from rebuy import bundle as B
 
     calls = {"n": 0}
-    real_dump = joblib.dump
+    real_write = B._write_parts
 
-    def failing_dump(*args, **kwargs):
+    def failing_write(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 3:
             raise OSError("disk full (injected)")
-        return real_dump(*args, **kwargs)
+        return real_write(*args, **kwargs)
 
-    monkeypatch.setattr(joblib, "dump", failing_dump)
+    monkeypatch.setattr(B, "_write_parts", failing_write)
     with pytest.raises(OSError, match="injected"):
         train(shop["transactions"], Config(), models_dir=models)
     assert (models / "latest").resolve() == before

@@ -4,24 +4,35 @@ Layout written by :func:`write_bundle`::
 
     models/
       <run-id>/               # e.g. 20261122T204121123456Z-3fa9c1 (UTC time + random; sorts by time)
-        <name>.joblib         # one file per artefact (joblib, uncompressed)
-        manifest.json         # caller's manifest + run_id, created_at, versions, artefacts {file, sha256, bytes}
+        <name>.json           # one per artefact: its structure (rebuy.artefacts nodes) + array table
+        <name>.bin            # its arrays, raw, at the offsets the JSON gives (none when it has none);
+        <name>.<k>.bin        #   split into parts of <= PART_BYTES (64 MiB) when larger, k = 0, 1, ...
+        manifest.json         # caller's manifest + artefact_format, run_id, created_at, versions,
+                              #   artefacts {name: {file, sha256, bytes, data: [{file, sha256, bytes}]}}
         manifest.sig          # only when REBUY_BUNDLE_KEY is set: hex HMAC-SHA256 of manifest.json's bytes
       latest -> <run-id>      # relative symlink, repointed atomically after the bundle is complete
       LATEST                  # text file holding the run id (fallback where symlinks are unavailable)
       latest_scores.json      # where the last `rebuy score` wrote its table (record_latest_scores)
 
+An artefact file holds ``{"format": "rebuy-artefact", "version", "class", "object": <node>,
+"arrays": {key: {dtype, shape, offset, order}}, "data_bytes"}``; the parts, concatenated in the
+manifest's order, are ``data_bytes`` long, and every array lies inside them (64-byte aligned).
+Nothing is pickled: :mod:`rebuy.artefacts` rebuilds the objects, instantiating only whitelisted
+classes and no object dtype. A tampered file can at worst give wrong numbers or an error, and the
+checksums (and the signature) catch that first.
+
 The typed view: a trained model is a :class:`ModelBundle` (what ``rebuy.pipeline.fit`` returns and
 ``rebuy.pipeline.score`` takes); :func:`save_model_bundle` writes its models as the artefacts named
 in :data:`MODEL_ARTEFACTS` (the :data:`OPTIONAL_ARTEFACTS` only when present) with its ``manifest`` entries,
-and :func:`load_model_bundle` reads one back after the checks below.
+and :func:`load_model_bundle` reads one back after the checks below (each model is built on first
+access from the verified bytes, so loading imports neither scikit-learn nor implicit).
 
-Safety rules of :func:`load_bundle`: the manifest signature (when a key is configured), the package
-major version, the presence of every listed artefact, the absence of unlisted files and the sha256 of
-EVERY artefact are all checked before a single byte is unpickled; the bytes that are unpickled are
-exactly the bytes that were hashed (read once into memory), so a file swapped after the check cannot
-be executed. A pickle is code: never point ``load_bundle`` at a directory you do not trust unless
-REBUY_BUNDLE_KEY is set.
+Safety rules of :func:`load_bundle`: a bundle of the pickle era (``*.joblib`` artefacts) is refused
+in one line, signed or not; then the manifest signature (when a key is configured), the package
+major version, the presence of every listed file, the absence of unlisted files and the sha256 of
+EVERY file are all checked before a single byte is decoded; the bytes decoded are exactly the
+bytes that were hashed (each file is read once into private memory, hashed in parallel threads, and
+the arrays are views of that memory), so a file swapped after the check is never read.
 """
 
 from __future__ import annotations
@@ -29,25 +40,28 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
-import io
 import json
 import logging
+import mmap
 import os
 import platform
 import re
 import secrets
 import shutil
+import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import joblib
+import numpy as np
 
 import rebuy
+from rebuy import artefacts as codec
 from rebuy.errors import ENVIRONMENT_ERRNOS, BundleError, at_path
 from rebuy.outputs import atomic_write_bytes, fsync_dir, to_jsonable
 
@@ -68,7 +82,15 @@ SIGNATURE_NAME = "manifest.sig"
 LATEST_LINK = "latest"
 LATEST_FILE = "LATEST"
 LATEST_SCORES_FILE = "latest_scores.json"
-ARTEFACT_SUFFIX = ".joblib"
+ARTEFACT_SUFFIX = ".json"
+"""Suffix of an artefact's meta file (``<name>.json``); its arrays are in :data:`DATA_SUFFIX` part files."""
+DATA_SUFFIX = ".bin"
+ARTEFACT_FORMAT = "rebuy-artefact"
+"""``format`` of an artefact meta file; ``artefact_format`` of a manifest is :data:`MANIFEST_FORMAT`."""
+MANIFEST_FORMAT = 1
+PART_BYTES = 64 << 20
+"""An artefact's array data is split into parts of at most this many bytes, hashed in parallel at load."""
+_ALIGN = 64
 KEY_ENV = "REBUY_BUNDLE_KEY"
 """Environment variable holding the HMAC key (any non-empty string; its UTF-8 bytes are the key)."""
 
@@ -76,8 +98,8 @@ TEMP_PREFIX = ".tmp-"
 STALE_TEMP_SECONDS = 24 * 3600
 """prune_bundles removes leftover temporary bundle directories older than this (seconds)."""
 
-RESERVED_MANIFEST_KEYS = ("run_id", "created_at", "rebuy_version", "versions", "artefacts")
-VERSIONED_PACKAGES = ("numpy", "pandas", "scikit-learn", "lifetimes", "implicit", "joblib")
+RESERVED_MANIFEST_KEYS = ("run_id", "created_at", "rebuy_version", "versions", "artefacts", "artefact_format")
+VERSIONED_PACKAGES = ("numpy", "pandas", "scikit-learn", "lifetimes", "implicit")
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _CHUNK = 1 << 20
@@ -169,13 +191,14 @@ def write_bundle(
 ) -> Path:
     """Write a bundle ``models_dir/<run-id>/`` and point ``models_dir/latest`` at it.
 
-    ``artefacts`` maps a name (letters, digits, ``_ - .``) to any picklable object; each is dumped
-    with joblib, uncompressed (float factor matrices barely compress, and compress=3 made a 1M-customer
-    bundle 6x slower to write and 3x slower to load), to ``<name>.joblib``. ``manifest`` is the caller's JSON-able content
-    (config, data window, params, metrics...); ``run_id``, ``created_at`` (UTC ISO 8601),
-    ``rebuy_version``, ``versions`` and ``artefacts`` ({name: {file, sha256, bytes}}) are added and
-    must not be supplied. Everything is written into ``models_dir/.tmp-<run-id>/``, fsync'd and renamed
-    into place; only then are ``latest`` and ``LATEST`` repointed, so an exception or a crash at any
+    ``artefacts`` maps a name (letters, digits, ``_ - .``) to an object :mod:`rebuy.artefacts` can
+    encode (plain data, numpy / pandas / scipy.sparse values, the whitelisted classes); each is
+    written as ``<name>.json`` (structure) plus its arrays, raw and uncompressed, in ``<name>.bin``
+    (``<name>.<k>.bin`` when larger than :data:`PART_BYTES`). ``manifest`` is the caller's JSON-able
+    content (config, data window, params, metrics...); ``artefact_format``, ``run_id``, ``created_at``
+    (UTC ISO 8601), ``rebuy_version``, ``versions`` and ``artefacts`` ({name: {file, sha256, bytes,
+    data: [{file, sha256, bytes}, ...]}}) are added and must not be supplied. Everything is
+    written into ``models_dir/.tmp-<run-id>/``, fsync'd and renamed into place; only then are ``latest`` and ``LATEST`` repointed, so an exception or a crash at any
     point leaves the previous ``latest`` and no half bundle. When REBUY_BUNDLE_KEY is set the manifest
     is signed (``manifest.sig``). Returns the bundle directory.
     """
@@ -198,15 +221,13 @@ def write_bundle(
         tmp.mkdir()
         try:
             listed: dict[str, dict[str, Any]] = {}
+            taken: set[str] = set()
             for name, obj in artefacts.items():
-                path = tmp / f"{name}{ARTEFACT_SUFFIX}"
-                joblib.dump(obj, path, compress=0)
-                _fsync_file(path)
-                sha, size, _ = _sha256_file(path)
-                listed[name] = {"file": path.name, "sha256": sha, "bytes": size}
-                logger.debug("bundle %s: wrote %s (%d bytes)", run_id, path.name, size)
+                listed[name] = _write_artefact(tmp, name, obj, taken)
+                logger.debug("bundle %s: wrote %s", run_id, name)
             content = _jsonable(dict(manifest))
             content.update(
+                artefact_format=MANIFEST_FORMAT,
                 run_id=run_id,
                 created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
                 rebuy_version=rebuy.__version__,
@@ -227,6 +248,79 @@ def write_bundle(
         _point_latest(models_dir, run_id)
     logger.info("wrote bundle %s (%d artefacts%s)", final, len(listed), ", signed" if key else "")
     return final
+
+
+def _write_artefact(tmp: Path, name: str, obj: object, taken: set[str]) -> dict[str, Any]:
+    """Write ``obj`` as ``<name>.json`` + its data parts into ``tmp``; its manifest entry."""
+    try:
+        meta, arrays = codec.encode(obj)
+    except codec.ArtefactError as exc:
+        raise BundleError(f"artefact {name!r}: {exc}") from None
+    layout: dict[str, dict[str, Any]] = {}
+    blobs: list[tuple[int, np.ndarray]] = []
+    offset = 0
+    for key, arr in arrays.items():
+        fortran = arr.ndim > 1 and arr.flags.f_contiguous and not arr.flags.c_contiguous
+        data = arr.T if fortran else np.ascontiguousarray(arr)
+        offset = -(-offset // _ALIGN) * _ALIGN
+        layout[key] = {"dtype": arr.dtype.str, "shape": list(arr.shape), "offset": offset, "order": "F" if fortran else "C"}
+        blobs.append((offset, data.reshape(-1).view(np.uint8) if data.nbytes else np.zeros(0, np.uint8)))
+        offset += data.nbytes
+    total = offset
+    n_parts = -(-total // PART_BYTES) if total else 0
+    part_size = -(-total // n_parts) if n_parts else 0
+    names = [f"{name}{DATA_SUFFIX}"] if n_parts == 1 else [f"{name}.{k}{DATA_SUFFIX}" for k in range(n_parts)]
+    content = {"format": ARTEFACT_FORMAT, **meta, "arrays": layout, "data_bytes": total}
+    text = (json.dumps(content, allow_nan=False, separators=(",", ":")) + "\n").encode("utf-8")
+    files = [f"{name}{ARTEFACT_SUFFIX}", *names]
+    clash = sorted(taken.intersection(files))
+    if clash:
+        raise BundleError(f"artefact {name!r}: file {clash[0]} is also another artefact's; rename one")
+    taken.update(files)
+    for file in files:
+        _check_name(file, f"file name of artefact {name!r} (shorten the name)")
+    path = tmp / files[0]
+    path.write_bytes(text)
+    _fsync_file(path)
+    entry: dict[str, Any] = {"file": path.name, "sha256": hashlib.sha256(text).hexdigest(), "bytes": len(text)}
+    if n_parts:
+        entry["data"] = _write_parts(tmp, names, part_size, total, blobs)
+    return entry
+
+
+def _write_parts(tmp: Path, names: list[str], part_size: int, total: int,
+                 blobs: list[tuple[int, np.ndarray]]) -> list[dict[str, Any]]:
+    """Write the byte stream of ``blobs`` (each at its offset, zero padding between) into the part
+    files ``names`` of ``part_size`` bytes (the last holds the rest); their manifest entries."""
+    out: list[dict[str, Any]] = []
+    pos = 0  # position in the whole stream
+    pad = bytes(_ALIGN)
+    blob_iter = iter(blobs)
+    pending: memoryview | None = None
+    next_offset, next_blob = next(blob_iter, (total, None))
+    for k, fname in enumerate(names):
+        end = total if k == len(names) - 1 else (k + 1) * part_size
+        digest = hashlib.sha256()
+        path = tmp / fname
+        with open(path, "wb") as fh:
+            while pos < end:
+                if pending is None and pos < next_offset:
+                    chunk: memoryview | bytes = pad[: min(next_offset, end) - pos]
+                elif pending is None:
+                    pending = memoryview(next_blob)  # type: ignore[arg-type]
+                    next_offset, next_blob = next(blob_iter, (total, None))
+                    continue
+                else:
+                    chunk = pending[: end - pos]
+                    pending = pending[len(chunk):] if len(chunk) < len(pending) else None
+                if len(chunk):
+                    fh.write(chunk)
+                    digest.update(chunk)
+                    pos += len(chunk)
+            fh.flush()
+            os.fsync(fh.fileno())
+        out.append({"file": fname, "sha256": digest.hexdigest(), "bytes": end - (k * part_size)})
+    return out
 
 
 @contextmanager
@@ -377,11 +471,12 @@ def bundle_leftovers(models_dir: str | os.PathLike[str]) -> list[Path]:
 
 
 def _read_verified_manifest(bundle: Path) -> dict[str, Any]:
-    """Signature check (when a key is set), JSON parse and major-version check. No unpickling."""
+    """Signature check (when a key is set), JSON parse and major-version check. Reads no artefact."""
     mpath = bundle / MANIFEST_NAME
     if not mpath.is_file():
         raise BundleError(f"{mpath}: missing manifest")
     data = mpath.read_bytes()
+    _refuse_pickles(bundle, data)
     key = _bundle_key()
     if key is None and (bundle / SIGNATURE_NAME).exists():
         # a signed bundle loaded without the key would skip the only check a rewritten manifest cannot pass
@@ -403,6 +498,9 @@ def _read_verified_manifest(bundle: Path) -> dict[str, Any]:
     if not isinstance(manifest, dict) or not isinstance(manifest.get("artefacts"), dict):
         raise BundleError(f"{mpath}: malformed manifest (no 'artefacts' table)")
     _check_artefact_table(mpath, manifest["artefacts"])
+    if manifest.get("artefact_format") != MANIFEST_FORMAT:
+        raise BundleError(f"{mpath}: malformed manifest: artefact_format {manifest.get('artefact_format')!r}, "
+                          f"this rebuy reads {MANIFEST_FORMAT}; retrain it with `rebuy train`")
     written = manifest.get("rebuy_version")
     try:
         written_major, this_major = _major(written), _major(rebuy.__version__)
@@ -413,6 +511,22 @@ def _read_verified_manifest(bundle: Path) -> dict[str, Any]:
     return manifest
 
 
+def _refuse_pickles(bundle: Path, data: bytes) -> None:
+    """A bundle of the pickle era (``*.joblib`` artefacts, no ``artefact_format``): one-line BundleError,
+    signed or not (nothing of it is trusted or read beyond the manifest's JSON)."""
+    try:
+        manifest = json.loads(data)
+    except ValueError:
+        return
+    if not isinstance(manifest, dict) or "artefact_format" in manifest:
+        return
+    listed = manifest.get("artefacts")
+    files = [e.get("file") for e in listed.values() if isinstance(e, dict)] if isinstance(listed, dict) else []
+    if any(isinstance(f, str) and f.endswith(".joblib") for f in files):
+        version = str(manifest.get("rebuy_version", "?"))[:40]
+        raise BundleError(f"{bundle}: bundle written by rebuy {version} stores pickles; retrain it with `rebuy train`")
+
+
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -420,11 +534,11 @@ def _check_artefact_table(mpath: Path, listed: dict[str, Any]) -> None:
     """Every ``artefacts`` entry is ``{file, sha256[, bytes]}`` with a plain, unshared file name:
     BundleError naming the manifest and the key otherwise (before any file is read)."""
     owners: dict[str, str] = {}
-    for name, entry in listed.items():
-        key = f"artefacts.{name}"
-        if not _NAME_RE.match(name) or not isinstance(entry, dict):
-            raise BundleError(f"{mpath}: malformed manifest: {key}: not an artefact name with a "
-                              "{file, sha256, bytes} entry; retrain to write a valid bundle")
+
+    def check_file(entry: Any, key: str) -> None:
+        if not isinstance(entry, dict):
+            raise BundleError(f"{mpath}: malformed manifest: {key}: not a {{file, sha256, bytes}} entry; "
+                              "retrain to write a valid bundle")
         file, sha, size = entry.get("file"), entry.get("sha256"), entry.get("bytes", 0)
         if not isinstance(file, str) or not _NAME_RE.match(file):
             raise BundleError(f"{mpath}: malformed manifest: {key}.file: {file!r} is not a plain file name")
@@ -434,12 +548,26 @@ def _check_artefact_table(mpath: Path, listed: dict[str, Any]) -> None:
             raise BundleError(f"{mpath}: malformed manifest: {key}.bytes: {size!r} is not a byte count")
         if file in owners:
             raise BundleError(f"{mpath}: malformed manifest: {key}.file: {file!r} is also the file of "
-                              f"artefacts.{owners[file]}; retrain to write a valid bundle")
-        owners[file] = name
+                              f"{owners[file]}; retrain to write a valid bundle")
+        owners[file] = key
+
+    for name, entry in listed.items():
+        key = f"artefacts.{name}"
+        if not _NAME_RE.match(name) or not isinstance(entry, dict):
+            raise BundleError(f"{mpath}: malformed manifest: {key}: not an artefact name with a "
+                              "{file, sha256, bytes} entry; retrain to write a valid bundle")
+        check_file(entry, key)
+        parts = entry.get("data", [])
+        if not isinstance(parts, list):
+            raise BundleError(f"{mpath}: malformed manifest: {key}.data: not a list of data files")
+        for k, part in enumerate(parts):
+            check_file(part, f"{key}.data[{k}]")
+            if "bytes" not in part:
+                raise BundleError(f"{mpath}: malformed manifest: {key}.data[{k}].bytes: missing")
 
 
 def read_manifest(path: str | os.PathLike[str], *, check: bool = True) -> dict[str, Any]:
-    """The manifest of a bundle (path as for :func:`load_bundle`). Never unpickles anything.
+    """The manifest of a bundle (path as for :func:`load_bundle`). Reads no artefact.
 
     With ``check=True`` (default) the signature (when REBUY_BUNDLE_KEY is set) and the major version
     are checked as :func:`load_bundle` does; ``check=False`` only parses the JSON (for listing old or
@@ -459,57 +587,183 @@ def read_manifest(path: str | os.PathLike[str], *, check: bool = True) -> dict[s
 
 
 def verify_bundle(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Run every check :func:`load_bundle` runs, without unpickling anything; returns the manifest."""
+    """Run every check :func:`load_bundle` runs, without decoding anything; returns the manifest."""
     bundle = resolve_bundle(path)
     manifest = _read_verified_manifest(bundle)
     _verify_files(bundle, manifest, keep=())
     return manifest
 
 
-def _verify_files(bundle: Path, manifest: dict[str, Any], keep: Iterable[str]) -> dict[str, bytes]:
-    """Check the artefact files against the manifest; return the hashed bytes of the ``keep`` names."""
+@dataclass
+class _Verified:
+    """An artefact's verified bytes: its meta file and its data parts read into one buffer."""
+
+    meta: bytes
+    data: np.ndarray  # uint8, the concatenated parts (views of it become the artefact's arrays)
+
+
+def _buffer(size: int) -> np.ndarray:
+    """A writable uint8 buffer of ``size`` bytes. Large ones are private anonymous memory in small
+    pages: numpy asks for transparent huge pages, whose synchronous compaction made allocating 650 MB
+    take 0.1-1.0 s here, against 0.2 s of page faults, spread over the reading threads."""
+    if size < (4 << 20) or not hasattr(mmap, "MAP_PRIVATE"):
+        return np.empty(size, dtype=np.uint8)
+    return np.frombuffer(mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS), dtype=np.uint8)
+
+
+def _hash_workers(n_jobs: int) -> int:
+    return max(1, min(n_jobs, os.cpu_count() or 1, 8))
+
+
+def _read_into(path: Path, out: memoryview) -> tuple[str, int]:
+    """Read ``path`` into ``out`` (its expected size) and hash what was read: (sha256, file size)."""
+    with open(path, "rb") as fh:
+        got = 0
+        while got < len(out):
+            n = fh.readinto(out[got:])
+            if not n:
+                break
+            got += n
+        digest = hashlib.sha256(out[:got])  # one call on a large buffer: hashlib releases the GIL
+        extra = fh.read(_CHUNK)
+        while extra:  # longer than the manifest says: hash the rest too (it fails the check)
+            digest.update(extra)
+            got += len(extra)
+            extra = fh.read(_CHUNK)
+    return digest.hexdigest(), got
+
+
+def _verify_files(bundle: Path, manifest: dict[str, Any], keep: Iterable[str]) -> dict[str, _Verified]:
+    """Check every file of the bundle against the manifest (listed, present, regular, sha256, size);
+    return the hashed bytes of the ``keep`` artefacts. Files are hashed in parallel threads; the
+    bytes returned are the bytes hashed."""
     keep = set(keep)
     listed: dict[str, dict[str, Any]] = manifest["artefacts"]
-    expected_files: dict[str, str] = {}
+    expected: dict[str, tuple[str, dict[str, Any], int | None]] = {}  # file -> (artefact, entry, part)
     for name, entry in listed.items():  # structure checked by _check_artefact_table
-        expected_files[entry["file"]] = name
+        expected[entry["file"]] = (name, entry, None)
+        for k, part in enumerate(entry.get("data", [])):
+            expected[part["file"]] = (name, part, k)
     present = {
         p.name
         for p in bundle.iterdir()
         if not p.name.startswith(".") and p.name not in (MANIFEST_NAME, SIGNATURE_NAME)
     }
-    for file in sorted(set(expected_files) - present):
+    for file in sorted(set(expected) - present):
         raise BundleError(f"{bundle / file}: missing artefact (listed in {MANIFEST_NAME})")
-    for file in sorted(present - set(expected_files)):
+    for file in sorted(present - set(expected)):
         raise BundleError(f"{bundle / file}: unlisted artefact file (not in {MANIFEST_NAME})")
-    verified: dict[str, bytes] = {}
-    for file, name in sorted(expected_files.items()):
+    for file in sorted(expected):
         path = bundle / file
         if not path.is_file() or path.is_symlink():
             raise BundleError(f"{path}: missing artefact (not a regular file)")
-        sha, size, data = _sha256_file(path, keep=name in keep)
-        if not hmac.compare_digest(sha, listed[name]["sha256"]):
+
+    buffers: dict[str, np.ndarray] = {}
+    starts: dict[str, int] = {}
+    for name in keep:
+        parts = listed[name].get("data", [])
+        buffers[name] = _buffer(sum(p["bytes"] for p in parts))
+        at = 0
+        for part in parts:
+            starts[part["file"]] = at
+            at += part["bytes"]
+
+    def check(file: str) -> tuple[str, int, bytes | None]:
+        name, entry, part = expected[file]
+        path = bundle / file
+        if part is not None and name in buffers:
+            at = starts[file]
+            sha, size = _read_into(path, memoryview(buffers[name])[at : at + entry["bytes"]])
+            return sha, size, None
+        return _sha256_file(path, keep=name in keep)
+
+    files = sorted(expected, key=lambda f: -int(expected[f][1].get("bytes", 0)))  # biggest first
+    workers = _hash_workers(len(files))
+    if workers > 1:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rebuy-verify") as pool:
+            results = dict(zip(files, pool.map(check, files), strict=True))
+    else:
+        results = {f: check(f) for f in files}
+
+    verified: dict[str, _Verified] = {}
+    for file in sorted(expected):
+        name, entry, part = expected[file]
+        sha, size, data = results[file]
+        path = bundle / file
+        if not hmac.compare_digest(sha, entry["sha256"]):
             raise BundleError(
-                f"{path}: checksum mismatch (sha256 {sha[:12]}..., manifest says {listed[name]['sha256'][:12]}...)"
+                f"{path}: checksum mismatch (sha256 {sha[:12]}..., manifest says {entry['sha256'][:12]}...)"
             )
-        if "bytes" in listed[name] and size != listed[name]["bytes"]:
-            raise BundleError(f"{path}: size mismatch ({size} bytes, manifest says {listed[name]['bytes']})")
-        if data is not None:
-            verified[name] = data
+        if "bytes" in entry and size != entry["bytes"]:
+            raise BundleError(f"{path}: size mismatch ({size} bytes, manifest says {entry['bytes']})")
+        if part is None and data is not None:
+            verified[name] = _Verified(data, buffers[name])
     return verified
 
 
-def load_bundle(
-    path_or_latest: str | os.PathLike[str], *, names: Iterable[str] | None = None
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Verify a bundle completely, then unpickle its artefacts. Returns ``(artefacts, manifest)``.
+def _prepare(bundle: Path, name: str, entry: dict[str, Any], verified: _Verified) -> Callable[[], Any]:
+    """Parse and check an artefact's verified meta and build its arrays (views of the verified
+    bytes); returns the function that builds the object. One-line BundleError naming the file."""
+    path = bundle / entry["file"]
+    try:
+        meta = json.loads(verified.meta)
+    except (ValueError, RecursionError) as exc:
+        raise BundleError(f"{path}: malformed artefact ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != ARTEFACT_FORMAT:
+        raise BundleError(f"{path}: not a rebuy artefact (no format {ARTEFACT_FORMAT!r}); retrain the bundle")
+    try:
+        if meta.get("version") != codec.VERSION:
+            raise codec.ArtefactError(f"artefact format version {str(meta.get('version'))[:20]!r}, "
+                                      f"this rebuy reads {codec.VERSION}")
+        codec.check_classes(meta.get("object"))
+        arrays = _array_views(meta, verified.data)
+    except codec.ArtefactError as exc:
+        raise BundleError(f"{path}: {exc}") from None
 
-    ``path_or_latest``: a bundle directory, ``<models_dir>/latest`` (symlink or, failing that, the
-    LATEST file beside it) or a models directory. ``names`` limits which artefacts are unpickled;
-    every artefact is verified regardless. Raises :class:`BundleError` (one line naming the file:
-    "bad signature", "written by rebuy X.x, this is Y.x", "missing artefact", "unlisted artefact
-    file", "checksum mismatch") before anything is unpickled.
-    """
+    def build() -> Any:
+        try:
+            return codec.decode(meta, arrays)
+        except codec.ArtefactError as exc:
+            raise BundleError(f"{path}: {exc}") from None
+
+    return build
+
+
+def _array_views(meta: dict[str, Any], data: np.ndarray) -> dict[str, np.ndarray]:
+    """The arrays of ``meta["arrays"]`` as views of ``data`` (no copy); ArtefactError when a
+    dtype, shape or range is malformed or outside the data."""
+    layout = meta.get("arrays")
+    if not isinstance(layout, dict) or meta.get("data_bytes") != len(data):
+        raise codec.ArtefactError(f"malformed artefact: data_bytes {str(meta.get('data_bytes'))[:20]} but "
+                                  f"{len(data)} bytes of data")
+    out: dict[str, np.ndarray] = {}
+    for key, spec in layout.items():
+        if not isinstance(spec, dict):
+            raise codec.ArtefactError(f"malformed array entry {str(key)[:40]!r}")
+        dtype = codec.array_dtype(spec.get("dtype"))
+        shape, offset, order = spec.get("shape"), spec.get("offset"), spec.get("order", "C")
+        if (not isinstance(shape, list) or not all(type(n) is int and n >= 0 for n in shape)
+                or type(offset) is not int or offset < 0 or order not in ("C", "F")):
+            raise codec.ArtefactError(f"malformed array entry {str(key)[:40]!r}")
+        count = 1
+        for n in shape:
+            count *= n
+        nbytes = count * dtype.itemsize
+        if offset + nbytes > len(data):
+            raise codec.ArtefactError(f"array {str(key)[:40]!r} lies outside the data ({offset}+{nbytes} bytes)")
+        if nbytes == 0:
+            arr = np.zeros(shape, dtype=dtype, order=order)
+        else:
+            flat = data[offset : offset + nbytes].view(dtype)
+            arr = flat.reshape(shape[::-1]).T if order == "F" else flat.reshape(shape)
+        out[key] = arr
+    return out
+
+
+def _verified_artefacts(
+    path_or_latest: str | os.PathLike[str], names: Iterable[str] | None
+) -> tuple[Path, dict[str, Callable[[], Any]], dict[str, Any]]:
+    """Resolve, verify every file and prepare the ``names`` artefacts (default: all)."""
     bundle = resolve_bundle(path_or_latest)
     manifest = _read_verified_manifest(bundle)
     wanted = list(manifest["artefacts"]) if names is None else list(names)
@@ -519,10 +773,23 @@ def load_bundle(
             f"{bundle / MANIFEST_NAME}: no artefact named {unknown} (has {sorted(manifest['artefacts'])})"
         )
     verified = _verify_files(bundle, manifest, keep=wanted)
-    artefacts: dict[str, Any] = {}
-    for name in wanted:
-        data = verified.pop(name)  # free each buffer as soon as it is unpickled
-        artefacts[name] = joblib.load(io.BytesIO(data))
+    builders = {name: _prepare(bundle, name, manifest["artefacts"][name], verified[name]) for name in wanted}
+    return bundle, builders, manifest
+
+
+def load_bundle(
+    path_or_latest: str | os.PathLike[str], *, names: Iterable[str] | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Verify a bundle completely, then decode its artefacts. Returns ``(artefacts, manifest)``.
+
+    ``path_or_latest``: a bundle directory, ``<models_dir>/latest`` (symlink or, failing that, the
+    LATEST file beside it) or a models directory. ``names`` limits which artefacts are decoded;
+    every file is verified regardless. Raises :class:`BundleError` (one line naming the file:
+    "stores pickles", "bad signature", "written by rebuy X.x, this is Y.x", "missing artefact",
+    "unlisted artefact file", "checksum mismatch", "unknown class") before anything is decoded.
+    """
+    bundle, builders, manifest = _verified_artefacts(path_or_latest, names)
+    artefacts = {name: build() for name, build in builders.items()}
     logger.info("loaded bundle %s (%d artefacts)", bundle, len(artefacts))
     return artefacts, manifest
 
@@ -575,7 +842,9 @@ def read_latest_scores(models_dir: str | os.PathLike[str]) -> dict[str, Any] | N
     """The record written by :func:`record_latest_scores`, with Path values; None when none was written.
 
     Accepts the models directory or a path inside it (``models/latest``, ``models/<run-id>``).
-    ``db_url`` (PostgreSQL, no password) and ``as_of`` are None in records of older versions.
+    ``db_url`` (PostgreSQL, no password) and ``as_of`` are None in records of older versions. A
+    record naming a nights directory (``rebuy score``: :mod:`rebuy.publish`) is completed by the
+    live night's own record (:func:`rebuy.publish.follow_night`); None before its first publish.
     """
     path = Path(models_dir)
     candidates = [path / LATEST_SCORES_FILE, path.parent / LATEST_SCORES_FILE]
@@ -590,6 +859,10 @@ def read_latest_scores(models_dir: str | os.PathLike[str]) -> dict[str, Any] | N
         record.setdefault("as_of", None)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise BundleError(f"{file}: malformed scores record ({exc})") from None
+    if record.get("nights_dir"):  # written by rebuy.publish: the live night completes it
+        from rebuy.publish import follow_night
+
+        return follow_night(record)
     return record
 
 
@@ -597,10 +870,56 @@ def read_latest_scores(models_dir: str | os.PathLike[str]) -> dict[str, Any] | N
 
 MODEL_ARTEFACTS = ("purchase_model", "spend_model", "rfm_scorer", "clusterer", "cluster_profiles", "recommender",
                    "purchase_calibrator", "clv_ranker")
-"""The :class:`ModelBundle` fields stored as artefacts, each in ``<field>.joblib``."""
+"""The :class:`ModelBundle` fields stored as artefacts, each in ``<field>.json`` + ``<field>.bin``."""
 
 OPTIONAL_ARTEFACTS = ("recommender", "purchase_calibrator", "clv_ranker")
 """Artefacts a bundle may lack: no products, no holdout for the calibration, ``clv.method: model``."""
+
+
+_BUILD_LOCK = threading.RLock()
+
+
+class _Deferred:
+    """A verified, checked artefact that is built on first access (then kept)."""
+
+    __slots__ = ("_build", "_value")
+
+    def __init__(self, build: Callable[[], Any]) -> None:
+        self._build: Callable[[], Any] | None = build
+        self._value: Any = None
+
+    def get(self) -> Any:
+        with _BUILD_LOCK:
+            if self._build is not None:
+                self._value, self._build = self._build(), None
+            return self._value
+
+
+class _ArtefactField:
+    """A :class:`ModelBundle` artefact field whose value may be :class:`_Deferred` (built on first
+    read). As a dataclass default it is "no default" (required) or None (optional)."""
+
+    def __init__(self, optional: bool = False) -> None:
+        self.optional = optional
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            if self.optional:
+                return None
+            raise AttributeError(self.name)  # dataclass: a field without a default
+        try:
+            value = obj.__dict__[self.name]
+        except KeyError:
+            raise AttributeError(self.name) from None
+        if type(value) is _Deferred:
+            value = obj.__dict__[self.name] = value.get()
+        return value
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__dict__[self.name] = value
 
 
 @dataclass
@@ -615,14 +934,14 @@ class ModelBundle:
     """
 
     config: Config
-    purchase_model: PurchaseModel
-    spend_model: GammaGammaModel
-    rfm_scorer: RFMScorer
-    clusterer: RFMClusterer
-    cluster_profiles: pd.DataFrame
-    recommender: Recommender | None = None
-    purchase_calibrator: ProbabilityCalibrator | None = None
-    clv_ranker: CLVRanker | None = None
+    purchase_model: PurchaseModel = _ArtefactField()  # type: ignore[assignment]
+    spend_model: GammaGammaModel = _ArtefactField()  # type: ignore[assignment]
+    rfm_scorer: RFMScorer = _ArtefactField()  # type: ignore[assignment]
+    clusterer: RFMClusterer = _ArtefactField()  # type: ignore[assignment]
+    cluster_profiles: pd.DataFrame = _ArtefactField()  # type: ignore[assignment]
+    recommender: Recommender | None = _ArtefactField(optional=True)  # type: ignore[assignment]
+    purchase_calibrator: ProbabilityCalibrator | None = _ArtefactField(optional=True)  # type: ignore[assignment]
+    clv_ranker: CLVRanker | None = _ArtefactField(optional=True)  # type: ignore[assignment]
     manifest: dict[str, Any] = field(default_factory=dict)
     bundle_dir: Path | None = None
 
@@ -637,9 +956,14 @@ class ModelBundle:
         return self.manifest.get("offers", {}).get("vip_min_clv")
 
     def with_config(self, config: Config) -> ModelBundle:
-        """The same models with another config (recorded in the manifest too)."""
+        """The same models with another config (recorded in the manifest too); models not built yet
+        stay deferred (and are built once, for both bundles)."""
         manifest = {**self.manifest, "config": config.model_dump(mode="json")}
-        return replace(self, config=config, manifest=manifest)
+        deferred = {n: self.__dict__[n] for n in MODEL_ARTEFACTS if n in self.__dict__}
+        return replace(self, config=config, manifest=manifest, **deferred)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: (getattr(self, k) if k in MODEL_ARTEFACTS else v) for k, v in self.__dict__.items()}
 
     def artefacts(self) -> dict[str, Any]:
         """The stored models by artefact name (the :data:`OPTIONAL_ARTEFACTS` only when present)."""
@@ -658,15 +982,19 @@ def save_model_bundle(models_dir: str | os.PathLike[str], bundle: ModelBundle, *
 
 def load_model_bundle(path: str | os.PathLike[str]) -> ModelBundle:
     """Verify (see :func:`load_bundle`) and load a bundle directory, ``<models_dir>/latest`` or a
-    models directory as a :class:`ModelBundle`."""
-    bundle_dir = resolve_bundle(path)
-    artefacts, manifest = load_bundle(bundle_dir)
-    missing = [n for n in MODEL_ARTEFACTS if n not in OPTIONAL_ARTEFACTS and n not in artefacts]
+    models directory as a :class:`ModelBundle`.
+
+    Every file is verified and every artefact's meta parsed and checked (format, whitelisted class
+    names, array ranges) here; each model object is built from those verified bytes on first
+    access, so a scorer that never touches the clusterer does not import scikit-learn."""
+    bundle_dir, builders, manifest = _verified_artefacts(path, None)
+    missing = [n for n in MODEL_ARTEFACTS if n not in OPTIONAL_ARTEFACTS and n not in builders]
     if missing:
         raise BundleError(f"{bundle_dir / MANIFEST_NAME}: not a rebuy model bundle (no artefact {missing})")
     config = _manifest_config(bundle_dir / MANIFEST_NAME, manifest)
+    logger.info("loaded bundle %s (%d artefacts)", bundle_dir, len(builders))
     return ModelBundle(config=config, manifest=manifest, bundle_dir=bundle_dir,
-                       **{n: artefacts.get(n) for n in MODEL_ARTEFACTS})
+                       **{n: _Deferred(builders[n]) if n in builders else None for n in MODEL_ARTEFACTS})
 
 
 def _manifest_config(mpath: Path, manifest: dict[str, Any]) -> Config:

@@ -79,6 +79,27 @@ def models(models_dir: Path) -> Check:
     return _guard("models", run)
 
 
+def nights(models_dir: Path) -> Check:
+    """The published scoring night that ``latest_scores.json`` leads to, and what failed runs left."""
+    def run() -> Check:
+        from rebuy.bundle import read_latest_scores
+        from rebuy.publish import unpublished
+
+        record = read_latest_scores(models_dir)
+        if record is None:
+            return Check("warn", "scores", "no night published yet: run `rebuy score`")
+        if not record.get("nights_dir"):
+            return Check("ok", "scores", f"{record['scores_path']} (written by an older rebuy: not yet a night)")
+        staging, newer = unpublished(Path(record["nights_dir"]))
+        detail = f"night {record['night_id']}: {record['scores_path']}, as of {record.get('as_of')}"
+        if staging or newer:
+            return Check("warn", "scores", f"{detail}; {len(staging) + len(newer)} unpublished leftover(s) of a "
+                                           "killed run: the next `rebuy score` cleans them (or rolls a committed "
+                                           "night forward)")
+        return Check("ok", "scores", detail)
+    return _guard("scores", run)
+
+
 def transactions(source: str, config: Config) -> Check:
     """The transactions read and cleaned with ``config`` (as ``rebuy train`` reads them)."""
     def run() -> Check:
@@ -123,7 +144,7 @@ def run_checks(*, models_dir: Path | None, transactions_source: str | None, conf
     """Every check that applies to the given paths."""
     out = environment()
     if models_dir is not None:
-        out.append(models(models_dir))
+        out += [models(models_dir), nights(models_dir)]
     if transactions_source is not None:
         out.append(transactions(transactions_source, config))
     if db is not None:

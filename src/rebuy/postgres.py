@@ -299,3 +299,15 @@ def read_postgres_table(url: str, table: str = DEFAULT_TABLE, key: str = DEFAULT
         raise OutputError(f"{safe_url(url)}:{table}: key column {key!r} is missing (columns: {names})")
     df[key] = df[key].astype("string")
     return df.set_index(key).sort_index()
+
+
+def committed_values(url: str, table: str, column: str, values: list[str]) -> set[str]:
+    """Which of ``values`` the ``column`` of ``table`` holds (empty when there is no such table)."""
+    _check_ident(table, "table name")
+    _check_ident(column, "column name")
+    require_psycopg(url)
+    with connect(url) as con, con.cursor() as cur:
+        if _table_columns(cur, table) is None:
+            return set()
+        cur.execute(f'SELECT "{column}" FROM "{table}" WHERE "{column}" = ANY(%s)', [values])
+        return {str(r[0]) for r in cur.fetchall()}

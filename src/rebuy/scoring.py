@@ -147,7 +147,7 @@ class _LookupTable:
     everything else as object arrays of ready JSON values (days and instants factorised to shared
     strings), lists copied per look-up."""
 
-    stamp: int
+    stamp: tuple[int, str | None]
     index: dict[str, int]
     order: list[str]
     ready: dict[str, np.ndarray]
@@ -155,6 +155,7 @@ class _LookupTable:
     blocks: list[tuple[list[str], np.ndarray]]
     run_id: str | None
     source: str
+    nights_dir: str | None = None
 
     def row(self, i: int) -> ScoreRow:
         """Row ``i`` as a JSON-native dict in the table's column order (NaN and inf as None)."""
@@ -414,22 +415,23 @@ class Scorer:
         return {t: ShareDecision(share, "") for t in (*RULE_NAMES, *OUTCOMES) if t != "none"}, evidence
 
     def _lookup_table(self) -> _LookupTable:
-        """The latest scores as :class:`_LookupTable`; reloaded when ``rebuy score`` records a newer
-        table (one ``stat`` of ``latest_scores.json`` per look-up)."""
+        """The latest scores as :class:`_LookupTable`; reloaded when ``rebuy score`` publishes a newer
+        night (per look-up: one ``stat`` of ``latest_scores.json`` and one ``readlink`` of the nights
+        pointer, :func:`rebuy.publish.scores_stamp`)."""
         from rebuy.bundle import LATEST_SCORES_FILE, read_latest_scores
+        from rebuy.publish import scores_stamp
 
         if self.bundle_dir is None:
             raise ScoringError("lookup needs a Scorer loaded from a models directory")
         if self._scores_record is None:
             self._scores_record = os.fspath(self.bundle_dir.parent / LATEST_SCORES_FILE)
-        try:
-            stamp = os.stat(self._scores_record).st_mtime_ns
-        except FileNotFoundError:
-            stamp = None
+        nights = self._lookup.nights_dir if self._lookup is not None else None
+        stamp = scores_stamp(Path(self._scores_record), nights)
         if stamp is None or self._lookup is None or self._lookup.stamp != stamp:
             info = read_latest_scores(self.bundle_dir.parent) if stamp is not None else None
             if info is None:
                 raise ScoringError(f"{self.bundle_dir.parent}: no scores recorded yet; run `rebuy score` first")
+            stamp = scores_stamp(Path(self._scores_record), info.get("nights_dir"))
             self._lookup = _load_lookup_table(info, stamp, self.config)
             if self._lookup.run_id != self.run_id:
                 log.warning("%s serves the scores of bundle %s, not of the loaded bundle %s (a newer `rebuy train` "
@@ -468,7 +470,7 @@ _COLD_START_DEFAULTS: dict[str, Any] = {"string": None, "int": 0, "float": None,
                                         "list": []}
 
 
-def _load_lookup_table(info: dict[str, Any], stamp: int, config: Config) -> _LookupTable:
+def _load_lookup_table(info: dict[str, Any], stamp: tuple[int, str | None], config: Config) -> _LookupTable:
     """Read the recorded table (PostgreSQL when recorded, else the scores file) for :meth:`Scorer.lookup`."""
     from rebuy.data.values import parse_ids
     from rebuy.outputs import DEFAULT_TABLE, read_table_for_lookup
@@ -487,7 +489,7 @@ def _load_lookup_table(info: dict[str, Any], stamp: int, config: Config) -> _Loo
         log.warning("%s: %d ids are equal after normalisation; lookup serves the last", source, len(ids) - len(index))
     kinds = {c.name: c.kind for c in score_columns(config)}
     table = _LookupTable(stamp, index, [key, *map(str, frame.columns)], {key: ids}, {}, [], info.get("model_run_id"),
-                         source)
+                         source, info.get("nights_dir"))
     numeric: dict[str, list[tuple[str, np.ndarray]]] = {"float": [], "int": [], "bool": []}
     for c in frame.columns:
         _prepare_column(table, numeric, str(c), frame[c], kinds.get(c, "float"))
@@ -558,11 +560,11 @@ def run_scoring(
     and first removes what killed runs left: temporary bundle directories, staged offer-log files and
     the temporaries beside ``out``.
     """
-    from rebuy.bundle import bundle_leftovers, record_latest_scores
-    from rebuy.offer_log import LOG_TABLE, StagedLog, offer_log_dir, offer_log_frame, run_id_for
+    from rebuy.bundle import bundle_leftovers
+    from rebuy.offer_log import offer_log_frame, run_id_for
     from rebuy.offer_log import staged_leftovers as log_leftovers
-    from rebuy.outputs import upsert_db, write_table
     from rebuy.postgres import has_password, is_postgres_url, require_psycopg, safe_url
+    from rebuy.publish import check_views
     from rebuy.runlock import atomic_temp_files, lock_path, remove_leftovers, run_lock
 
     t0 = time.perf_counter()
@@ -578,10 +580,13 @@ def run_scoring(
     elif db is not None:
         db_where = Path(db)
     out = Path(out)
-    timeout = (config or Config()).operations.lock_timeout_seconds
-    with run_lock(lock_path(models_dir), what="score", timeout_seconds=timeout):
+    exports = Path(exports) if exports is not None else None
+    check_views(out, exports)
+    settings = config or Config()
+    with run_lock(lock_path(models_dir), what="score", timeout_seconds=settings.operations.lock_timeout_seconds):
         leftovers = [*bundle_leftovers(models_dir), *log_leftovers(out), *atomic_temp_files(out.parent, out.name)]
         remove_leftovers(leftovers, str(models_dir))
+        _recover_nights(out, db)
         scorer = Scorer.load(Path(models_dir) / "latest")
         if config is not None or columns or time_unit:
             scorer = scorer.with_settings(config, columns, time_unit)
@@ -591,26 +596,71 @@ def run_scoring(
         experiment = scores.attrs["experiment"]
         run_id = run_id_for(pd.Timestamp(experiment["decided_at"]))
         decisions = offer_log_frame(scores, experiment)
-        staged = StagedLog(decisions, offer_log_dir(out), run_id)
-        try:
-            with step(f"write {out}", log):
-                write_table(scores, out)
-            if db is not None:
-                with step(f"upsert {db_where}:{table} and {LOG_TABLE}", log):
-                    upsert_db(scores, db if is_postgres_url(db) else Path(db), table=table,
-                              appends={LOG_TABLE: (decisions, "run_id", run_id)})
-            export_files = _write_exports(scores, exports, scorer) if exports is not None else {}
-            log_path = staged.publish()
-        except BaseException:
-            staged.discard()
-            raise
-        as_of_day = (pd.Timestamp(experiment["decided_at"]) - pd.Timedelta(days=1)).strftime("%Y-%m-%d")
-        record_latest_scores(models_dir, out, db_path=db, table=table if db is not None else None, run_id=scorer.run_id,
-                             experiment={k: experiment[k] for k in ("experiment", "decided_at", "shares", "evidence")},
-                             as_of=as_of_day)
+        export_names = _publish_night(scores, decisions, scorer, out=out, exports=exports, db=db, table=table,
+                                      run_id=run_id, models_dir=Path(models_dir),
+                                      keep_nights=settings.operations.keep_nights)
+    log_path = out.parent / "offer_log" / f"{run_id}.parquet"
     return ScoreRun(scores=scores, out_path=out, db_path=db_where, seconds=time.perf_counter() - t0,
                     log_path=log_path, experiment={**experiment, "run_id": run_id, "logged": len(decisions)},
-                    exports=export_files)
+                    exports={k: exports / name for k, name in export_names.items()} if exports is not None else {})
+
+
+def _recover_nights(out: Path, db: str | Path | None) -> None:
+    """Before a night: remove what killed runs left in the nights directory, roll forward a night
+    the database committed but the files never published (:func:`rebuy.publish.recover`)."""
+    from rebuy.publish import committed_nights, nights_root, recover, unpublished
+
+    root = nights_root(out)
+    _, newer = unpublished(root)
+    recover(root, committed_nights(db, newer) if newer else (None if db is None else set()))
+
+
+def _publish_night(scores: pd.DataFrame, decisions: pd.DataFrame, scorer: Scorer, *, out: Path,
+                   exports: Path | None, db: str | Path | None, table: str, run_id: str,
+                   models_dir: Path, keep_nights: int) -> dict[tuple[str, str], str]:
+    """Stage every file of the night, commit the database, switch ``current`` (:mod:`rebuy.publish`);
+    any failure before the switch removes the night and leaves the previous one live. Returns the
+    export file names by (offer type, channel)."""
+    from rebuy.offer_log import LOG_TABLE
+    from rebuy.outputs import upsert_db, write_table
+    from rebuy.postgres import is_postgres_url
+    from rebuy.publish import (
+        NIGHTS_TABLE,
+        link_views,
+        prune_nights,
+        record_location,
+        stage_night,
+        switch_current,
+    )
+
+    experiment = scores.attrs["experiment"]
+    night = stage_night(out, run_id, out.parent / "offer_log")
+    try:
+        with step(f"write {out}", log):
+            write_table(scores, night.scores_path)
+            write_table(decisions, night.offer_log_dir / f"{run_id}.parquet")
+        export_files = _write_exports(scores, night.exports_dir, scorer) if exports is not None else {}
+        as_of_day = (pd.Timestamp(experiment["decided_at"]) - pd.Timedelta(days=1)).strftime("%Y-%m-%d")
+        night.seal({"scores_name": out.name, "model_run_id": scorer.run_id, "as_of": as_of_day, "run_id": run_id,
+                    "experiment": {k: experiment[k] for k in ("experiment", "decided_at", "shares", "evidence")},
+                    "customers": len(scores), "decisions": len(decisions)})
+        if db is not None:
+            nights = pd.DataFrame({"night_id": [night.night_id], "run_id": [run_id], "model_run_id": [scorer.run_id],
+                                   "published_at": [pd.Timestamp.now(tz="UTC").tz_localize(None)]})
+            with step(f"upsert {db}:{table}, {LOG_TABLE} and {NIGHTS_TABLE}", log):
+                upsert_db(scores, db if is_postgres_url(db) else Path(db), table=table,
+                          appends={LOG_TABLE: (decisions, "run_id", run_id),
+                                   NIGHTS_TABLE: (nights, "night_id", night.night_id)})
+    except BaseException:
+        night.discard()
+        raise
+    switch_current(night.root, night.night_id)
+    link_views(out, exports, night.root)
+    record_location(models_dir, night.root, out, db, table)
+    pruned = prune_nights(night.root, keep_nights)
+    if pruned:
+        log.info("%s: pruned %d old night(s)", night.root, len(pruned))
+    return {k: p.name for k, p in export_files.items()}
 
 
 def _write_exports(scores: pd.DataFrame, out_dir: str | Path, scorer: Scorer) -> dict[tuple[str, str], Path]:

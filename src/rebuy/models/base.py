@@ -25,8 +25,8 @@ a model's privates. Their one speed hook is :meth:`PurchaseModel.conditional`: a
 days to the next purchase) that computes what those predictions share once. The generic one here
 calls the model's public methods; a model may return a faster exact subclass.
 
-Instances are plain attribute bags: they pickle (bundles store them) and unpickle without rebuy
-running any code.
+Instances are plain attribute bags: bundles store their state (``__getstate__``) as JSON and raw
+arrays (:mod:`rebuy.artefacts`) and rebuild them with ``__setstate__``; they also pickle.
 """
 
 from __future__ import annotations

@@ -135,6 +135,17 @@ class BGNBDObjective:
         return s3, s4, np.array([g_r, g_alpha, g_a, g_b])
 
 
+SHAPE_FLOOR = 1e-12
+"""BG/NBD's and MBG/NBD's a and b are read as at least this in predictions. A fit at the boundary
+(a, b -> 0 on a shop where nobody seems to drop out) then gives the limit's values instead of 0/0;
+predictions are flat there (a = b = 1e-12 and 1e-8 agree to 1e-4)."""
+
+
+def prediction_params(params: dict[str, float]) -> tuple[float, float, float, float]:
+    """``(r, alpha, a, b)`` for the closed forms: a and b floored at :data:`SHAPE_FLOOR`."""
+    return params["r"], params["alpha"], max(params["a"], SHAPE_FLOOR), max(params["b"], SHAPE_FLOOR)
+
+
 def _nudged_a(a: float) -> float:
     """``a`` moved 1e-6 away from 1, where the closed forms divide by ``a - 1``."""
     if abs(a - 1.0) < 1e-6:
@@ -237,7 +248,7 @@ class BGNBDModel(PurchaseModel):
         return bgnbd_log_likelihood(self.params_, frequency, recency, T)
 
     def _log_div(self, x: np.ndarray, tx: np.ndarray, T: np.ndarray) -> np.ndarray:
-        r, alpha, a, b = (self.params_[k] for k in self.PARAM_NAMES)
+        r, alpha, a, b = prediction_params(self.params_)
         return (r + x) * (np.log(alpha + T) - np.log(alpha + tx)) + np.log(a) - np.log(b + np.maximum(x, 1) - 1)
 
     def p_alive(self, frequency: Any, recency: Any, T: Any) -> np.ndarray:
@@ -271,7 +282,7 @@ class BGNBDModel(PurchaseModel):
     def _purchase_factor(self, t: Any, x: Any, T: Any) -> np.ndarray:
         """``expected_purchases / P(alive)``: depends on (t, x, T) only, not on t_x, so predictions
         compute it once per distinct (x, T) pair. 0 where t = 0; not checked for finiteness."""
-        r, alpha, a, b = (self.params_[k] for k in self.PARAM_NAMES)
+        r, alpha, a, b = prediction_params(self.params_)
         a = _nudged_a(a)
         t, x, T = row_arrays(t, x, T)
         with np.errstate(all="ignore"):
@@ -293,7 +304,7 @@ class BGNBDModel(PurchaseModel):
         """As :meth:`PurchaseModel.alive_count_moments`: alive at T after x repeat purchases, the
         rate is Gamma(r + x, alpha + T) and p is Beta(a, b + x) a posteriori (x survived dropouts)."""
         self._check_fitted()
-        r, alpha, a, b = (self.params_[k] for k in self.PARAM_NAMES)
+        r, alpha, a, b = prediction_params(self.params_)
         x, T = (v.ravel() for v in row_arrays(frequency, T))
         return geometric_dropout_moments(float(t), r + x, alpha + T, a, b + x)
 
@@ -301,7 +312,7 @@ class BGNBDModel(PurchaseModel):
         """Unconditional expected repeat purchases of a new customer within ``t`` time units of the
         first purchase (FHL 2005 eq. 9); used for the cohort tracking curve."""
         self._check_fitted()
-        r, alpha, a, b = (self.params_[k] for k in self.PARAM_NAMES)
+        r, alpha, a, b = prediction_params(self.params_)
         a = _nudged_a(a)
         t = np.atleast_1d(np.asarray(t, dtype=np.float64))
         if (t < 0).any():
@@ -409,6 +420,8 @@ def _beta_nodes(a: float, b: float) -> tuple[np.ndarray, np.ndarray]:
         if b > LARGE_B:
             g, w = roots_genlaguerre(JACOBI_NODES, a - 1.0)  # weight g^(a-1) e^(-g) on [0, inf)
             return g / b, w / w.sum()
+        if a - 1.0 <= -1.0 or b - 1.0 <= -1.0:  # a or b ~ 0 (below float spacing at 1): no Jacobi law;
+            return np.full(JACOBI_NODES, np.nan), np.full(JACOBI_NODES, np.nan)  # the caller's degenerate branch
         u, w = roots_jacobi(JACOBI_NODES, b - 1.0, a - 1.0)  # weight (1-u)^(b-1) (1+u)^(a-1) on [-1, 1]
         return (1.0 + u) / 2.0, w / w.sum()
 

@@ -42,6 +42,7 @@ from rebuy.models.bgnbd import (
     bgnbd_log_likelihood,
     gamma_rate_purchase_probability,
     geometric_dropout_moments,
+    prediction_params,
 )
 from rebuy.models.inputs import row_arrays
 from rebuy.models.optimize import Solution, pairwise_dot
@@ -196,7 +197,7 @@ class MBGNBDModel(PurchaseModel):
         """P(customer still alive at T | frequency, recency, T) (Batislam et al. 2007, eq. 5);
         below 1 for one-time buyers too."""
         self._check_fitted()
-        r, alpha, a, b = (self.params_[k] for k in self.PARAM_NAMES)
+        r, alpha, a, b = prediction_params(self.params_)
         x, tx, T = row_arrays(frequency, recency, T)
         with np.errstate(over="ignore", divide="ignore"):
             log_dead_odds = math.log(a) - np.log(b + x) + (r + x) * (np.log(alpha + T) - np.log(alpha + tx))
@@ -236,7 +237,7 @@ class MBGNBDModel(PurchaseModel):
         rate is Gamma(r + x, alpha + T) and p is Beta(a, b + x + 1) a posteriori (x + 1 survived
         dropout chances: the first purchase's too)."""
         self._check_fitted()
-        r, alpha, a, b = (self.params_[k] for k in self.PARAM_NAMES)
+        r, alpha, a, b = prediction_params(self.params_)
         x, T = (v.ravel() for v in row_arrays(frequency, T))
         return geometric_dropout_moments(float(t), r + x, alpha + T, a, b + x + 1)
 

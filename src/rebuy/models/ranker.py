@@ -28,7 +28,9 @@ ranker learns that ranking from the shop's own history:
 Invariants: predictions are expected revenue (currency, before margin) over ``horizon_days_``
 days, finite and >= 0, one per row of the scoring summary in its order; the learned state has a
 trailing underscore; nothing here depends on which purchase model produced ``predictions``.
-Threads: the boosting runs under ``threadpool_limits(n_threads)``. Cost: the fit computes two
+``model_`` is the fitted booster's trees as plain arrays (:class:`rebuy.models.trees.BoostedTrees`,
+predictions equal to scikit-learn's), not the scikit-learn estimator: a stored ranker holds no
+scikit-learn object and predicts with numpy. Threads: the boosting fit runs under ``threadpool_limits(n_threads)``. Cost: the fit computes two
 windows on at most ``max_train_customers`` sampled customers and fits the booster twice (holdout,
 refit); predict computes the features of every customer and runs ``max_iter`` small trees.
 """
@@ -43,13 +45,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
-from sklearn.ensemble import HistGradientBoostingRegressor
 from threadpoolctl import threadpool_limits
 
 from rebuy.dates import UNIT_DAYS, as_of_day, cutoff_after, naive_utc
 from rebuy.errors import FeatureError, InvalidParameterError, ModelFitError, RebuyError
 from rebuy.features import calibration_holdout_split, customer_sample
 from rebuy.models.ranker_features import PREDICTION_COLUMNS, _aligned_predictions, ranker_features
+from rebuy.models.trees import from_sklearn
 
 __all__ = ["CLVRanker", "expected_spend"]
 
@@ -291,6 +293,8 @@ class CLVRanker(BaseEstimator):
 
     def _fit_model(self, X: pd.DataFrame, y: np.ndarray, main: np.ndarray) -> None:
         """Fit the booster on rows ``X`` and calibrate ``scale_`` on their horizon-h rows."""
+        from sklearn.ensemble import HistGradientBoostingRegressor
+
         cols = self._model_columns(X)
         model = HistGradientBoostingRegressor(
             loss="poisson", learning_rate=self.learning_rate, max_iter=self.max_iter,
@@ -299,7 +303,8 @@ class CLVRanker(BaseEstimator):
         )
         with threadpool_limits(limits=self.n_threads):
             model.fit(X[cols], y)
-        self.model_, self.feature_names_ = model, cols
+        # the fitted trees as plain arrays: predicting (and a stored bundle) needs no scikit-learn object
+        self.model_, self.feature_names_ = from_sklearn(model), cols
         past = X["_past_forecast"].to_numpy()
         self.floor_ = float(max(0.01 * past[main].mean(), 1e-6))
         self.scale_ = 1.0
@@ -308,8 +313,7 @@ class CLVRanker(BaseEstimator):
 
     def _blend(self, X: pd.DataFrame) -> np.ndarray:
         """scale_ x g^(1-w) x (past forecast + floor_)^w for feature rows ``X``."""
-        with threadpool_limits(limits=self.n_threads):
-            g = self.model_.predict(X[self.feature_names_])
+        g = self.model_.predict(X[self.feature_names_].to_numpy(dtype=np.float64))
         w = self.past_spend_weight
         log = (1 - w) * np.log(np.maximum(g, 1e-12)) + w * np.log(X["_past_forecast"].to_numpy() + self.floor_)
         return self.scale_ * np.exp(log)

@@ -216,3 +216,30 @@ def test_a_url_given_as_a_path_is_refused(tmp_path):
     with pytest.raises(UsageError, match="must be passed as a string"):
         run_scoring(tmp_path / "none.parquet", models_dir=tmp_path, out=tmp_path / "s.parquet",
                     db=Path("postgresql://u@h/db"))
+
+
+def test_a_night_committed_to_postgres_but_never_published_is_rolled_forward(nightly_pg, tmp_path, monkeypatch):
+    import rebuy.publish
+    from rebuy.publish import NIGHTS_DIR, current_night_id, sealed_nights
+
+    def night(as_of: str | None = None):
+        return run_scoring(nightly_pg["root"] / "shop.parquet", models_dir=nightly_pg["models"],
+                           out=tmp_path / "scores.parquet", db=nightly_pg["url"], as_of=as_of)
+
+    night("2024-12-30")
+    root = tmp_path / NIGHTS_DIR
+    live = current_night_id(root)
+
+    def killed(root, night_id):
+        raise SystemExit(137)  # dies after COMMIT, before the rename
+
+    monkeypatch.setattr(rebuy.publish, "switch_current", killed)
+    with pytest.raises(SystemExit):
+        night()
+    monkeypatch.undo()
+    orphan = [n for n in sealed_nights(root) if n != live]
+    assert current_night_id(root) == live and len(orphan) == 1
+    assert rebuy.publish.committed_nights(nightly_pg["url"], orphan) == set(orphan)
+    rebuy.scoring._recover_nights(tmp_path / "scores.parquet", nightly_pg["url"])
+    assert current_night_id(root) == orphan[0]
+    assert _count(nightly_pg["url"], "SELECT count(*) FROM customer_scores") == len(pd.read_parquet(tmp_path / "scores.parquet"))

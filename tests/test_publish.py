@@ -176,3 +176,15 @@ def test_views_point_inside_the_output_directory(shop, tmp_path):
     for view in ("scores.parquet", "offer_log", "exports"):
         target = os.readlink(tmp_path / view)
         assert not os.path.isabs(target) and target.startswith(f"{NIGHTS_DIR}/{CURRENT}/")
+
+
+def test_doctor_names_the_live_night_and_what_a_killed_run_left(shop, tmp_path):
+    from rebuy.doctor import nights
+
+    models = shop["root"] / "models"
+    night(shop, tmp_path)
+    check = nights(models)
+    assert check.status == "ok" and current_night_id(tmp_path / NIGHTS_DIR) in check.detail
+    (tmp_path / NIGHTS_DIR / ".tmp-score-20250102-20261201T000000000000Z-abcd").mkdir()
+    check = nights(models)
+    assert check.status == "warn" and "1 unpublished leftover" in check.detail

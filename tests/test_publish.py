@@ -19,7 +19,7 @@ import rebuy.publish
 from models_common import trained_shop
 from rebuy.bundle import read_latest_scores
 from rebuy.config import Config
-from rebuy.publish import CURRENT, NIGHTS_DIR, NIGHTS_TABLE, current_night_id, sealed_nights
+from rebuy.publish import CURRENT, NIGHTS_DIR, NIGHTS_TABLE, PUBLISH_LOCK, current_night_id, sealed_nights
 from rebuy.scoring import Scorer, run_scoring
 
 
@@ -97,7 +97,8 @@ def test_a_failure_at_any_step_leaves_the_previous_night_live(shop, tmp_path, mo
     with pytest.raises(OSError):
         night(shop, tmp_path)
     assert snapshot(tmp_path, models) == before
-    assert [p.name for p in (tmp_path / NIGHTS_DIR).iterdir() if p.name.startswith(".")] == []  # nothing staged left
+    hidden = [p.name for p in (tmp_path / NIGHTS_DIR).iterdir() if p.name.startswith(".")]
+    assert hidden == [PUBLISH_LOCK]  # nothing staged left
     assert len(sealed_nights(tmp_path / NIGHTS_DIR)) == 1
     assert scorer.lookup(customer) == served
 
@@ -188,3 +189,21 @@ def test_doctor_names_the_live_night_and_what_a_killed_run_left(shop, tmp_path):
     (tmp_path / NIGHTS_DIR / ".tmp-score-20250102-20261201T000000000000Z-abcd").mkdir()
     check = nights(models)
     assert check.status == "warn" and "1 unpublished leftover" in check.detail
+
+
+def test_a_second_scores_file_in_the_same_directory_is_refused_before_scoring(shop, tmp_path):
+    from rebuy.errors import OutputError
+
+    night(shop, tmp_path)
+    with pytest.raises(OutputError, match=r"already publishes the nights of scores.parquet"):
+        run_scoring(shop["transactions"], models_dir=shop["root"] / "models", out=tmp_path / "other.parquet")
+    assert (tmp_path / "scores.parquet").resolve().is_file()  # the first file's view still resolves
+
+
+def test_a_second_run_into_the_same_outputs_from_another_models_dir_is_refused(shop, tmp_path):
+    from rebuy.runlock import RunLockedError, run_lock
+
+    night(shop, tmp_path)
+    with run_lock(tmp_path / NIGHTS_DIR / PUBLISH_LOCK, what="score"):  # a run from another models directory
+        with pytest.raises(RunLockedError, match=r"another rebuy score is running .*\.publish\.lock"):
+            night(shop, tmp_path)

@@ -69,6 +69,7 @@ CLASSES: dict[str, tuple[str, str]] = {
     "rebuy.Popularity": ("rebuy.recommend.popularity", "Popularity"),
     "rebuy.CoOccurrence": ("rebuy.recommend.cooccurrence", "CoOccurrence"),
     "rebuy.LatentFactors": ("rebuy.recommend.implicit_model", "LatentFactors"),
+    "rebuy.ItemNeighbours": ("rebuy.recommend.neighbours", "ItemNeighbours"),
     # third-party classes the above hold
     "sklearn.KMeans": ("sklearn.cluster", "KMeans"),
     "sklearn.RobustScaler": ("sklearn.preprocessing", "RobustScaler"),

@@ -297,7 +297,9 @@ class RecommendConfig(_Section):
     enabled: bool = True
     # defaults tuned by benchmarks/tune_recommender.py on Online Retail II, train < 2011-06-01,
     # validation 2011-06-01..2011-08-31 (never on the 2011-09-01..2011-12-09 test period)
-    algorithm: Literal["als", "bpr"] = "als"
+    algorithm: Literal["als", "bpr", "item_knn"] = Field(
+        "als", description="item_knn: implicit's item-item nearest neighbours (knn_weighting, knn_neighbours)"
+    )
     factors: int = Field(128, ge=1, description="capped below the number of products")
     regularization: float = Field(
         10.0, ge=0, description="absolute (implicit does not scale it by data size); ~0.1 suits a few hundred customers"
@@ -326,6 +328,11 @@ class RecommendConfig(_Section):
     min_history: int = Field(1, ge=0, description="customers with fewer distinct products get popularity")
     batch_size: int = Field(10_000, ge=1)
     random_state: int = 0
+    knn_weighting: Literal["bm25", "cosine", "tfidf"] = Field(
+        "bm25", description="item_knn only: implicit's BM25Recommender (bm25_k1, bm25_b), CosineRecommender or "
+        "TFIDFRecommender"
+    )
+    knn_neighbours: int = Field(20, ge=1, description="item_knn only: neighbours kept per product (implicit's K)")
 
 
 class ChannelRule(_Section):

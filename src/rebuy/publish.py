@@ -53,6 +53,9 @@ NIGHT_RECORD = "night.json"
 OFFER_LOG = "offer_log"
 EXPORTS = "exports"
 TEMP_PREFIX = ".tmp-"
+PUBLISH_LOCK = ".publish.lock"
+"""The run lock of a nights directory (:func:`rebuy.runlock.run_lock`): a run scoring into it with
+another models directory waits for or refuses the first, never interleaves."""
 NIGHTS_TABLE = "rebuy_nights"
 """Database table with one row per published night (``night_id``, ``run_id``, ``published_at``)."""
 
@@ -72,7 +75,8 @@ def new_night_id(run_id: str, now: dt.datetime | None = None) -> str:
 
 
 def check_views(out: Path, exports: Path | None) -> None:
-    """Refuse, before any scoring, output paths that could not become views (one line each)."""
+    """Refuse, before any scoring, output paths that could not become views, and a second scores
+    file in a directory that publishes another's nights (one line each)."""
     for path, what in ((out, "--out"), (exports, "--exports")):
         if path is None:
             continue
@@ -83,6 +87,10 @@ def check_views(out: Path, exports: Path | None) -> None:
         parent = path.parent
         if parent.exists() and not parent.is_dir():
             raise OutputError(f"{path}: its parent {parent} is a file, not a directory")
+    night = read_night(nights_root(out)) if nights_root(out).is_dir() else None
+    if night is not None and night.get("scores_name") != out.name:
+        raise OutputError(f"{out}: {out.parent} already publishes the nights of {night.get('scores_name')} "
+                          "(one scores file per directory: its views share offer_log/); give this one its own directory")
 
 
 # --------------------------------------------------------------------------------------------- staging
@@ -201,7 +209,7 @@ def link_views(out: Path, exports: Path | None, root: Path) -> None:
     if exports is not None:
         views.append((exports, Path(CURRENT) / EXPORTS))
     for view, inside in views:
-        target = os.path.relpath(root / inside, view.parent.resolve())
+        target = os.path.relpath(os.path.abspath(root / inside), os.path.abspath(view.parent))
         if view.is_symlink() and os.readlink(view) == target:
             continue
         view.parent.mkdir(parents=True, exist_ok=True)

@@ -555,16 +555,17 @@ def run_scoring(
     night replaces its rows. ``models_dir/latest_scores.json`` records the paths (a PostgreSQL URL
     without its password), the bundle and the as-of day for ``Scorer.lookup`` / ``score_customer``.
 
-    The whole run holds ``models_dir/.rebuy.lock`` (:mod:`rebuy.runlock`; another run: wait up to
-    ``config.operations.lock_timeout_seconds``, default 0, then :class:`rebuy.runlock.RunLockedError`)
-    and first removes what killed runs left: temporary bundle directories, staged offer-log files and
-    the temporaries beside ``out``.
+    The whole run holds ``models_dir/.rebuy.lock`` and the nights directory's ``.publish.lock``
+    (:mod:`rebuy.runlock`; another run: wait up to ``config.operations.lock_timeout_seconds``,
+    default 0, then :class:`rebuy.runlock.RunLockedError`) and first removes what killed runs left:
+    temporary bundle directories, unpublished nights (:func:`rebuy.publish.recover`: a night the
+    database committed is published) and the temporaries of older versions beside ``out``.
     """
     from rebuy.bundle import bundle_leftovers
     from rebuy.offer_log import offer_log_frame, run_id_for
     from rebuy.offer_log import staged_leftovers as log_leftovers
     from rebuy.postgres import has_password, is_postgres_url, require_psycopg, safe_url
-    from rebuy.publish import check_views
+    from rebuy.publish import PUBLISH_LOCK, check_views, nights_root
     from rebuy.runlock import atomic_temp_files, lock_path, remove_leftovers, run_lock
 
     t0 = time.perf_counter()
@@ -583,7 +584,9 @@ def run_scoring(
     exports = Path(exports) if exports is not None else None
     check_views(out, exports)
     settings = config or Config()
-    with run_lock(lock_path(models_dir), what="score", timeout_seconds=settings.operations.lock_timeout_seconds):
+    timeout = settings.operations.lock_timeout_seconds
+    with run_lock(lock_path(models_dir), what="score", timeout_seconds=timeout), \
+            run_lock(nights_root(out) / PUBLISH_LOCK, what="score", timeout_seconds=timeout):
         leftovers = [*bundle_leftovers(models_dir), *log_leftovers(out), *atomic_temp_files(out.parent, out.name)]
         remove_leftovers(leftovers, str(models_dir))
         _recover_nights(out, db)

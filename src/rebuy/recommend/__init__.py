@@ -1,6 +1,6 @@
 """Implicit-feedback product recommender for cross-sell and repeat offers.
 
-A scikit-learn-style facade (:class:`Recommender`) over ``implicit``'s ALS (default) or BPR, trained
+A scikit-learn-style facade (:class:`Recommender`) over ``implicit``'s ALS (default), BPR or item-item KNN, trained
 on the customer x product purchase matrix of the cleaned transactions, with popularity lists for
 cold start, a per-call :class:`RecommendPolicy` (exclusions, repurchase and its blend with the
 customer's own history, cold start threshold), ``similar_items``, ``bought_together`` (order
@@ -15,6 +15,7 @@ Package layout, one job per module::
     popularity.py      global / country / segment popularity, cold start, list fill
     cooccurrence.py    bought-together neighbours
     implicit_model.py  fitting implicit, factors, filtered top-k (BLAS held at 1 thread)
+    neighbours.py      item-item KNN (implicit's BM25/cosine/TF-IDF), kept as a sparse similarity; sparse top-k
     topk.py            model top-k under a policy (already-bought filter, repurchase blend)
     serve.py           one call: batches, popularity padding, frame / list outputs
     params.py          hyper-parameters (scikit-learn style), the default policy, the specs of each module

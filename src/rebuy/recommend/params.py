@@ -20,13 +20,15 @@ from rebuy.errors import InvalidParameterError
 from rebuy.recommend.defaults import DEFAULT_EXCLUDED, DEFAULT_EXCLUDED_PREFIXES
 from rebuy.recommend.implicit_model import ModelSpec
 from rebuy.recommend.interactions import Confidence
+from rebuy.recommend.neighbours import KNN_WEIGHTINGS, KnnSpec
 from rebuy.recommend.policy import RecommendPolicy
 
 if TYPE_CHECKING:
     from rebuy.config import RecommendConfig
 
 _CHOICES = {
-    "algorithm": ("als", "bpr"),
+    "algorithm": ("als", "bpr", "item_knn"),
+    "knn_weighting": KNN_WEIGHTINGS,
     "weighting": ("none", "log", "bm25", "tfidf"),
     "confidence": ("count", "spend"),
 }
@@ -39,12 +41,15 @@ class RecommenderParams:
         "algorithm", "factors", "regularization", "iterations", "learning_rate", "alpha", "confidence",
         "weighting", "bm25_k1", "bm25_b", "recency_half_life_days", "n_items", "allow_repurchase",
         "repurchase_categories", "history_weight", "excluded_products", "excluded_product_prefixes",
-        "min_history", "batch_size", "random_state", "num_threads",
+        "min_history", "batch_size", "random_state", "num_threads", "knn_weighting", "knn_neighbours",
     )
+    # class-level fallbacks: a recommender stored before these parameters existed loads with them
+    knn_weighting: str = "bm25"
+    knn_neighbours: int = 20
 
     def __init__(
         self,
-        algorithm: Literal["als", "bpr"] = "als",
+        algorithm: Literal["als", "bpr", "item_knn"] = "als",
         factors: int = 128,
         regularization: float = 10.0,
         iterations: int = 40,
@@ -65,6 +70,8 @@ class RecommenderParams:
         batch_size: int = 10_000,
         random_state: int | None = 0,
         num_threads: int = 0,
+        knn_weighting: Literal["bm25", "cosine", "tfidf"] = "bm25",
+        knn_neighbours: int = 20,
     ) -> None:
         params = dict(locals())  # every argument is stored as given (scikit-learn style)
         for k in self._PARAMS:
@@ -105,9 +112,19 @@ class RecommenderParams:
         )
 
     def confidence_spec(self) -> Confidence:
-        """How purchase lines become the confidence matrix."""
+        """How purchase lines become the confidence matrix. item_knn learns from the unweighted
+        matrix (``weighting`` "none", ``alpha`` 1): implicit's KNN classes weight it themselves."""
+        if self.algorithm == "item_knn":
+            return Confidence(self.confidence, "none", self.bm25_k1, self.bm25_b, 1.0, self.recency_half_life_days)
         return Confidence(
             self.confidence, self.weighting, self.bm25_k1, self.bm25_b, self.alpha, self.recency_half_life_days
+        )
+
+    def knn_spec(self) -> KnnSpec:
+        """implicit's item-item KNN hyper-parameters (item_knn)."""
+        return KnnSpec(
+            self.knn_weighting, int(self.knn_neighbours), float(self.bm25_k1), float(self.bm25_b),
+            int(self.num_threads),
         )
 
     def model_spec(self) -> ModelSpec:
@@ -126,5 +143,7 @@ class RecommenderParams:
                 )
         if int(self.factors) < 1 or int(self.iterations) < 1 or int(self.n_items) < 1:
             raise InvalidParameterError("Recommender: factors, iterations and n_items must be >= 1")
+        if int(self.knn_neighbours) < 1:
+            raise InvalidParameterError("Recommender: knn_neighbours must be >= 1")
         if self.recency_half_life_days is not None and not self.recency_half_life_days > 0:
             raise InvalidParameterError("Recommender: recency_half_life_days must be > 0 or None")

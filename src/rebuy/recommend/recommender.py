@@ -32,6 +32,7 @@ from rebuy.progress import progress
 from rebuy.recommend.cooccurrence import fit_cooccurrence
 from rebuy.recommend.implicit_model import fit_latent
 from rebuy.recommend.interactions import build_interactions, customer_keys, select_lines, to_key
+from rebuy.recommend.neighbours import fit_neighbours
 from rebuy.recommend.params import RecommenderParams
 from rebuy.recommend.policy import Exclusions, RecommendPolicy, repurchasable
 from rebuy.recommend.popularity import SegmentLookup, Segments, fill, fit_popularity
@@ -49,7 +50,12 @@ class Recommender(RecommenderParams, FittedState):
 
     Parameters
     ----------
-    algorithm : "als" (implicit AlternatingLeastSquares) or "bpr" (BayesianPersonalizedRanking).
+    algorithm : "als" (implicit AlternatingLeastSquares), "bpr" (BayesianPersonalizedRanking) or
+        "item_knn" (implicit's item-item nearest neighbours: ``knn_weighting`` BM25Recommender,
+        CosineRecommender or TFIDFRecommender with K = ``knn_neighbours``; only the sparse item
+        similarity is kept and lists are sparse products history x similarity, much cheaper than
+        factor scoring for short histories). item_knn learns from the unweighted confidence matrix
+        (``weighting`` and ``alpha`` are ignored; BM25 uses ``bm25_k1``/``bm25_b``).
     factors : latent factors; capped below the number of products (implicit gives NaN factors otherwise).
     regularization, iterations, learning_rate : passed to implicit (learning_rate is BPR only).
     alpha : multiplies the weighted matrix (ALS confidence scale).
@@ -64,6 +70,7 @@ class Recommender(RecommenderParams, FittedState):
     batch_size : customers per batch in ``recommend`` (memory is bounded by the batch).
     random_state : seed for implicit.
     num_threads : implicit threads (0 = every core); BLAS is limited to 1 thread around implicit.
+    knn_weighting, knn_neighbours : item_knn only: "bm25", "cosine" or "tfidf", and K.
     """
 
     # ------------------------------------------------------------------ fit
@@ -92,9 +99,14 @@ class Recommender(RecommenderParams, FittedState):
                 interactions.history, lines, segments, decayed=self.recency_half_life_days is not None
             ),
             "cooccurrence_": fit_cooccurrence(lines, n_p),
-            "latent_": fit_latent(interactions.user_items, self.model_spec()),
         }
+        if self.algorithm == "item_knn":
+            parts["latent_"] = None
+            parts["neighbours_"] = fit_neighbours(interactions.user_items, self.knn_spec())
+        else:  # factor models keep the state layout of earlier versions (no neighbours_ entry)
+            parts["latent_"] = fit_latent(interactions.user_items, self.model_spec())
         self.__dict__.pop("_cache", None)
+        self.__dict__.pop("neighbours_", None)
         self.__dict__.update(parts)
         return self
 
@@ -183,15 +195,17 @@ class Recommender(RecommenderParams, FittedState):
         policy = self._policy(policy)
         n_p = len(self.product_ids_)
         repurch = repurchasable(policy, n_p, self.products_.category)
+        model = self.latent_ if self.latent_ is not None else self.__dict__.get("neighbours_")
         return Serving(
-            self.interactions_, self.latent_, self.popularity_, policy, self._exclusions(policy), repurch,
+            self.interactions_, model, self.popularity_, policy, self._exclusions(policy), repurch,
             int(self.num_threads),
         )
 
     # ------------------------------------------------------------------ products
     def similar_items(self, product_id: Any, n: int | None = None, *, policy: RecommendPolicy | None = None) -> list[str]:
-        """Products most similar to ``product_id`` (cosine on the latent item factors; order
-        co-occurrence without a model). Unknown product ids give an empty list and a warning."""
+        """Products most similar to ``product_id`` (cosine on the latent item factors; for item_knn
+        its stored neighbours, then order co-occurrence; order co-occurrence without a model).
+        Unknown product ids give an empty list and a warning."""
         idx = self._known_product(product_id, "similar_items")
         return [] if idx is None else self._similar(idx, n, policy)
 
@@ -219,11 +233,15 @@ class Recommender(RecommenderParams, FittedState):
     ) -> list[str]:
         """Up to ``n`` products most similar to column ``idx``: not excluded and, if given, ``allowed``."""
         n = int(self.n_items if n is None else n)
-        if self.latent_ is None:
+        knn = self.__dict__.get("neighbours_")
+        if self.latent_ is not None:
+            order = self.latent_.similar(idx)
+        else:
             nb = self.cooccurrence_.neighbours[idx]
             order = nb[nb >= 0]
-        else:
-            order = self.latent_.similar(idx)
+            if knn is not None:  # the K neighbours first, then co-occurrence for the rest
+                first = knn.similar(idx)
+                order = np.concatenate([first, order[~np.isin(order, first)]])
         ok = ~self._exclusions(self._policy(policy)).mask
         if allowed is not None:
             ok = ok & allowed

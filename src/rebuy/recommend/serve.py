@@ -17,11 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from rebuy.recommend.implicit_model import LatentFactors
 from rebuy.recommend.interactions import Interactions
 from rebuy.recommend.policy import Exclusions, RecommendPolicy
 from rebuy.recommend.popularity import Popularity, SegmentLookup, fill
-from rebuy.recommend.topk import model_top
+from rebuy.recommend.topk import Model, model_top
 
 FRAME_COLUMNS = ("customer_id", "rank", "product_id", "score", "source")
 """Columns of ``recommend(..., output="frame")``: rank 1 = best; score 0 for popularity fill;
@@ -73,10 +72,11 @@ class Batch:
 @dataclass(eq=False)
 class Serving:
     """The fitted parts a call reads and its policy, resolved on the catalogue (``exclusions``,
-    ``repurch``: bool per product); ``num_threads`` for implicit's top-k."""
+    ``repurch``: bool per product); ``num_threads`` for implicit's top-k. ``latent`` is the fitted
+    model: factors (ALS / BPR) or item neighbours (item-KNN), None for popularity only."""
 
     interactions: Interactions
-    latent: LatentFactors | None
+    latent: Model | None
     popularity: Popularity
     policy: RecommendPolicy
     exclusions: Exclusions
@@ -127,7 +127,7 @@ class Serving:
             assert self.latent is not None
             items[model_pos, :k], scores[model_pos, :k] = model_top(
                 self.latent, self.interactions.history, rows[model_pos], k, self.exclusions, self.repurch,
-                self.policy.history_weight, self.num_threads,
+                self.policy.history_weight, self.num_threads, self.interactions.user_items,
             )
         lens = (items >= 0).sum(axis=1)
         out = Batch(keys, items, scores, lens, use_model & (lens > 0))

@@ -7,7 +7,9 @@ A fitted recommender holds one object per job, each pickled on its own terms::
     products_       ProductInfo    price, category, description per product (rebuy.recommend.products)
     popularity_     Popularity     global / country / segment lists (rebuy.recommend.popularity)
     cooccurrence_   CoOccurrence   bought-together neighbours (rebuy.recommend.cooccurrence)
-    latent_         LatentFactors  the implicit model, or None: popularity only (rebuy.recommend.implicit_model)
+    latent_         LatentFactors  the implicit model, or None: popularity only or item_knn (rebuy.recommend.implicit_model)
+    neighbours_     ItemNeighbours the item-KNN similarity (item_knn), else None; absent in earlier
+                                   versions' state (rebuy.recommend.neighbours)
 
 :data:`FITTED_ALIASES` maps the scikit-learn style fitted attributes of earlier versions
 (``product_ids_``, ``history_``, ``popular_``, ...) to a field of a part; :class:`FittedAlias`

@@ -7,8 +7,12 @@ touched: the script refuses a validation window that reaches --test-start.
 Stages (coordinate search, each keeps the best so far):
 1. weighting x alpha x regularization (ALS), a finer alpha x regularization step, then factors,
    plus a few BPR settings;
-2. iterations, BM25 B and K1, recency half-life, confidence (count/spend), one at a time;
+   then item-item KNN (``algorithm: item_knn``: bm25 / cosine / tfidf x K in :data:`KNN_K`);
+2. iterations (factor models), BM25 B and K1, recency half-life, confidence (count/spend), one at a time;
 3. history_weight for the repurchase blend (repurchase mode, against own most-bought).
+
+``--knn-only`` runs just today's config defaults (ALS) and the item_knn grid on the same split, a
+per-shop choice between the two (the full search above also includes the item_knn grid).
 
 Result (71 model fits + 9 blend weights): ALS, tfidf weighting, alpha 0.1, regularization 10, factors 128, iterations 80
 (40 is within 0.2 % on the objective at half the training time and is the config default), history_weight
@@ -46,6 +50,10 @@ from rebuy.recommend.evaluate import (
 
 log = logging.getLogger("tune_recommender")
 
+KNN_WEIGHTINGS = ("bm25", "cosine", "tfidf")
+KNN_K = (20, 50, 100)
+"""The item_knn grid: implicit's BM25 / cosine / TF-IDF item-item KNN x neighbours K."""
+
 
 def load(data: str, config: str | None) -> pd.DataFrame:
     from rebuy.config import load_config
@@ -66,6 +74,10 @@ def main() -> None:
     ap.add_argument("--test-start", default="2011-09-01", help="first day of the held-out test period")
     ap.add_argument("--out", default="benchmarks/tune_recommender.json")
     ap.add_argument("--quick", action="store_true", help="smaller grid")
+    ap.add_argument(
+        "--knn-only", action="store_true",
+        help="only today's defaults (ALS) against the item_knn grid (bm25/cosine/tfidf x K)",
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if pd.Timestamp(args.valid_end) >= pd.Timestamp(args.test_start):
@@ -105,6 +117,24 @@ def main() -> None:
         )
         log.info("obj %.3f ndcg %.4f recall %.4f  %s", obj, res["ndcg@10"], res["recall@10"], params)
         return obj
+
+    if args.knn_only:
+        defaults_obj = run_new({})
+        for w in KNN_WEIGHTINGS:
+            for k in KNN_K:
+                run_new({"algorithm": "item_knn", "knn_weighting": w, "knn_neighbours": k})
+        best_trial = max(trials, key=lambda t: t["objective"])
+        out = {
+            "train_end": args.train_end, "valid_end": args.valid_end, "test_start": args.test_start,
+            "mode": "knn-only", "best": best_trial["params"], "defaults_objective_new_items": defaults_obj,
+            "popularity_new_items": pop_new, "trials": trials,
+        }
+        Path(args.out).write_text(json.dumps(out, indent=1, default=str))
+        for t in trials:
+            log.info("%-60s ndcg@10 %.4f recall@10 %.4f obj %.3f %5.1fs", json.dumps(t["params"]),
+                     t["metrics"]["ndcg@10"], t["metrics"]["recall@10"], t["objective"], t["seconds"])
+        log.info("best %s -> %s", best_trial["params"], args.out)
+        return
 
     best: dict[str, Any] = {
         "algorithm": "als",
@@ -154,13 +184,20 @@ def main() -> None:
             o = run_new(p)
             if o > best_obj:
                 best, best_obj = p, o
+    for w in KNN_WEIGHTINGS[:1] if args.quick else KNN_WEIGHTINGS:
+        for k in KNN_K:
+            p = {"algorithm": "item_knn", "knn_weighting": w, "knn_neighbours": k}
+            o = run_new(p)
+            if o > best_obj:
+                best, best_obj = p, o
     # stage 2
     grid2: dict[str, list[Any]] = {
-        "iterations": [10, 40, 80] if best["algorithm"] == "als" else [50, 500],
         "recency_half_life_days": [90, 180, 365],
         "confidence": ["spend"],
     }
-    if best.get("weighting") == "bm25":
+    if best["algorithm"] != "item_knn":
+        grid2 = {"iterations": [10, 40, 80] if best["algorithm"] == "als" else [50, 500], **grid2}
+    if best.get("weighting") == "bm25" or best.get("knn_weighting") == "bm25":
         grid2["bm25_b"] = [0.3, 0.5, 1.0]
         grid2["bm25_k1"] = [10.0, 1000.0]
     for key, values in grid2.items():

@@ -22,7 +22,7 @@ def invoke(*args: str):
 
 def test_help_lists_every_command():
     out = subprocess.run([sys.executable, "-m", "rebuy.cli", "--help"], capture_output=True, text=True, check=True).stdout
-    for cmd in ("simulate", "train", "score", "measure", "evaluate", "report", "doctor"):
+    for cmd in ("simulate", "train", "score", "measure", "evaluate", "report", "doctor", "run"):
         assert cmd in out
 
 
@@ -166,7 +166,7 @@ def test_score_takes_offer_settings_and_columns_without_retraining(demo, tmp_pat
     offers = set(pd.read_parquet(tmp_path / "s.parquet")["offer_type"])
     assert "loyalty_points" in offers and offers <= {"loyalty_points", "none", "reminder"}
     res = runner.invoke(app, ["score", "--transactions", str(demo / "shop.csv.gz"), "--models-dir", str(models),
-                              "--out", str(tmp_path / "t.parquet"), "--no-db", "--time-unit", "days"])
+                              "--out", str(tmp_path / "t" / "t.parquet"), "--no-db", "--time-unit", "days"])
     assert res.exit_code == 2 and "trained in weeks" in res.output
     # --time-unit alone only checks the unit: the playbook the bundle was trained with stays in force
     trained_with_playbook = tmp_path / "models2"
@@ -174,10 +174,10 @@ def test_score_takes_offer_settings_and_columns_without_retraining(demo, tmp_pat
                  "--config", playbook)
     assert res.exit_code == 0, res.output
     res = invoke("score", "--transactions", demo / "shop.csv.gz", "--customers", demo / "shop_customers.csv.gz",
-                 "--models-dir", trained_with_playbook, "--out", tmp_path / "u.parquet", "--no-db",
+                 "--models-dir", trained_with_playbook, "--out", tmp_path / "u" / "u.parquet", "--no-db",
                  "--time-unit", "weeks")
     assert res.exit_code == 0, res.output
-    offers = set(pd.read_parquet(tmp_path / "u.parquet")["offer_type"])
+    offers = set(pd.read_parquet(tmp_path / "u" / "u.parquet")["offer_type"])
     assert "loyalty_points" in offers and offers <= {"loyalty_points", "none", "reminder"}
 
 

@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -269,11 +269,17 @@ def train(
     with _handled(verbose):
         cfg = _config(config, as_of, time_unit, column, purchase_model=purchase_model)
         result = run_training(transactions, cfg, models_dir=models_dir, customers=customers)
+    rows = [*_train_rows(result), ("seconds", f"{time.perf_counter() - t0:.1f}")]
+    typer.echo(_table("rebuy train", rows))
+
+
+def _train_rows(result: Any) -> list[tuple[str, str]]:
+    """The summary rows of a training run (bundle, window, candidates, parameters, warnings)."""
     m = result.manifest
     td = m["training_data"]
     name = m["params"]["purchase_model"]
     gg = m["params"]["gamma_gamma"]
-    rows = [
+    return [
         ("bundle", str(result.bundle_dir)),
         ("as of", m["as_of"]),
         ("rows / customers / products", f"{td['rows']:,} / {td['customers']:,} / {td['products']:,}"),
@@ -286,9 +292,7 @@ def train(
         ("recommender", "trained" if m["recommender"].get("trained") else f"skipped ({m['recommender'].get('reason')})"),
         *[("warning", w) for w in m["model_diagnostics"]["warnings"]],
         *([("finding", m["spend_concentration"]["finding"])] if m["spend_concentration"]["finding"] else []),
-        ("seconds", f"{time.perf_counter() - t0:.1f}"),
     ]
-    typer.echo(_table("rebuy train", rows))
 
 
 def _selection_rows(selection: dict) -> list[tuple[str, str]]:
@@ -338,7 +342,7 @@ def score(
 ) -> None:
     """Score every customer with the latest bundle; write Parquet/CSV, the DuckDB table and the offer log atomically."""
     _setup_logging(verbose)
-    from rebuy.scoring import run_scoring, score_summary
+    from rebuy.scoring import run_scoring
 
     with _handled(verbose):
         settings = _config(config, None, None, None) if config else None
@@ -356,6 +360,52 @@ def score(
             uplift=uplift,
             exports=exports,
         )
+    rows = [*_score_rows(run), ("seconds", f"{run.seconds:.1f}")]
+    typer.echo(_table("rebuy score", rows))
+
+
+@app.command()
+def run(
+    transactions: Annotated[str, typer.Option("--transactions", help="Transactions: CSV/Parquet path or duckdb:PATH::SQL.")],
+    out: Annotated[Path, typer.Option("--out", help="Scores file (.parquet, .csv or .csv.gz).")],
+    customers: Annotated[str | None, typer.Option("--customers", help="Customers table (optional).")] = None,
+    events: Annotated[str | None, typer.Option("--events", help="View/cart events (optional).")] = None,
+    models_dir: Annotated[Path, typer.Option("--models-dir", help="Models directory (bundles, latest).")] = Path("models"),
+    db: Annotated[str | None, typer.Option(
+        "--db", help="Also write the tables customer_scores and offer_log: a DuckDB file or a postgresql:// URL.")] = None,
+    config: Annotated[Path | None, typer.Option(
+        "--config", help="YAML config: the training config, and the scoring's data, clv and offers sections.")] = None,
+    as_of: AsOfOpt = None,
+    purchase_model: PurchaseModelOpt = None,
+    train: Annotated[bool | None, typer.Option(
+        "--train/--no-train", help="Train first whatever the bundle's age / never train (default: when "
+        "operations.train_every_days says so, or when there is no bundle).")] = None,
+    uplift: Annotated[
+        Path | None, typer.Option("--uplift", help="rebuy measure JSON: offers chosen by measured uplift.")
+    ] = None,
+    exports: Annotated[Path | None, typer.Option(
+        "--exports", help="Directory for one CSV per offer type x channel, ready for the e-mail/SMS/messenger tool.")] = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """The nightly job in one process: train when due, then score and publish (one read and one clean)."""
+    _setup_logging(verbose)
+    from rebuy.nightly import run_night
+
+    with _handled(verbose):
+        settings = _config(config, None, None, None, purchase_model=purchase_model) if config or purchase_model else None
+        night = run_night(transactions, models_dir=models_dir, out=out, customers=customers, events=events, db=db,
+                          as_of=as_of, config=settings, uplift=uplift, exports=exports, train=train)
+    rows = [("training", night.train_reason)]
+    if night.trained is not None:
+        rows += _train_rows(night.trained)
+    rows += [*_score_rows(night.score), ("seconds", f"{night.seconds:.1f}")]
+    typer.echo(_table("rebuy run", rows))
+
+
+def _score_rows(run: Any) -> list[tuple[str, str]]:
+    """The summary rows of a scoring night (segments, offers, groups, where it was published)."""
+    from rebuy.scoring import score_summary
+
     s = score_summary(run.scores)
     rows = [("customers", f"{s['customers']:,}")]
     rows += [(f"segment: {k}", f"{v:,}") for k, v in s["segments"].items()]
@@ -373,8 +423,7 @@ def score(
 
         counts = customers_to_contact(run.scores).groupby(["offer_type", "channel"], observed=True).size()
         rows += [(f"export: {path.name}", f"{int(counts.get(key, 0)):,} customers") for key, path in run.exports.items()]
-    rows += [("seconds", f"{run.seconds:.1f}")]
-    typer.echo(_table("rebuy score", rows))
+    return rows
 
 
 def _experiment_rows(experiment: dict, summary: dict) -> list[tuple[str, str]]:

@@ -511,6 +511,8 @@ class OperationsConfig(_Section):
                               "latest and the bundle behind latest_scores.json are always kept); 0 = keep all")
     lock_timeout_seconds: float = Field(0, ge=0, allow_inf_nan=False, description="how long a run waits for "
                                         "another run on the same models directory; 0 = refuse at once")
+    train_every_days: int = Field(7, ge=0, description="rebuy run trains first when the latest bundle is this many "
+                                  "days old (or there is none); 0 = every night")
     keep_nights: int = Field(7, ge=1, description="scoring nights kept in .rebuy-nights/ beside the scores (newest "
                              "first, the live one always; rebuy.publish); their offer-log files live on in later nights")
 

@@ -14,7 +14,8 @@ import math
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict
@@ -267,11 +268,34 @@ class Scorer:
         measured uplift. Returns one row per customer with the columns of
         ``rebuy.schema.score_columns``; ``attrs["experiment"]`` describes the control groups.
         """
-        from rebuy.data import load_customers, load_events, load_transactions
+        tx = self.clean_transactions(transactions, as_of)
+        return self.score_cleaned(tx, customers, events, as_of=as_of, scored_at=scored_at, evidence=evidence)
+
+    def clean_transactions(self, transactions: str | Path | pd.DataFrame, as_of: dt.date | str | None = None
+                           ) -> pd.DataFrame:
+        """``transactions`` loaded and cleaned with this scorer's data settings (lines after ``as_of``
+        dropped): the input of :meth:`score_cleaned`."""
+        from rebuy.data import load_transactions
+
+        with step("load and clean transactions", log):
+            return load_transactions(transactions, self.config, as_of=as_of)
+
+    def score_cleaned(
+        self,
+        tx: pd.DataFrame,
+        customers: str | Path | pd.DataFrame | None = None,
+        events: str | Path | pd.DataFrame | None = None,
+        *,
+        as_of: dt.date | str | None = None,
+        scored_at: pd.Timestamp | None = None,
+        evidence: Evidence | None = None,
+    ) -> pd.DataFrame:
+        """:meth:`score` of transactions already cleaned (:meth:`clean_transactions`, or the frame a
+        training run of the same night cleaned with the same data settings); the customers and
+        events tables are loaded and validated here."""
+        from rebuy.data import load_customers, load_events
 
         cfg = self.config
-        with step("load and clean transactions", log):
-            tx = load_transactions(transactions, cfg, as_of=as_of)
         as_of_ts = resolve_as_of(tx["timestamp"], as_of)
         cust = load_customers(customers, cfg, as_of=as_of_ts) if customers is not None else None
         ev = load_events(events, cfg) if events is not None else None
@@ -561,50 +585,93 @@ def run_scoring(
     temporary bundle directories, unpublished nights (:func:`rebuy.publish.recover`: a night the
     database committed is published) and the temporaries of older versions beside ``out``.
     """
-    from rebuy.bundle import bundle_leftovers
-    from rebuy.offer_log import offer_log_frame, run_id_for
-    from rebuy.offer_log import staged_leftovers as log_leftovers
-    from rebuy.postgres import has_password, is_postgres_url, require_psycopg, safe_url
-    from rebuy.publish import PUBLISH_LOCK, check_views, nights_root
-    from rebuy.runlock import atomic_temp_files, lock_path, remove_leftovers, run_lock
-
     t0 = time.perf_counter()
-    db_where: Path | str | None = None
-    if isinstance(db, Path) and str(db).lower().startswith(("postgresql:", "postgres:")):
-        raise UsageError(f"--db {db}: a PostgreSQL URL must be passed as a string (as a path it lost its '//')")
-    if is_postgres_url(db):
-        require_psycopg(str(db))  # before an hour of scoring, not after
-        db_where = safe_url(str(db))
-        if has_password(str(db)):
-            log.warning("%s: the password is not recorded in latest_scores.json; Scorer.lookup needs PGPASSWORD, "
-                        "~/.pgpass or a libpq service", db_where)
-    elif db is not None:
-        db_where = Path(db)
-    out = Path(out)
-    exports = Path(exports) if exports is not None else None
-    check_views(out, exports)
+    target = NightTarget.check(out, exports, db, table)
     settings = config or Config()
-    timeout = settings.operations.lock_timeout_seconds
-    with run_lock(lock_path(models_dir), what="score", timeout_seconds=timeout), \
-            run_lock(nights_root(out) / PUBLISH_LOCK, what="score", timeout_seconds=timeout):
-        leftovers = [*bundle_leftovers(models_dir), *log_leftovers(out), *atomic_temp_files(out.parent, out.name)]
-        remove_leftovers(leftovers, str(models_dir))
-        _recover_nights(out, db)
+    with night_locks(models_dir, target, settings, what="score"):
+        clean_leftovers(models_dir, target)
         scorer = Scorer.load(Path(models_dir) / "latest")
         if config is not None or columns or time_unit:
             scorer = scorer.with_settings(config, columns, time_unit)
-        evidence = _evidence(uplift, scorer.config, Path(models_dir))
-        scores = scorer.score(transactions, customers, events, as_of=as_of, evidence=evidence)
-        pipeline.check_scores(scores)
-        experiment = scores.attrs["experiment"]
-        run_id = run_id_for(pd.Timestamp(experiment["decided_at"]))
-        decisions = offer_log_frame(scores, experiment)
-        export_names = _publish_night(scores, decisions, scorer, out=out, exports=exports, db=db, table=table,
-                                      run_id=run_id, models_dir=Path(models_dir),
-                                      keep_nights=settings.operations.keep_nights)
-    log_path = out.parent / "offer_log" / f"{run_id}.parquet"
-    return ScoreRun(scores=scores, out_path=out, db_path=db_where, seconds=time.perf_counter() - t0,
-                    log_path=log_path, experiment={**experiment, "run_id": run_id, "logged": len(decisions)},
+        tx = scorer.clean_transactions(transactions, as_of)
+        return score_and_publish(scorer, tx, customers, events, as_of=as_of, uplift=uplift, target=target,
+                                 models_dir=Path(models_dir), keep_nights=settings.operations.keep_nights, t0=t0)
+
+
+@dataclass(frozen=True)
+class NightTarget:
+    """Where a night is published, checked before any work: the scores file, the exports directory,
+    the database (a DuckDB path or a PostgreSQL URL) and how to name it in logs."""
+
+    out: Path
+    exports: Path | None
+    db: str | Path | None
+    db_where: Path | str | None
+    table: str
+
+    @classmethod
+    def check(cls, out: str | Path, exports: str | Path | None, db: str | Path | None, table: str) -> NightTarget:
+        """One-line errors for paths that cannot be published to; psycopg checked before the work."""
+        from rebuy.postgres import has_password, is_postgres_url, require_psycopg, safe_url
+        from rebuy.publish import check_views
+
+        if isinstance(db, Path) and str(db).lower().startswith(("postgresql:", "postgres:")):
+            raise UsageError(f"--db {db}: a PostgreSQL URL must be passed as a string (as a path it lost its '//')")
+        db_where: Path | str | None = Path(db) if db is not None else None
+        if is_postgres_url(db):
+            require_psycopg(str(db))  # before an hour of scoring, not after
+            db_where = safe_url(str(db))
+            if has_password(str(db)):
+                log.warning("%s: the password is not recorded in latest_scores.json; Scorer.lookup needs PGPASSWORD, "
+                            "~/.pgpass or a libpq service", db_where)
+        target = cls(Path(out), Path(exports) if exports is not None else None, db, db_where, table)
+        check_views(target.out, target.exports)
+        return target
+
+
+@contextmanager
+def night_locks(models_dir: str | Path, target: NightTarget, settings: Config, *, what: str) -> Iterator[None]:
+    """The models directory's run lock and the nights directory's publish lock (:mod:`rebuy.runlock`)."""
+    from rebuy.publish import PUBLISH_LOCK, nights_root
+    from rebuy.runlock import lock_path, run_lock
+
+    timeout = settings.operations.lock_timeout_seconds
+    with run_lock(lock_path(models_dir), what=what, timeout_seconds=timeout), \
+            run_lock(nights_root(target.out) / PUBLISH_LOCK, what=what, timeout_seconds=timeout):
+        yield
+
+
+def clean_leftovers(models_dir: str | Path, target: NightTarget) -> None:
+    """What killed runs left (under the locks): temporary bundles, older versions' temporaries beside
+    the scores, unpublished nights (:func:`_recover_nights`)."""
+    from rebuy.bundle import bundle_leftovers
+    from rebuy.offer_log import staged_leftovers as log_leftovers
+    from rebuy.runlock import atomic_temp_files, remove_leftovers
+
+    out = target.out
+    leftovers = [*bundle_leftovers(models_dir), *log_leftovers(out), *atomic_temp_files(out.parent, out.name)]
+    remove_leftovers(leftovers, str(models_dir))
+    _recover_nights(out, target.db)
+
+
+def score_and_publish(scorer: Scorer, tx: pd.DataFrame, customers: Any, events: Any, *, as_of: dt.date | str | None,
+                      uplift: str | Path | None, target: NightTarget, models_dir: Path, keep_nights: int,
+                      t0: float) -> ScoreRun:
+    """Score cleaned transactions, check the table and publish the night (:func:`_publish_night`)."""
+    from rebuy.offer_log import offer_log_frame, run_id_for
+
+    evidence = _evidence(uplift, scorer.config, models_dir)
+    scores = scorer.score_cleaned(tx, customers, events, as_of=as_of, evidence=evidence)
+    pipeline.check_scores(scores)
+    experiment = scores.attrs["experiment"]
+    run_id = run_id_for(pd.Timestamp(experiment["decided_at"]))
+    decisions = offer_log_frame(scores, experiment)
+    exports = target.exports
+    export_names = _publish_night(scores, decisions, scorer, out=target.out, exports=exports, db=target.db,
+                                  table=target.table, run_id=run_id, models_dir=models_dir, keep_nights=keep_nights)
+    return ScoreRun(scores=scores, out_path=target.out, db_path=target.db_where, seconds=time.perf_counter() - t0,
+                    log_path=target.out.parent / "offer_log" / f"{run_id}.parquet",
+                    experiment={**experiment, "run_id": run_id, "logged": len(decisions)},
                     exports={k: exports / name for k, name in export_names.items()} if exports is not None else {})
 
 

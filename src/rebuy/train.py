@@ -66,13 +66,18 @@ def train(
 
 
 def _train_locked(
-    transactions: str | Path | pd.DataFrame, config: Config, models_dir: Path, customers: Any
+    transactions: str | Path | pd.DataFrame, config: Config, models_dir: Path, customers: Any,
+    cleaned: tuple[pd.DataFrame, Any] | None = None,
 ) -> ModelBundle:
-    """The training run proper (under the lock): fit and write the bundle."""
+    """The training run proper (under the lock): fit and write the bundle. ``cleaned`` is
+    ``load_transactions(transactions, config, as_of=config.as_of, with_report=True)`` when the
+    caller already has it (``rebuy run`` cleans once for training and scoring)."""
     from rebuy.data import load_transactions
 
-    with step("load and clean transactions", log):
-        tx, report = load_transactions(transactions, config, as_of=config.as_of, with_report=True)
+    if cleaned is None:
+        with step("load and clean transactions", log):
+            cleaned = load_transactions(transactions, config, as_of=config.as_of, with_report=True)
+    tx, report = cleaned
     as_of = resolve_as_of(tx["timestamp"], config.as_of)
     customers_info = _customers_coverage(customers, tx, config, as_of)
     bundle = pipeline.fit(tx, config, as_of)

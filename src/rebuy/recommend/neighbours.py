@@ -22,6 +22,7 @@ Invariants and traps:
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,8 +93,12 @@ def fit_neighbours(user_items: sp.csr_matrix, spec: KnnSpec) -> ItemNeighbours |
     if n_p < 2 or n_c < 2:
         log.warning("Recommender: %d product(s), %d customer(s): no item-KNN model, popularity only", n_p, n_c)
         return None
+    from implicit.utils import ParameterWarning
+
     model = _implicit_knn(spec)
-    model.fit(sp.csr_matrix(user_items), show_progress=interactive())
+    with warnings.catch_warnings():  # implicit's KNN fit hands its own weighted coo matrix on to all_pairs_knn
+        warnings.filterwarnings("ignore", category=ParameterWarning)
+        model.fit(sp.csr_matrix(user_items), show_progress=interactive())
     sim = sp.csr_matrix(model.similarity, dtype=np.float64)
     sim.sort_indices()
     if not np.isfinite(sim.data).all():
@@ -102,20 +107,31 @@ def fit_neighbours(user_items: sp.csr_matrix, spec: KnnSpec) -> ItemNeighbours |
 
 
 def _row_top(scores: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The best ``k`` stored entries of each row (best first, ties by column), -1 / 0 padded."""
+    """The best ``k`` stored entries of each row (best first, ties by column), -1 / 0 padded.
+
+    Rows are grouped by their number of entries (up to a power of two); each group is laid out
+    densely (padded) and sorted row-wise with a stable sort on the negated score, so exact ties stay
+    in column order (a CSR row's columns are sorted).
+    """
     m = scores.shape[0]
     top = np.full((m, k), -1, dtype=np.int64)
     top_s = np.zeros((m, k), dtype=np.float64)
-    if not scores.nnz:
-        return top, top_s
-    row = np.repeat(np.arange(m, dtype=np.int64), np.diff(scores.indptr))
-    col = scores.indices.astype(np.int64)
-    o = np.lexsort((col, -scores.data, row))  # per row: score descending, then column
-    rank = np.arange(len(o), dtype=np.int64) - scores.indptr[row[o]]
-    take = rank < k
-    o, rank = o[take], rank[take]
-    top[row[o], rank] = col[o]
-    top_s[row[o], rank] = scores.data[o]
+    nnz = np.diff(scores.indptr).astype(np.int64)
+    width = np.zeros(m, dtype=np.int64)
+    has = nnz > 0
+    width[has] = 1 << np.ceil(np.log2(np.maximum(nnz[has], 1))).astype(np.int64)
+    for w in np.unique(width[has]).tolist():
+        rows = np.flatnonzero(width == w)
+        pos = scores.indptr[rows][:, None] + np.arange(w, dtype=np.int64)[None, :]
+        valid = np.arange(w)[None, :] < nnz[rows][:, None]
+        pos = np.where(valid, pos, 0)
+        neg = np.where(valid, -scores.data[pos], np.inf)
+        kk = min(k, w)
+        o = np.argsort(neg, axis=1, kind="stable")[:, :kk]
+        take = np.take_along_axis(valid, o, axis=1)
+        p = np.take_along_axis(pos, o, axis=1)
+        top[rows, :kk] = np.where(take, scores.indices[p], -1)
+        top_s[rows, :kk] = np.where(take, scores.data[p], 0.0)
     return top, top_s
 
 

@@ -197,7 +197,10 @@ def main() -> None:
     }
     if best["algorithm"] != "item_knn":
         grid2 = {"iterations": [10, 40, 80] if best["algorithm"] == "als" else [50, 500], **grid2}
-    if best.get("weighting") == "bm25" or best.get("knn_weighting") == "bm25":
+    if best.get("algorithm") == "item_knn" and best.get("knn_weighting") == "bm25":
+        grid2["knn_bm25_b"] = [0.3, 0.5, 1.0]
+        grid2["knn_bm25_k1"] = [0.5, 3.0, 100.0]
+    elif best.get("weighting") == "bm25":
         grid2["bm25_b"] = [0.3, 0.5, 1.0]
         grid2["bm25_k1"] = [10.0, 1000.0]
     for key, values in grid2.items():

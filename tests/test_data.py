@@ -742,3 +742,14 @@ def test_cleaning_logs_one_short_line_and_the_full_report_at_debug(caplog):
     assert re.fullmatch(r"cleaned <DataFrame>: 4 lines -> 2, 2 customers; no customer id 1, duplicates 1 \(\d+\.\d s\)",
                         info[0])
     assert any("rows_in=4" in m and "zero_quantity=0" in m for m in debug)
+
+
+def test_is_in_matches_pandas_isin_on_strings_and_other_dtypes():
+    from rebuy.data.values import is_in
+
+    ids = pd.Series(["13085", "13086", None, " 7", "x"], dtype="string")
+    among = pd.Series(["13086", "x", "zz", None], dtype="string")
+    np.testing.assert_array_equal(is_in(ids, among), [False, True, False, False, True])  # a missing id is never in
+    np.testing.assert_array_equal(is_in(pd.Index(ids), among.unique()), [False, True, False, False, True])
+    np.testing.assert_array_equal(is_in(pd.Series([1, 2, 3]), [2, 5]), pd.Series([1, 2, 3]).isin([2, 5]).to_numpy())
+    np.testing.assert_array_equal(is_in(ids, ["13085"]), [True, False, False, False, False])

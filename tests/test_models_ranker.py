@@ -211,3 +211,18 @@ def test_ranker_beats_past_spend_on_planted_signal() -> None:
     cap = ranker.holdout_["capture"]
     assert ranker.use_ or cap["ranker"]["top_20pct"] <= cap["probabilistic"]["top_20pct"]
     assert cap["ranker"]["top_20pct"] > cap["past_spend"]["top_20pct"] + 0.3
+
+
+def test_rounding_to_ten_significant_digits_skips_only_what_it_leaves_unchanged():
+    from rebuy.models.ranker import _significant
+
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.lognormal(3, 4, 5_000), np.round(rng.lognormal(3, 4, 5_000)), [0.0, np.nan, np.inf,
+                        -np.inf, 123456789.0, 1234567890123.0, -7.0, -3.3e-7]])
+    ok = np.isfinite(x) & (x != 0)
+    expected = x.copy()
+    exponent = np.floor(np.log10(np.abs(x[ok])))
+    expected[ok] = np.round(x[ok] * 10.0 ** (9 - exponent)) / 10.0 ** (9 - exponent)  # the plain rule on every value
+    got = _significant(x)
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(_significant(x.reshape(-1, 1)).ravel(), expected)  # 2-D as 1-D

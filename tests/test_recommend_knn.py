@@ -32,7 +32,7 @@ def _implicit_class(weighting: str, k: int):
     from implicit.nearest_neighbours import BM25Recommender, CosineRecommender, TFIDFRecommender
 
     if weighting == "bm25":
-        return BM25Recommender(K=k, K1=100.0, B=0.8)
+        return BM25Recommender(K=k)  # implicit's K1 = 1.2, B = 0.75 are rebuy's knn_bm25_k1 / knn_bm25_b
     return {"cosine": CosineRecommender, "tfidf": TFIDFRecommender}[weighting](K=k)
 
 
@@ -178,3 +178,22 @@ def test_refit_as_als_drops_the_neighbours(tx: pd.DataFrame) -> None:
     rec = Recommender(algorithm="item_knn", **NONE_EXCLUDED).fit(tx)
     rec.set_params(algorithm="als", factors=4, iterations=2).fit(tx)
     assert "neighbours_" not in rec.__dict__ and rec.model_ is not None
+
+
+def test_row_top_equals_a_full_sort_with_ties() -> None:
+    from rebuy.recommend.neighbours import _row_top
+
+    rng = np.random.default_rng(0)
+    m = sp.random(300, 500, density=0.05, random_state=1, format="lil")
+    m[5] = 0  # an empty row
+    m = sp.csr_matrix(m)
+    m.eliminate_zeros()
+    m.data = rng.integers(1, 4, size=m.nnz).astype(np.float64)  # many exact ties
+    m.sort_indices()
+    top, top_s = _row_top(m, 7)
+    for i in range(m.shape[0]):
+        cols, vals = m.indices[m.indptr[i] : m.indptr[i + 1]], m.data[m.indptr[i] : m.indptr[i + 1]]
+        o = np.lexsort((cols, -vals))[:7]
+        np.testing.assert_array_equal(top[i, : len(o)], cols[o])
+        np.testing.assert_array_equal(top_s[i, : len(o)], vals[o])
+        assert (top[i, len(o) :] == -1).all() and (top_s[i, len(o) :] == 0).all()

@@ -329,10 +329,12 @@ class RecommendConfig(_Section):
     batch_size: int = Field(10_000, ge=1)
     random_state: int = 0
     knn_weighting: Literal["bm25", "cosine", "tfidf"] = Field(
-        "bm25", description="item_knn only: implicit's BM25Recommender (bm25_k1, bm25_b), CosineRecommender or "
-        "TFIDFRecommender"
+        "bm25", description="item_knn only: implicit's BM25Recommender (knn_bm25_k1, knn_bm25_b), "
+        "CosineRecommender or TFIDFRecommender"
     )
     knn_neighbours: int = Field(20, ge=1, description="item_knn only: neighbours kept per product (implicit's K)")
+    knn_bm25_k1: float = Field(1.2, ge=0, description="item_knn bm25 only: K1 (implicit's default)")
+    knn_bm25_b: float = Field(0.75, ge=0, le=1, description="item_knn bm25 only: B (implicit's default)")
 
 
 class ChannelRule(_Section):

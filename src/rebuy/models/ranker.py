@@ -65,9 +65,13 @@ _MIN_TRAIN_CUSTOMERS = 50
 
 
 def _significant(values: np.ndarray, digits: int = 10) -> np.ndarray:
-    """``values`` rounded to ``digits`` significant digits (NaN, inf and 0 kept)."""
+    """``values`` (any shape) rounded to ``digits`` significant digits (NaN, inf and 0 kept).
+    Whole numbers below 1e9 are skipped: they are exact at 10 digits already (most features are
+    counts, and the log10 and power below are the cost)."""
     out = values.copy()
     ok = np.isfinite(values) & (values != 0)
+    if digits >= 10:
+        ok &= ~((np.abs(values) < 1e9) & (values == np.round(values)))
     exponent = np.floor(np.log10(np.abs(values[ok])))
     scale = 10.0 ** (digits - 1 - exponent)
     out[ok] = np.round(values[ok] * scale) / scale
@@ -280,7 +284,7 @@ class CLVRanker(BaseEstimator):
         order (a Spark partition, a customer scored alone) differ in the last bits, and a tree
         split lying between the two would send the customer down another branch."""
         X = ranker_features(tx, summary, predictions, as_of).reset_index(drop=True)
-        X = X.apply(lambda col: _significant(col.to_numpy(dtype=np.float64)), raw=False)
+        X = pd.DataFrame(_significant(X.to_numpy(dtype=np.float64)), columns=X.columns)
         X["horizon_days"] = float(H)
         X["_past_forecast"] = _past_forecast(summary, as_of, H)
         X["_probabilistic"] = expected_spend(predictions.reindex(summary.index), H)

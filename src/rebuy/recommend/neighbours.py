@@ -42,12 +42,12 @@ KNN_CELLS = 1 << 22
 @dataclass(frozen=True)
 class KnnSpec:
     """``weighting`` (bm25|cosine|tfidf), ``neighbours`` (implicit's K), ``bm25_k1``/``bm25_b`` (BM25
-    only) and ``num_threads`` (0 = every core)."""
+    only; implicit's BM25Recommender defaults) and ``num_threads`` (0 = every core)."""
 
     weighting: str = "bm25"
     neighbours: int = 20
-    bm25_k1: float = 100.0
-    bm25_b: float = 0.8
+    bm25_k1: float = 1.2
+    bm25_b: float = 0.75
     num_threads: int = 0
 
 

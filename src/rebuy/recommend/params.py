@@ -42,10 +42,13 @@ class RecommenderParams:
         "weighting", "bm25_k1", "bm25_b", "recency_half_life_days", "n_items", "allow_repurchase",
         "repurchase_categories", "history_weight", "excluded_products", "excluded_product_prefixes",
         "min_history", "batch_size", "random_state", "num_threads", "knn_weighting", "knn_neighbours",
+        "knn_bm25_k1", "knn_bm25_b",
     )
     # class-level fallbacks: a recommender stored before these parameters existed loads with them
     knn_weighting: str = "bm25"
     knn_neighbours: int = 20
+    knn_bm25_k1: float = 1.2
+    knn_bm25_b: float = 0.75
 
     def __init__(
         self,
@@ -72,6 +75,8 @@ class RecommenderParams:
         num_threads: int = 0,
         knn_weighting: Literal["bm25", "cosine", "tfidf"] = "bm25",
         knn_neighbours: int = 20,
+        knn_bm25_k1: float = 1.2,
+        knn_bm25_b: float = 0.75,
     ) -> None:
         params = dict(locals())  # every argument is stored as given (scikit-learn style)
         for k in self._PARAMS:
@@ -115,7 +120,7 @@ class RecommenderParams:
         """How purchase lines become the confidence matrix. item_knn learns from the unweighted
         matrix (``weighting`` "none", ``alpha`` 1): implicit's KNN classes weight it themselves."""
         if self.algorithm == "item_knn":
-            return Confidence(self.confidence, "none", self.bm25_k1, self.bm25_b, 1.0, self.recency_half_life_days)
+            return Confidence(self.confidence, "none", 1.0, 1.0, 1.0, self.recency_half_life_days)
         return Confidence(
             self.confidence, self.weighting, self.bm25_k1, self.bm25_b, self.alpha, self.recency_half_life_days
         )
@@ -123,7 +128,7 @@ class RecommenderParams:
     def knn_spec(self) -> KnnSpec:
         """implicit's item-item KNN hyper-parameters (item_knn)."""
         return KnnSpec(
-            self.knn_weighting, int(self.knn_neighbours), float(self.bm25_k1), float(self.bm25_b),
+            self.knn_weighting, int(self.knn_neighbours), float(self.knn_bm25_k1), float(self.knn_bm25_b),
             int(self.num_threads),
         )
 

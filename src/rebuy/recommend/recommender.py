@@ -55,7 +55,7 @@ class Recommender(RecommenderParams, FittedState):
         CosineRecommender or TFIDFRecommender with K = ``knn_neighbours``; only the sparse item
         similarity is kept and lists are sparse products history x similarity, much cheaper than
         factor scoring for short histories). item_knn learns from the unweighted confidence matrix
-        (``weighting`` and ``alpha`` are ignored; BM25 uses ``bm25_k1``/``bm25_b``).
+        (``weighting``, ``alpha``, ``bm25_k1``/``bm25_b`` are ignored; BM25 uses ``knn_bm25_k1``/``knn_bm25_b``).
     factors : latent factors; capped below the number of products (implicit gives NaN factors otherwise).
     regularization, iterations, learning_rate : passed to implicit (learning_rate is BPR only).
     alpha : multiplies the weighted matrix (ALS confidence scale).
@@ -71,6 +71,7 @@ class Recommender(RecommenderParams, FittedState):
     random_state : seed for implicit.
     num_threads : implicit threads (0 = every core); BLAS is limited to 1 thread around implicit.
     knn_weighting, knn_neighbours : item_knn only: "bm25", "cosine" or "tfidf", and K.
+    knn_bm25_k1, knn_bm25_b : item_knn with bm25 only: implicit's BM25Recommender K1 and B.
     """
 
     # ------------------------------------------------------------------ fit

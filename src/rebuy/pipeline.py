@@ -77,8 +77,9 @@ def fit(transactions: pd.DataFrame, config: Config, as_of: pd.Timestamp) -> Mode
     consumer_tx = transactions if not wholesale.any() else transactions[
         ~is_in(transactions["customer_id"], summary.index[wholesale])]
     values = fit_value_models(consumer_tx, summary[~wholesale], config, as_of)
-    value = score_value(summary, values.purchase_model, values.spend_model, config, calibrator=values.calibrator)
-    value = apply_clv_ranker(value, values.clv_ranker, transactions, summary, config, as_of)
+    with step("value scores of the training customers (VIP threshold, segments)", log):
+        value = score_value(summary, values.purchase_model, values.spend_model, config, calibrator=values.calibrator)
+        value = apply_clv_ranker(value, values.clv_ranker, transactions, summary, config, as_of)
     rfm_scorer, segments = _fit_rfm_scores(summary, config)
     clusterer, profiles = _fit_clusters(summary, config, segments, value["clv_12m"])
     recommender, recommender_info = _fit_recommender(transactions, config, as_of)
@@ -392,7 +393,8 @@ def score(
         )
     for c in offers.columns:
         table[c] = offers[c].to_numpy()
-    table, experiment = experiment_groups(table, config, as_of, evidence, control_shares)
+    with step("control groups", log):
+        table, experiment = experiment_groups(table, config, as_of, evidence, control_shares)
     table["model_run_id"] = bundle.run_id
     table["scored_at"] = pd.Timestamp(scored_at) if scored_at is not None else pd.Timestamp.now(tz="UTC").tz_localize(None)
     out = _in_schema_order(table, bundle.config)

@@ -144,6 +144,25 @@ def test_bpr_recommender_round_trips():
     assert back.recommend(ids, 5) == rec.recommend(ids, 5)
 
 
+def test_item_knn_bundle_round_trips_without_implicit(tmp_path, monkeypatch):
+    tx = simulate(n_customers=400, seed=5, n_products=50, events=False).transactions
+    as_of = tx["timestamp"].max().normalize()
+    cfg = Config.model_validate({"recommend": {"algorithm": "item_knn", "knn_neighbours": 10}})
+    saved_b = save_model_bundle(tmp_path / "models", pipeline.fit(tx, cfg, as_of))
+    rec = saved_b.recommender
+    assert rec.neighbours_ is not None and rec.model_ is None
+    _forbid_pickles(monkeypatch)
+    loaded = load_model_bundle(saved_b.bundle_dir)
+    back = loaded.recommender
+    monkeypatch.undo()
+    meta, _ = A.encode(rec)
+    assert "rebuy.ItemNeighbours" in A.class_names(meta)
+    assert not any(n.startswith("implicit.") for n in A.class_names(meta))
+    ids = [*rec.customer_ids_[:100], "unknown"]
+    pd.testing.assert_frame_equal(back.recommend(ids, 10, output="frame"), rec.recommend(ids, 10, output="frame"))
+    assert back.similar_items(rec.product_ids_[3], 5) == rec.similar_items(rec.product_ids_[3], 5)
+
+
 def test_codec_values_come_back_equal_and_typed():
     ts = pd.Timestamp("2024-03-01 12:00", tz="Europe/Berlin")
     frame = pd.DataFrame({

@@ -207,3 +207,11 @@ def test_a_second_run_into_the_same_outputs_from_another_models_dir_is_refused(s
     with run_lock(tmp_path / NIGHTS_DIR / PUBLISH_LOCK, what="score"):  # a run from another models directory
         with pytest.raises(RunLockedError, match=r"another rebuy score is running .*\.publish\.lock"):
             night(shop, tmp_path)
+
+
+def test_a_run_that_fails_before_scoring_writes_nothing_beside_the_scores(tmp_path):
+    from rebuy.errors import RebuyError
+
+    with pytest.raises(RebuyError):
+        run_scoring(tmp_path / "none.parquet", models_dir=tmp_path / "no-models", out=tmp_path / "out" / "scores.parquet")
+    assert not (tmp_path / "out").exists()

@@ -3,7 +3,7 @@
 One read and one clean of the transactions serve both the training (when due) and the scoring; the
 bundle a training run just wrote scores the night from memory instead of being loaded again; the
 publish is :mod:`rebuy.publish`'s, under the same locks as ``rebuy score`` (the models directory's
-run lock and the nights directory's publish lock, held for the whole job). The separate commands
+run lock for the whole job, the nights directory's publish lock from the scoring on). The separate commands
 stay: ``rebuy run`` gives the same scores as ``rebuy train`` followed by ``rebuy score`` on the same
 data (tests/test_nightly.py).
 
@@ -28,8 +28,8 @@ from rebuy.scoring import (
     NightTarget,
     Scorer,
     ScoreRun,
-    clean_leftovers,
-    night_locks,
+    models_lock,
+    publish_lock,
     score_and_publish,
 )
 from rebuy.train import TrainResult
@@ -88,8 +88,7 @@ def run_night(
     models_dir = Path(models_dir)
     target = NightTarget.check(out, exports, db, table)
     settings = config or Config()
-    with night_locks(models_dir, target, settings, what="run"):
-        clean_leftovers(models_dir, target)
+    with models_lock(models_dir, settings, what="run"):
         reason = "asked (--train)" if train else (None if train is False else
                                                   training_due(models_dir, settings.operations.train_every_days))
         if reason is not None:
@@ -99,9 +98,12 @@ def run_night(
             trained, scorer = None, Scorer.load(models_dir / "latest")
             if config is not None:
                 scorer = scorer.with_settings(config)
-            tx = scorer.clean_transactions(transactions, as_of)
-        run = score_and_publish(scorer, tx, customers, events, as_of=as_of, uplift=uplift, target=target,
-                                models_dir=models_dir, keep_nights=settings.operations.keep_nights, t0=t0)
+            tx = None
+        with publish_lock(target, settings, what="run"):
+            if tx is None:
+                tx = scorer.clean_transactions(transactions, as_of)
+            run = score_and_publish(scorer, tx, customers, events, as_of=as_of, uplift=uplift, target=target,
+                                    models_dir=models_dir, keep_nights=settings.operations.keep_nights, t0=t0)
     return NightRun(trained=trained, train_reason=reason or "not due", score=run, seconds=time.perf_counter() - t0)
 
 

@@ -588,14 +588,14 @@ def run_scoring(
     t0 = time.perf_counter()
     target = NightTarget.check(out, exports, db, table)
     settings = config or Config()
-    with night_locks(models_dir, target, settings, what="score"):
-        clean_leftovers(models_dir, target)
+    with models_lock(models_dir, settings, what="score"):
         scorer = Scorer.load(Path(models_dir) / "latest")
         if config is not None or columns or time_unit:
             scorer = scorer.with_settings(config, columns, time_unit)
-        tx = scorer.clean_transactions(transactions, as_of)
-        return score_and_publish(scorer, tx, customers, events, as_of=as_of, uplift=uplift, target=target,
-                                 models_dir=Path(models_dir), keep_nights=settings.operations.keep_nights, t0=t0)
+        with publish_lock(target, settings, what="score"):
+            tx = scorer.clean_transactions(transactions, as_of)
+            return score_and_publish(scorer, tx, customers, events, as_of=as_of, uplift=uplift, target=target,
+                                     models_dir=Path(models_dir), keep_nights=settings.operations.keep_nights, t0=t0)
 
 
 @dataclass(frozen=True)
@@ -630,28 +630,31 @@ class NightTarget:
 
 
 @contextmanager
-def night_locks(models_dir: str | Path, target: NightTarget, settings: Config, *, what: str) -> Iterator[None]:
-    """The models directory's run lock and the nights directory's publish lock (:mod:`rebuy.runlock`)."""
-    from rebuy.publish import PUBLISH_LOCK, nights_root
-    from rebuy.runlock import lock_path, run_lock
+def models_lock(models_dir: str | Path, settings: Config, *, what: str) -> Iterator[None]:
+    """The models directory's run lock (:mod:`rebuy.runlock`), then the removal of what killed
+    runs left there (temporary bundle directories)."""
+    from rebuy.bundle import bundle_leftovers
+    from rebuy.runlock import lock_path, remove_leftovers, run_lock
 
-    timeout = settings.operations.lock_timeout_seconds
-    with run_lock(lock_path(models_dir), what=what, timeout_seconds=timeout), \
-            run_lock(nights_root(target.out) / PUBLISH_LOCK, what=what, timeout_seconds=timeout):
+    with run_lock(lock_path(models_dir), what=what, timeout_seconds=settings.operations.lock_timeout_seconds):
+        remove_leftovers(bundle_leftovers(models_dir), str(models_dir))
         yield
 
 
-def clean_leftovers(models_dir: str | Path, target: NightTarget) -> None:
-    """What killed runs left (under the locks): temporary bundles, older versions' temporaries beside
-    the scores, unpublished nights (:func:`_recover_nights`)."""
-    from rebuy.bundle import bundle_leftovers
+@contextmanager
+def publish_lock(target: NightTarget, settings: Config, *, what: str) -> Iterator[None]:
+    """The nights directory's publish lock, taken once the bundle is loaded (a run that fails
+    before that writes nothing beside the scores); then what killed runs left there: the
+    temporaries of older versions and unpublished nights (:func:`_recover_nights`)."""
     from rebuy.offer_log import staged_leftovers as log_leftovers
-    from rebuy.runlock import atomic_temp_files, remove_leftovers
+    from rebuy.publish import PUBLISH_LOCK, nights_root
+    from rebuy.runlock import atomic_temp_files, remove_leftovers, run_lock
 
     out = target.out
-    leftovers = [*bundle_leftovers(models_dir), *log_leftovers(out), *atomic_temp_files(out.parent, out.name)]
-    remove_leftovers(leftovers, str(models_dir))
-    _recover_nights(out, target.db)
+    with run_lock(nights_root(out) / PUBLISH_LOCK, what=what, timeout_seconds=settings.operations.lock_timeout_seconds):
+        remove_leftovers([*log_leftovers(out), *atomic_temp_files(out.parent, out.name)], str(out.parent))
+        _recover_nights(out, target.db)
+        yield
 
 
 def score_and_publish(scorer: Scorer, tx: pd.DataFrame, customers: Any, events: Any, *, as_of: dt.date | str | None,

@@ -46,8 +46,11 @@ demo: $(RUN_STAMP)
 		--customers $(DEMO)/shop_customers.parquet --uplift $(DEMO)/uplift.json --offers $(DEMO)/offer_log \
 		--exports $(DEMO)/exports --out $(DEMO)/report.html
 
+# Two workers (pytest-xdist), one test file each at a time so module fixtures are built once: 7 min
+# here instead of 12 in one process.
+TEST_ARGS ?= -n 2 --dist loadfile
 test: $(DEV_STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(TEST_ARGS)
 
 # The same suite against the newest releases of every dependency (ignores the lock), in its own venv.
 test-latest:
@@ -56,7 +59,7 @@ test-latest:
 	@echo "newer than the lock:"
 	@diff <(grep -v '^ *#' requirements-dev.lock | sed 's/ *;.*//' | tr 'A-Z_' 'a-z-' | sort) \
 	      <(.venv-latest/bin/python -m pip freeze --exclude-editable | tr 'A-Z_' 'a-z-' | sort) | grep '^>' || true
-	.venv-latest/bin/python -m pytest -q
+	.venv-latest/bin/python -m pytest -q $(TEST_ARGS)
 
 $(BIN)/uv: $(DEV_STAMP)
 	$(PIP) --quiet install uv==$(UV_VERSION)

@@ -41,6 +41,13 @@ ColumnOpt = Annotated[
     typer.Option("--column", help="Map a canonical column to a source column: CANONICAL=SOURCE (repeatable)."),
 ]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")]
+TransactionsOpt = Annotated[str, typer.Option("--transactions", help="Transactions: CSV/Parquet path or duckdb:PATH::SQL.")]
+ScoresOutOpt = Annotated[Path, typer.Option("--out", help="Scores file (.parquet, .csv or .csv.gz).")]
+CustomersOpt = Annotated[str | None, typer.Option("--customers", help="Customers table (optional).")]
+EventsOpt = Annotated[str | None, typer.Option("--events", help="View/cart events (optional).")]
+UpliftOpt = Annotated[Path | None, typer.Option("--uplift", help="rebuy measure JSON: offers chosen by measured uplift.")]
+ExportsOpt = Annotated[Path | None, typer.Option(
+    "--exports", help="Directory for one CSV per offer type x channel, ready for the e-mail/SMS/messenger tool.")]
 
 
 _LOG_FORMAT: list[str | None] = [None]
@@ -250,8 +257,8 @@ def measure(
 
 @app.command()
 def train(
-    transactions: Annotated[str, typer.Option("--transactions", help="Transactions: CSV/Parquet path or duckdb:PATH::SQL.")],
-    customers: Annotated[str | None, typer.Option("--customers", help="Customers table (optional).")] = None,
+    transactions: TransactionsOpt,
+    customers: CustomersOpt = None,
     models_dir: Annotated[Path, typer.Option("--models-dir", help="Where bundles are written.")] = Path("models"),
     config: ConfigOpt = None,
     as_of: AsOfOpt = None,
@@ -317,10 +324,10 @@ def _clv_line(clv: dict) -> str:
 
 @app.command()
 def score(
-    transactions: Annotated[str, typer.Option("--transactions", help="Transactions: CSV/Parquet path or duckdb:PATH::SQL.")],
-    out: Annotated[Path, typer.Option("--out", help="Scores file (.parquet, .csv or .csv.gz).")],
-    customers: Annotated[str | None, typer.Option("--customers", help="Customers table (optional).")] = None,
-    events: Annotated[str | None, typer.Option("--events", help="View/cart events (optional).")] = None,
+    transactions: TransactionsOpt,
+    out: ScoresOutOpt,
+    customers: CustomersOpt = None,
+    events: EventsOpt = None,
     models_dir: Annotated[Path, typer.Option("--models-dir", help="Models directory holding latest.")] = Path("models"),
     db: Annotated[str | None, typer.Option(
         "--db", help="Also write the tables customer_scores and offer_log: a DuckDB file (.duckdb) or a "
@@ -333,11 +340,8 @@ def score(
     as_of: AsOfOpt = None,
     time_unit: TimeUnitOpt = None,
     column: ColumnOpt = None,
-    uplift: Annotated[
-        Path | None, typer.Option("--uplift", help="rebuy measure JSON: offers chosen by measured uplift.")
-    ] = None,
-    exports: Annotated[Path | None, typer.Option(
-        "--exports", help="Directory for one CSV per offer type x channel, ready for the e-mail/SMS/messenger tool.")] = None,
+    uplift: UpliftOpt = None,
+    exports: ExportsOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Score every customer with the latest bundle; write Parquet/CSV, the DuckDB table and the offer log atomically."""
@@ -366,10 +370,10 @@ def score(
 
 @app.command()
 def run(
-    transactions: Annotated[str, typer.Option("--transactions", help="Transactions: CSV/Parquet path or duckdb:PATH::SQL.")],
-    out: Annotated[Path, typer.Option("--out", help="Scores file (.parquet, .csv or .csv.gz).")],
-    customers: Annotated[str | None, typer.Option("--customers", help="Customers table (optional).")] = None,
-    events: Annotated[str | None, typer.Option("--events", help="View/cart events (optional).")] = None,
+    transactions: TransactionsOpt,
+    out: ScoresOutOpt,
+    customers: CustomersOpt = None,
+    events: EventsOpt = None,
     models_dir: Annotated[Path, typer.Option("--models-dir", help="Models directory (bundles, latest).")] = Path("models"),
     db: Annotated[str | None, typer.Option(
         "--db", help="Also write the tables customer_scores and offer_log: a DuckDB file or a postgresql:// URL.")] = None,
@@ -380,11 +384,8 @@ def run(
     train: Annotated[bool | None, typer.Option(
         "--train/--no-train", help="Train first whatever the bundle's age / never train (default: when "
         "operations.train_every_days says so, or when there is no bundle).")] = None,
-    uplift: Annotated[
-        Path | None, typer.Option("--uplift", help="rebuy measure JSON: offers chosen by measured uplift.")
-    ] = None,
-    exports: Annotated[Path | None, typer.Option(
-        "--exports", help="Directory for one CSV per offer type x channel, ready for the e-mail/SMS/messenger tool.")] = None,
+    uplift: UpliftOpt = None,
+    exports: ExportsOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """The nightly job in one process: train when due, then score and publish (one read and one clean)."""
@@ -448,7 +449,7 @@ def _experiment_rows(experiment: dict, summary: dict) -> list[tuple[str, str]]:
 
 @app.command()
 def evaluate(
-    transactions: Annotated[str, typer.Option("--transactions", help="Transactions: CSV/Parquet path or duckdb:PATH::SQL.")],
+    transactions: TransactionsOpt,
     out: Annotated[Path, typer.Option("--out", help="Report JSON path.")],
     calibration_end: Annotated[str | None, typer.Option("--calibration-end", help="End of the calibration period.")] = None,
     holdout_end: Annotated[str | None, typer.Option("--holdout-end", help="End of the holdout (default: last day).")] = None,

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from rebuy.errors import OutputError
-from rebuy.outputs import atomic_write_bytes, fsync_dir
+from rebuy.outputs import fsync_dir, write_json
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ class StagedNight:
 
     def seal(self, record: dict[str, Any]) -> Path:
         """Write ``night.json``, fsync every file and rename the staging directory to its night id."""
-        atomic_write_bytes(self.staging / NIGHT_RECORD, _json_bytes({**record, "night_id": self.night_id}))
+        write_json({**record, "night_id": self.night_id}, self.staging / NIGHT_RECORD)
         _fsync_tree(self.staging)
         os.replace(self.staging, self.sealed)
         fsync_dir(self.root)
@@ -172,10 +172,6 @@ def _fsync_tree(directory: Path) -> None:
             finally:
                 os.close(fd)
         fsync_dir(Path(dirpath))
-
-
-def _json_bytes(obj: Any) -> bytes:
-    return (json.dumps(obj, indent=2, sort_keys=True, allow_nan=False, default=str) + "\n").encode("utf-8")
 
 
 # --------------------------------------------------------------------------------------------- the switch
@@ -315,7 +311,7 @@ def record_location(models_dir: Path, root: Path, out: Path, db: str | Path | No
         old = None
     if not isinstance(old, dict) or any(old.get(k) != record[k] for k in LOCATION_KEYS):
         models_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(file, _json_bytes({**record, "recorded_at": _now_text()}))
+        write_json({**record, "recorded_at": _now_text()}, file)
     return file
 
 

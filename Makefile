@@ -12,7 +12,7 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check
 UV_VERSION := 0.13.9
 LOCK_ARGS  := pyproject.toml --universal --python-version 3.11 --no-header
 
-.PHONY: demo test test-latest bench lint lock check-lock clean
+.PHONY: demo test test-latest bench bench-growth bench-stages lint lock check-lock clean
 
 $(RUN_STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -81,7 +81,16 @@ check-lock: $(BIN)/uv
 	$(BIN)/uv pip compile $(LOCK_ARGS) -c requirements-dev.lock --quiet -o $(VENV)/run.lock.check
 	diff <(grep -v '^ *#' requirements.lock) <(grep -v '^ *#' $(VENV)/run.lock.check)
 
+# The nightly job against the hand-written glue (issue 15's targets; about 25 minutes on 2 cores).
 bench: $(DEV_STAMP)
+	$(BIN)/python benchmarks/nightly_bench.py
+
+# Time and memory of the nightly job at 100k, 1M and 3M customers (about 15 minutes).
+bench-growth: $(DEV_STAMP)
+	$(BIN)/python benchmarks/nightly_bench.py --growth
+
+# Stage by stage against lifetimes and implicit with the same settings (ALS at 3 iterations both sides).
+bench-stages: $(DEV_STAMP)
 	$(BIN)/python benchmarks/bench.py --sizes 100000 1000000 --repeats 3 --als-iterations 3
 
 lint: $(DEV_STAMP)

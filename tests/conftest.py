@@ -1,4 +1,4 @@
-"""Shared fixtures: a throwaway PostgreSQL server for the PostgreSQL tests.
+"""Shared fixtures: a throwaway PostgreSQL server for the PostgreSQL tests, a local Spark session.
 
 ``postgres_url`` starts one cluster per test session with Debian's server binaries
 (``/usr/lib/postgresql/*/bin/initdb`` and ``pg_ctl``; ``.ci/run`` installs the ``postgresql``
@@ -15,6 +15,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -70,3 +71,28 @@ def postgres_url() -> Iterator[str]:
     finally:
         _run([str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"])
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def spark():
+    """A Spark local-mode session (2 threads, UTC session time zone, Arrow on) for one test module."""
+    from pyspark.sql import SparkSession
+
+    # executors (Python workers) must run this interpreter, which has rebuy and pyarrow
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
+    session = (
+        SparkSession.builder.master("local[2]")
+        .appName("rebuy-tests")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.shuffle.partitions", "4")
+        .config("spark.default.parallelism", "2")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.driver.memory", "1g")
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()

@@ -28,6 +28,7 @@ from rebuy.segment import (
     segment_customers,
     segment_grid,
     silhouette_scores,
+    simplified_silhouette,
 )
 
 NAMED_SEGMENTS = {
@@ -371,9 +372,10 @@ def test_clusterer_conventions():
         RFMClusterer(scaler="minmax").fit(s)
 
 
-def test_silhouette_picks_true_k_on_separated_rfm_blobs():
+@pytest.mark.parametrize("criterion", ["simplified_silhouette", "silhouette"])
+def test_silhouette_picks_true_k_on_separated_rfm_blobs(criterion):
     s, truth = rfm_blobs(seed=2024)
-    est = RFMClusterer(k_range=(2, 7), silhouette_sample=500, random_state=0).fit(s)
+    est = RFMClusterer(k_range=(2, 7), silhouette_sample=500, random_state=0, k_criterion=criterion).fit(s)
     assert est.n_clusters_ == 4
     assert set(est.silhouette_scores_) == set(range(2, 8))
     assert max(est.silhouette_scores_, key=est.silhouette_scores_.get) == 4
@@ -422,6 +424,7 @@ def test_too_few_customers():
         (lambda: RFMClusterer(k_range="many"), "k_range must be"),
         (lambda: RFMClusterer(n_clusters=0), "n_clusters must be a positive integer"),
         (lambda: RFMClusterer(silhouette_sample=1), "silhouette_sample must be"),
+        (lambda: RFMClusterer(k_criterion="elbow"), "k_criterion must be one of"),
         (lambda: RFMScorer(n_bins=1), "n_bins must be"),
     ],
 )
@@ -450,6 +453,21 @@ def test_silhouette_scores_match_sklearn():
     ref = [silhouette_score(Z, lab) for lab in labelings]
     np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-12)
     assert silhouette_scores(Z, [np.zeros(700, int)]) == [-1.0]
+
+
+def test_simplified_silhouette_is_the_silhouette_against_the_centres():
+    rng = np.random.default_rng(4)
+    Z = rng.normal(size=(300, 3))
+    labels = rng.integers(0, 4, 300)
+    labels[0] = 4  # a singleton cluster scores 0
+    centers = np.stack([Z[labels == c].mean(axis=0) for c in range(5)])
+    a = np.linalg.norm(Z - centers[labels], axis=1)
+    others = np.linalg.norm(Z[:, None, :] - centers[None, :, :], axis=2)
+    others[np.arange(300), labels] = np.inf
+    b = others.min(axis=1)
+    expected = np.where(labels == 4, 0.0, (b - a) / np.maximum(a, b)).mean()
+    assert simplified_silhouette(Z, labels, centers) == pytest.approx(expected, rel=1e-12)
+    assert simplified_silhouette(Z, np.zeros(300, int), centers[:1]) == -1.0
 
 
 def test_from_config():

@@ -6,9 +6,7 @@ missing pyspark fails this module, so CI cannot silently skip it.
 
 from __future__ import annotations
 
-import os
 import shutil
-import sys
 
 import numpy as np
 import pandas as pd
@@ -18,7 +16,6 @@ if shutil.which("java") is None:
     pytest.skip("Java is not installed: Spark local mode needs a JVM (install Java 17+)", allow_module_level=True)
 
 import pyspark  # noqa: E402,F401 - must be installed: pip install 'rebuy[spark]' (or the dev extra)
-from pyspark.sql import SparkSession  # noqa: E402
 
 from rebuy.config import Config  # noqa: E402
 from rebuy.data import load_customers, load_events, load_transactions  # noqa: E402
@@ -49,28 +46,6 @@ pytestmark = [
 
 SUMMARY_COLS = ["frequency", "recency", "T", "monetary_value", "first_purchase", "last_purchase", "purchase_days",
                 "total_spend"]
-
-
-@pytest.fixture(scope="module")
-def spark():
-    # executors (Python workers) must run this interpreter, which has rebuy and pyarrow
-    os.environ["PYSPARK_PYTHON"] = sys.executable
-    os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
-    session = (
-        SparkSession.builder.master("local[2]")
-        .appName("rebuy-tests")
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.sql.shuffle.partitions", "4")
-        .config("spark.default.parallelism", "2")
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        .config("spark.driver.memory", "1g")
-        .getOrCreate()
-    )
-    session.sparkContext.setLogLevel("ERROR")
-    yield session
-    session.stop()
 
 
 @pytest.fixture(scope="module")

@@ -167,6 +167,10 @@ class SegmentConfig(_Section):
     n_clusters: int | None = Field(None, ge=2, description="fixed k; None chooses k by silhouette over k_range")
     k_range: tuple[int, int] = (3, 8)
     silhouette_sample: int = Field(20_000, ge=100, description="customers sampled to compute the silhouette")
+    k_criterion: Literal["simplified_silhouette", "silhouette"] = Field(
+        "simplified_silhouette",
+        description="how k is chosen: silhouette with distances to the centres (cheap) or the full silhouette",
+    )
     random_state: int = 0
     scaler: Literal["robust", "standard", "none"] = Field("robust", description="scaling after log1p of the RFM features")
     n_init: int = Field(4, ge=1, description="KMeans restarts (fixed, never 'auto')")

@@ -48,7 +48,7 @@ SCORE_TABLE: tuple[Column, ...] = (
     Column("r_score", "int", "1–5 quantile score of days since the last purchase, boundaries fixed at training"),
     Column("f_score", "int", "1–5 quantile score of purchase days, boundaries fixed at training"),
     Column("m_score", "int", "1–5 quantile score of total spend, boundaries fixed at training"),
-    Column("cluster", "int", "KMeans cluster on log/robust-scaled RFM (k by silhouette)"),
+    Column("cluster", "int", "KMeans cluster on log/robust-scaled RFM (k by simplified silhouette, `segments.k_criterion`)"),
     Column("cluster_label", "string", "the cluster's readable label, e.g. \"High value, active\""),
     Column("frequency", "float", "repeat purchase days (purchase days − 1)"),
     Column("recency", "float", "first to last purchase, in the config's time unit (weeks by default)"),

@@ -3,7 +3,9 @@
 Layout: :func:`to_key` (every customer / product id is looked up as a str), :func:`weight_matrix`,
 :class:`Confidence` (the weighting hyper-parameters), :class:`PurchaseLines` with
 :func:`select_lines` (the lines a fit learns from, coded), then :class:`Interactions` (ids and
-matrices, pickled compactly) and :func:`build_interactions`.
+matrices, pickled compactly) with :func:`build_interactions` (from lines) and
+:func:`interactions_from_pairs` (from lines summed per customer and product, as ``rebuy.spark_recommender``
+collects them).
 
 Invariants:
 
@@ -221,9 +223,32 @@ def build_interactions(lines: PurchaseLines, conf: Confidence) -> Interactions:
         val = val * lines.decay
     coords = (lines.customer_codes, lines.product_codes)
     raw = sp.csr_matrix((val, coords), shape=(n_c, n_p), dtype=np.float64)
+    hist = sp.csr_matrix((lines.decay, coords), shape=(n_c, n_p), dtype=np.float64)
+    return _interactions(lines.customer_ids, lines.product_ids, raw, hist, conf)
+
+
+def interactions_from_pairs(
+    customer_ids: np.ndarray,
+    product_ids: np.ndarray,
+    pairs: pd.DataFrame,
+    conf: Confidence,
+) -> Interactions:
+    """:func:`build_interactions` from lines already summed per (customer, product): ``pairs`` has
+    int64 codes ``c``/``p`` (rows / columns of ``customer_ids`` / ``product_ids``), ``raw`` (the
+    confidence: lines or spend, decayed) and ``history`` (decayed lines), float64, one row per pair."""
+    shape = (len(customer_ids), len(product_ids))
+    coords = (pairs["c"].to_numpy(dtype=np.int64), pairs["p"].to_numpy(dtype=np.int64))
+    raw = sp.csr_matrix((pairs["raw"].to_numpy(dtype=np.float64), coords), shape=shape, dtype=np.float64)
+    hist = sp.csr_matrix((pairs["history"].to_numpy(dtype=np.float64), coords), shape=shape, dtype=np.float64)
+    return _interactions(customer_ids, product_ids, raw, hist, conf)
+
+
+def _interactions(
+    customer_ids: np.ndarray, product_ids: np.ndarray, raw: sp.csr_matrix, hist: sp.csr_matrix, conf: Confidence
+) -> Interactions:
+    """The :class:`Interactions` of the summed confidence ``raw`` and history ``hist`` (float64 csr)."""
     raw.sum_duplicates()
     raw.eliminate_zeros()
-    hist = sp.csr_matrix((lines.decay, coords), shape=(n_c, n_p), dtype=np.float64)
     hist.sum_duplicates()
     history = sp.csr_matrix(hist, dtype=np.float32)
     user_items = weight_matrix(raw, conf.weighting, conf.bm25_k1, conf.bm25_b)
@@ -231,5 +256,5 @@ def build_interactions(lines: PurchaseLines, conf: Confidence) -> Interactions:
         user_items.data *= np.float32(conf.alpha)
     n_history = np.diff(history.indptr).astype(np.int64)
     n_history[np.diff(user_items.indptr) == 0] = 0  # e.g. zero spend: nothing to learn from
-    product_index = {p: i for i, p in enumerate(lines.product_ids)}
-    return Interactions(lines.customer_ids, lines.product_ids, product_index, history, user_items, n_history)
+    product_index = {p: i for i, p in enumerate(product_ids)}
+    return Interactions(customer_ids, product_ids, product_index, history, user_items, n_history)

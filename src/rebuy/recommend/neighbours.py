@@ -1,7 +1,7 @@
 """Item neighbourhood model: implicit's item-item KNN fit, kept as one sparse similarity matrix.
 
 Layout: :class:`KnnSpec` (the weighting and K), :class:`ItemNeighbours` (the fitted similarity and
-its calls), :func:`fit_neighbours`, then :func:`knn_top` (sparse filtered top-k of many customers).
+its calls), :func:`knn_weighted` (implicit's weighting, for the Spark fit), :func:`fit_neighbours`, then :func:`knn_top` (sparse filtered top-k of many customers).
 
 implicit's ``ItemItemRecommender`` family (``BM25Recommender``, ``CosineRecommender``,
 ``TFIDFRecommender``) weights the customers x products matrix and keeps each product's ``K`` most
@@ -85,6 +85,24 @@ def _implicit_knn(spec: KnnSpec):  # noqa: ANN202 - an implicit ItemItemRecommen
     if spec.weighting == "cosine":
         return CosineRecommender(K=k, num_threads=threads)
     return TFIDFRecommender(K=k, num_threads=threads)
+
+
+def knn_weighted(user_items: sp.csr_matrix, spec: KnnSpec) -> sp.csr_matrix:
+    """The customers x products matrix implicit's KNN class of ``spec`` builds its similarity from
+    (its own weighting functions, so the values are bit-equal): BM25 of the products' rows, the
+    products' L2-normalised columns (cosine) or normalised TF-IDF. float64, sorted indices."""
+    from implicit.nearest_neighbours import bm25_weight, normalize, tfidf_weight
+
+    counts = sp.csr_matrix(user_items)
+    if spec.weighting == "bm25":
+        w = bm25_weight(counts.T, float(spec.bm25_k1), float(spec.bm25_b)).T
+    elif spec.weighting == "cosine":
+        w = normalize(counts.T).T
+    else:
+        w = normalize(tfidf_weight(counts.T)).T
+    out = sp.csr_matrix(w, dtype=np.float64)
+    out.sort_indices()
+    return out
 
 
 def fit_neighbours(user_items: sp.csr_matrix, spec: KnnSpec) -> ItemNeighbours | None:

@@ -1,7 +1,8 @@
 """Popularity lists and cold start: global, per country and per segment, and the list fill.
 
 Layout: :class:`Popularity` (the lists and each customer's country / segment label) with its cold
-start choice :meth:`Popularity.for_customer`, :func:`fit_popularity`, :func:`fill` (complete a list
+start choice :meth:`Popularity.for_customer`, :func:`fit_popularity` (from lines) and
+:func:`popularity_from_pairs` (from customer x product pairs), :func:`fill` (complete a list
 from candidate lists) and :class:`SegmentLookup` (the per-call customer -> segment map).
 
 Invariants: popularity is the (decayed) number of distinct customers who bought a product; lists
@@ -97,20 +98,28 @@ def fit_popularity(
 ) -> Popularity:
     """Global, per country (the customer's last country) and per segment (``segments``) popularity."""
     pairs = _customer_pairs(history, lines, decayed)
-    popular, score = _ranked(pairs)
-    n_c = len(lines.customer_ids)
-    country, country_popular = None, {}
+    country = None
     if "country" in lines.frame.columns:
         last = pd.Series(lines.frame["country"].astype("string").to_numpy(dtype=object)).groupby(
             lines.customer_codes
         ).last()
-        country = np.asarray(last.reindex(range(n_c)).to_numpy(), dtype=object)
-        country_popular = _per_group(pairs, country)
+        country = np.asarray(last.reindex(range(len(lines.customer_ids))).to_numpy(), dtype=object)
+    return popularity_from_pairs(pairs, lines.customer_ids, country, segments)
+
+
+def popularity_from_pairs(
+    pairs: pd.DataFrame, customer_ids: np.ndarray, country: np.ndarray | None, segments: Segments
+) -> Popularity:
+    """:class:`Popularity` of the (customer, product) ``pairs`` (int64 codes ``c``, ``p`` and weight
+    ``w``: 1, or the pair's largest line decay; rows in customer order), ``country`` (each customer
+    row's last country, or None) and ``segments`` (customer_id -> label, or None)."""
+    popular, score = _ranked(pairs)
+    country_popular = _per_group(pairs, country) if country is not None else {}
     segment, segment_popular = None, {}
     if segments is not None:
         seg = pd.Series(segments)
         seg.index = seg.index.map(to_key)
-        segment = seg.reindex(pd.Index(lines.customer_ids)).to_numpy(dtype=object)
+        segment = seg.reindex(pd.Index(customer_ids)).to_numpy(dtype=object)
         segment_popular = _per_group(pairs, segment)
     return Popularity(popular, score, country, country_popular, segment, segment_popular)
 

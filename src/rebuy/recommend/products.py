@@ -33,11 +33,36 @@ def _category_mode(category: pd.Series, product_codes: np.ndarray, n_products: i
         .groupby(["p", "c"], sort=False)
         .size()
         .reset_index(name="n")
-        .sort_values(["p", "n", "c"], ascending=[True, False, True], kind="stable")
-        .drop_duplicates("p")
     )
+    return category_mode_of_counts(counts, n_products)
+
+
+def category_mode_of_counts(counts: pd.DataFrame, n_products: int) -> np.ndarray:
+    """The most frequent label per product from ``counts`` (int64 product code ``p``, label ``c``
+    (str), lines ``n``; one row per product and label); ties: the smallest label; None if absent."""
+    best = counts.sort_values(["p", "n", "c"], ascending=[True, False, True], kind="stable").drop_duplicates("p")
     out = np.full(n_products, None, dtype=object)
-    out[counts["p"].to_numpy(dtype=np.int64)] = counts["c"].to_numpy(dtype=object)
+    out[best["p"].to_numpy(dtype=np.int64)] = best["c"].to_numpy(dtype=object)
+    return out
+
+
+def median_of_counts(values: pd.DataFrame, n_products: int) -> np.ndarray:
+    """The median per product from ``values`` (int64 product code ``p``, non-NaN float64 ``value``,
+    lines ``n``; one row per product and value), as ``groupby(...).median()`` of the lines gives it
+    (the mean of the two middle lines for an even count); NaN for a product without a value."""
+    v = values.sort_values(["p", "value"], kind="stable")
+    p = v["p"].to_numpy(dtype=np.int64)
+    x = v["value"].to_numpy(dtype=np.float64)
+    end = np.cumsum(v["n"].to_numpy(dtype=np.int64))  # lines up to and including each row
+    out = np.full(n_products, np.nan)
+    if not len(v):
+        return out
+    first = np.flatnonzero(np.r_[True, p[1:] != p[:-1]])
+    start = np.r_[0, end[:-1]][first]  # lines before each product's first row
+    total = np.r_[end[first[1:] - 1], end[-1]] - start
+    lo = np.searchsorted(end, start + (total - 1) // 2, side="right")
+    hi = np.searchsorted(end, start + total // 2, side="right")
+    out[p[first]] = (x[lo] + x[hi]) / 2
     return out
 
 

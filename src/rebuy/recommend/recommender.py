@@ -106,6 +106,10 @@ class Recommender(RecommenderParams, FittedState):
             parts["neighbours_"] = fit_neighbours(interactions.user_items, self.knn_spec())
         else:  # factor models keep the state layout of earlier versions (no neighbours_ entry)
             parts["latent_"] = fit_latent(interactions.user_items, self.model_spec())
+        return self._set_fitted(parts)
+
+    def _set_fitted(self, parts: dict[str, Any]) -> Recommender:
+        """Replace the fitted state by ``parts`` (the ``*_`` attributes of a fit) and drop the caches."""
         self.__dict__.pop("_cache", None)
         self.__dict__.pop("neighbours_", None)
         self.__dict__.update(parts)

@@ -296,9 +296,11 @@ def worker_rebuy(args: argparse.Namespace, rec: Recorder) -> dict[str, Any]:
     return out
 
 
-def run_worker(args: argparse.Namespace) -> None:
+def run_worker(args: argparse.Namespace, workers: dict[str, Any] | None = None) -> None:
+    """Run the worker ``args.worker`` names (``workers``: name -> function(args, Recorder); default
+    this script's reference and rebuy sides) and write its result and stages to ``args.result``."""
     rec = Recorder()
-    fn = worker_reference if args.worker == "reference" else worker_rebuy
+    fn = (workers or {"reference": worker_reference, "rebuy": worker_rebuy})[args.worker]
     try:
         out = fn(args, rec)
         out["ok"] = True

@@ -143,18 +143,8 @@ def _worker_rebuy(args: argparse.Namespace, rec: bench.Recorder) -> dict[str, An
 
 
 def run_worker(args: argparse.Namespace) -> None:
-    rec = bench.Recorder()
-    fn = {"glue": _worker_glue, "floor": _worker_floor, "rebuy": _worker_rebuy, "rebuy_night": _worker_rebuy}
-    try:
-        out = fn[args.worker](args, rec)
-        out["ok"] = True
-    except Exception as e:  # noqa: BLE001 - reported to the parent, which records the failure
-        import traceback
-
-        traceback.print_exc()
-        out = {"ok": False, "error": f"{type(e).__name__}: {e}"}
-    out.update(rec.finish())
-    Path(args.result).write_text(json.dumps(out, indent=1, default=str))
+    bench.run_worker(args, {"glue": _worker_glue, "floor": _worker_floor, "rebuy": _worker_rebuy,
+                            "rebuy_night": _worker_rebuy})
 
 
 # ============================================================================ parent

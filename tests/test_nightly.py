@@ -15,6 +15,7 @@ from rebuy.bundle import list_bundles, read_manifest
 from rebuy.cli import app
 from rebuy.config import Config
 from rebuy.nightly import run_night, training_due
+from rebuy.pipeline import TrainingValues
 from rebuy.scoring import run_scoring
 from rebuy.simulate import simulate, write_simulation
 from rebuy.train import train
@@ -29,17 +30,22 @@ def shop(tmp_path_factory) -> dict[str, Path]:
     return write_simulation(simulate(n_customers=1_500, seed=21, n_products=80), root / "shop.parquet")
 
 
-def test_a_first_night_trains_and_scores_like_train_then_score(shop, tmp_path, monkeypatch):
-    calls = []
+@pytest.mark.parametrize("clv_method", ["model", "auto"])
+def test_a_first_night_trains_and_scores_like_train_then_score(shop, tmp_path, monkeypatch, clv_method):
+    calls, reused = [], []
     real = rebuy.data.load_transactions
     monkeypatch.setattr(rebuy.data, "load_transactions", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
-    cfg = Config.model_validate(CFG)
+    real_matches = TrainingValues.matches
+    monkeypatch.setattr(TrainingValues, "matches", lambda self, *a: reused.append(real_matches(self, *a)) or reused[-1])
+    cfg = Config.model_validate({**CFG, "clv": {"method": clv_method}})
     night = run_night(shop["transactions"], models_dir=tmp_path / "a" / "models", out=tmp_path / "a" / "scores.parquet",
                       customers=shop["customers"], config=cfg)
     assert night.trained is not None and night.train_reason == "no bundle yet"
     assert len(calls) == 1  # one read and one clean for the training and the scoring
+    assert reused == [True]  # the training's value scores serve the night: computed once
     monkeypatch.undo()
-    train(shop["transactions"], cfg, models_dir=tmp_path / "b" / "models", customers=shop["customers"])
+    trained = train(shop["transactions"], cfg, models_dir=tmp_path / "b" / "models", customers=shop["customers"])
+    assert trained.bundle.training_values is None  # `rebuy train` keeps no frames on the bundle it returns
     separate = run_scoring(shop["transactions"], models_dir=tmp_path / "b" / "models",
                            out=tmp_path / "b" / "scores.parquet", customers=shop["customers"], config=cfg)
     pd.testing.assert_frame_equal(night.score.scores.drop(columns=VARYING), separate.scores.drop(columns=VARYING))

@@ -72,6 +72,7 @@ if TYPE_CHECKING:
     from rebuy.models import GammaGammaModel, PurchaseModel
     from rebuy.models.ranker import CLVRanker
     from rebuy.models.selection import ProbabilityCalibrator
+    from rebuy.pipeline import TrainingValues
     from rebuy.recommend import Recommender
     from rebuy.segment import RFMClusterer, RFMScorer
 
@@ -944,6 +945,9 @@ class ModelBundle:
     clv_ranker: CLVRanker | None = _ArtefactField(optional=True)  # type: ignore[assignment]
     manifest: dict[str, Any] = field(default_factory=dict)
     bundle_dir: Path | None = None
+    training_values: TrainingValues | None = field(default=None, repr=False, compare=False)
+    """The training customers' value scores, in memory only (never saved, dropped by ``with_config``):
+    ``rebuy run`` scores the night it trained on from them instead of computing them twice."""
 
     @property
     def run_id(self) -> str:
@@ -960,10 +964,11 @@ class ModelBundle:
         stay deferred (and are built once, for both bundles)."""
         manifest = {**self.manifest, "config": config.model_dump(mode="json")}
         deferred = {n: self.__dict__[n] for n in MODEL_ARTEFACTS if n in self.__dict__}
-        return replace(self, config=config, manifest=manifest, **deferred)
+        return replace(self, config=config, manifest=manifest, training_values=None, **deferred)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {k: (getattr(self, k) if k in MODEL_ARTEFACTS else v) for k, v in self.__dict__.items()}
+        return {k: (getattr(self, k) if k in MODEL_ARTEFACTS else v) for k, v in self.__dict__.items()
+                if k != "training_values"}
 
     def artefacts(self) -> dict[str, Any]:
         """The stored models by artefact name (the :data:`OPTIONAL_ARTEFACTS` only when present)."""

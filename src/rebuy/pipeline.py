@@ -20,6 +20,7 @@ score: RFM summary -> value scores -> RFM scores, segments, clusters, wholesale 
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -89,7 +90,24 @@ def fit(transactions: pd.DataFrame, config: Config, as_of: pd.Timestamp) -> Mode
                          clv_ranker=values.clv_ranker)
     bundle.manifest = _fit_manifest(bundle, segments, value[~wholesale], recommender_info, concentration, values)
     bundle.manifest["wholesale"] = wholesale_info
+    bundle.training_values = TrainingValues(weakref.ref(transactions), as_of, summary, value)
     return bundle
+
+
+@dataclass(frozen=True, eq=False)
+class TrainingValues:
+    """The value scores a training computed for its customers, kept on the in-memory bundle: the same
+    transactions (the very object, held weakly), as-of day and RFM summary give the same scores."""
+
+    transactions: weakref.ref[pd.DataFrame]
+    as_of: pd.Timestamp
+    summary: pd.DataFrame
+    value: pd.DataFrame
+
+    def matches(self, summary: pd.DataFrame, transactions: pd.DataFrame, as_of: pd.Timestamp) -> bool:
+        """Whether the scores of ``summary`` of ``transactions`` as of ``as_of`` are these."""
+        return (self.transactions() is transactions and pd.Timestamp(as_of) == self.as_of
+                and summary.equals(self.summary))
 
 
 def _wholesale(summary: pd.DataFrame, config: Config) -> tuple[np.ndarray, dict[str, Any]]:
@@ -475,6 +493,10 @@ def value_scores(bundle: ModelBundle, summary: pd.DataFrame, transactions: pd.Da
     ``as_of`` (indexed like the summary)."""
     from rebuy.models import score_value
 
+    memo = bundle.training_values
+    if memo is not None and memo.matches(summary, transactions, as_of):
+        log.debug("value scores: the training's own (same transactions, as-of day and summary)")
+        return memo.value.copy()
     cfg = bundle.config
     value = score_value(summary, bundle.purchase_model, bundle.spend_model, cfg, calibrator=bundle.purchase_calibrator)
     return apply_clv_ranker(value, bundle.clv_ranker, transactions, summary, cfg, as_of)

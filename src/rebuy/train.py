@@ -62,6 +62,7 @@ def train(
         remove_leftovers(bundle_leftovers(models_dir), str(models_dir))
         saved = _train_locked(transactions, config, models_dir, customers)
         _prune(models_dir, config.operations.keep_bundles)
+    saved.training_values = None  # only `rebuy run` scores the training night from memory
     return TrainResult(bundle=saved)
 
 

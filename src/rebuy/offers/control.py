@@ -39,8 +39,10 @@ def experiment_key(configured: str | None, decided_at: pd.Timestamp) -> str:
 def control_draws(customer_ids: Iterable[object], key: str) -> np.ndarray:
     """Each customer's uniform draw in [0, 1) for experiment ``key`` (see the module docstring)."""
     prefix = f"{key}|".encode()
-    first_8_bytes = (int.from_bytes(hashlib.sha256(prefix + str(c).encode()).digest()[:8], "big") for c in customer_ids)
-    return np.fromiter(first_8_bytes, dtype=np.uint64).astype(np.float64) / 2.0**64
+    sha256 = hashlib.sha256
+    digests = b"".join([sha256(prefix + (c if isinstance(c, str) else str(c)).encode()).digest() for c in customer_ids])
+    first_8_bytes = np.frombuffer(digests, dtype=">u8")[::4]  # 32-byte digests: every 4th big-endian uint64
+    return first_8_bytes.astype(np.float64) / 2.0**64
 
 
 @dataclass(frozen=True)

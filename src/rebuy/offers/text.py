@@ -64,8 +64,15 @@ def in_days(days: int) -> str:
 
 
 def phrases(fn: Any, values: Any, *args: Any) -> np.ndarray:
-    """``fn(value, *args)`` for each value: an object array of str (the vectorised twin of ``fn``)."""
-    vals = np.asarray(values).tolist()
+    """``fn(value, *args)`` for each value: an object array of str (the vectorised twin of ``fn``).
+    Numbers are phrased once per distinct value (counts and day gaps repeat across a million
+    customers); -0.0 is phrased row by row, since ``np.unique`` would merge it with 0.0."""
+    arr = np.asarray(values)
+    if arr.ndim == 1 and arr.dtype.kind in "iuf" and len(arr) > 1000 and not (np.signbit(arr) & (arr == 0)).any():
+        distinct, inverse = np.unique(arr, return_inverse=True)
+        table = np.fromiter((fn(v, *args) for v in distinct.tolist()), dtype=object, count=len(distinct))
+        return table[inverse]
+    vals = arr.tolist()
     return np.fromiter((fn(v, *args) for v in vals), dtype=object, count=len(vals))
 
 

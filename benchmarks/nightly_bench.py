@@ -254,14 +254,14 @@ def markdown(res: dict[str, Any]) -> str:
 
 def growth_markdown(res: dict[str, Any]) -> str:
     rows = res["rows"]
-    L = ["| customers | glue s | rebuy run s | rebuy time × | rebuy peak RSS MB | rebuy memory × | lines |",
+    L = ["| customers | customers × | glue s | rebuy run s | rebuy time × | rebuy peak RSS MB | rebuy memory × |",
          "|---:|---:|---:|---:|---:|---:|---:|"]
     base = rows[0]
     for row in rows:
         tb = (row["rebuy"]["seconds"] or 0) / (base["rebuy"]["seconds"] or 1)
         mb = (row["rebuy"]["peak_rss_mb"] or 0) / (base["rebuy"]["peak_rss_mb"] or 1)
-        L.append(f"| {row['size']:,} | {_s(row['glue']['seconds'])} | {_s(row['rebuy']['seconds'])} | {tb:.1f}× | "
-                 f"{_s(row['rebuy']['peak_rss_mb'])} | {mb:.1f}× | {row['size'] / base['size']:.0f}× customers |")
+        L.append(f"| {row['size']:,} | {row['size'] / base['size']:.0f}× | {_s(row['glue']['seconds'])} | "
+                 f"{_s(row['rebuy']['seconds'])} | {tb:.1f}× | {_s(row['rebuy']['peak_rss_mb'])} | {mb:.1f}× |")
     return "\n".join(L) + "\n"
 
 

@@ -226,3 +226,27 @@ def test_rounding_to_ten_significant_digits_skips_only_what_it_leaves_unchanged(
     got = _significant(x)
     np.testing.assert_array_equal(got, expected)
     np.testing.assert_array_equal(_significant(x.reshape(-1, 1)).ravel(), expected)  # 2-D as 1-D
+
+
+def test_prediction_rounds_only_what_the_splits_can_tell(shop: pd.DataFrame, fitted: CLVRanker) -> None:
+    # predict rounds a feature only near one of its column's splits; the trees must see exactly
+    # what full rounding gives, also for values planted within rounding reach of every split
+    from rebuy.models.ranker import _significant, _significant_near
+
+    summary = rfm_summary(shop, as_of=AS_OF, time_unit="weeks")
+    X = fitted._features(shop, summary, stand_in_predictions(summary), AS_OF, fitted.horizon_days_, rounded=False)
+    M = X[fitted.feature_names_].to_numpy(dtype=np.float64)
+    trees = fitted.model_
+    inner = ~trees.is_leaf
+    splits = [np.unique(trees.threshold[inner & (trees.feature == j)]) for j in range(M.shape[1])]
+    planted = M.copy()
+    rows = np.arange(len(M))
+    for j, s in enumerate(splits):
+        if len(s):
+            t = s[rows % len(s)]
+            planted[:, j] = np.where(rows % 3 == 0, t * (1 + 3e-11), np.where(rows % 3 == 1, t * (1 - 3e-11), M[:, j]))
+    assert any(len(s) for s in splits)
+    for values in (M, planted):
+        np.testing.assert_array_equal(trees.predict(_significant_near(values, splits)), trees.predict(_significant(values)))
+    full = fitted._blend(fitted._features(shop, summary, stand_in_predictions(summary), AS_OF, fitted.horizon_days_))
+    np.testing.assert_array_equal(fitted.predict(shop, summary, stand_in_predictions(summary), AS_OF), full)

@@ -946,8 +946,8 @@ class ModelBundle:
     manifest: dict[str, Any] = field(default_factory=dict)
     bundle_dir: Path | None = None
     training_values: TrainingValues | None = field(default=None, repr=False, compare=False)
-    """The training customers' value scores, in memory only (never saved, dropped by ``with_config``):
-    ``rebuy run`` scores the night it trained on from them instead of computing them twice."""
+    """The training customers' value scores, in memory only (never saved, dropped by ``with_config``
+    and once used): ``rebuy run`` scores the night it trained on from them instead of computing them twice."""
 
     @property
     def run_id(self) -> str:

@@ -97,7 +97,8 @@ def fit(transactions: pd.DataFrame, config: Config, as_of: pd.Timestamp) -> Mode
 @dataclass(frozen=True, eq=False)
 class TrainingValues:
     """The value scores a training computed for its customers, kept on the in-memory bundle: the same
-    transactions (the very object, held weakly), as-of day and RFM summary give the same scores."""
+    transactions (the very object, held weakly), as-of day and RFM summary give the same scores.
+    :func:`value_scores` hands them out once and drops them from the bundle."""
 
     transactions: weakref.ref[pd.DataFrame]
     as_of: pd.Timestamp
@@ -496,7 +497,8 @@ def value_scores(bundle: ModelBundle, summary: pd.DataFrame, transactions: pd.Da
     memo = bundle.training_values
     if memo is not None and memo.matches(summary, transactions, as_of):
         log.debug("value scores: the training's own (same transactions, as-of day and summary)")
-        return memo.value.copy()
+        bundle.training_values = None  # used once: the frames are freed with the table built from them
+        return memo.value
     cfg = bundle.config
     value = score_value(summary, bundle.purchase_model, bundle.spend_model, cfg, calibrator=bundle.purchase_calibrator)
     return apply_clv_ranker(value, bundle.clv_ranker, transactions, summary, cfg, as_of)

@@ -78,6 +78,25 @@ def _significant(values: np.ndarray, digits: int = 10) -> np.ndarray:
     return out
 
 
+def _significant_near(values: np.ndarray, thresholds: list[np.ndarray], digits: int = 10) -> np.ndarray:
+    """What the trees see of ``_significant(values)``, rounding only where it can matter: column ``j``
+    is compared with the sorted split ``thresholds[j]`` only, and rounding moves a value by at most
+    half a unit in its 10th digit (< 1e-9 of it), so an entry farther than that from every split of
+    its column lies on the same side of each split either way and is left as it is."""
+    out = values.copy()
+    for j, splits in enumerate(thresholds):
+        if not len(splits):
+            continue
+        col = values[:, j]
+        pos = np.searchsorted(splits, col)
+        below, above = splits[np.maximum(pos - 1, 0)], splits[np.minimum(pos, len(splits) - 1)]
+        reach = 1e-9 * np.abs(col)
+        near = np.isfinite(col) & ((np.abs(col - below) <= reach) | (np.abs(col - above) <= reach))
+        if near.any():
+            out[near, j] = _significant(col[near], digits)
+    return out
+
+
 def expected_spend(predictions: pd.DataFrame, days: float) -> np.ndarray:
     """The probabilistic models' expected spend (currency) over ``days``: expected purchases over
     ``days`` (linear between 0, 90 and 365 days, proportional beyond 365) x expected order value."""
@@ -277,14 +296,17 @@ class CLVRanker(BaseEstimator):
         return X, split["total_spend_holdout"].to_numpy(dtype=np.float64), summary
 
     def _features(
-        self, tx: pd.DataFrame, summary: pd.DataFrame, predictions: pd.DataFrame, as_of: pd.Timestamp, H: float
+        self, tx: pd.DataFrame, summary: pd.DataFrame, predictions: pd.DataFrame, as_of: pd.Timestamp, H: float,
+        *, rounded: bool = True,
     ) -> pd.DataFrame:
         """Model features plus the two forecasts the holdout compares with (not model inputs).
         Features are rounded to 10 significant digits: sums over a customer's lines in another
         order (a Spark partition, a customer scored alone) differ in the last bits, and a tree
-        split lying between the two would send the customer down another branch."""
+        split lying between the two would send the customer down another branch. ``rounded=False``
+        leaves that to :meth:`_blend` (``near_splits``), which rounds only what the trees can tell."""
         X = ranker_features(tx, summary, predictions, as_of).reset_index(drop=True)
-        X = pd.DataFrame(_significant(X.to_numpy(dtype=np.float64)), columns=X.columns)
+        if rounded:
+            X = pd.DataFrame(_significant(X.to_numpy(dtype=np.float64)), columns=X.columns)
         X["horizon_days"] = float(H)
         X["_past_forecast"] = _past_forecast(summary, as_of, H)
         X["_probabilistic"] = expected_spend(predictions.reindex(summary.index), H)
@@ -315,9 +337,16 @@ class CLVRanker(BaseEstimator):
         raw = self._blend(X.loc[main])
         self.scale_ = float(y[main].sum() / raw.sum()) if raw.sum() > 0 else 1.0
 
-    def _blend(self, X: pd.DataFrame) -> np.ndarray:
-        """scale_ x g^(1-w) x (past forecast + floor_)^w for feature rows ``X``."""
-        g = self.model_.predict(X[self.feature_names_].to_numpy(dtype=np.float64))
+    def _blend(self, X: pd.DataFrame, *, near_splits: bool = False) -> np.ndarray:
+        """scale_ x g^(1-w) x (past forecast + floor_)^w for feature rows ``X`` (``near_splits``: ``X``
+        is not rounded yet; round what the trees' splits can tell, :func:`_significant_near`)."""
+        M = X[self.feature_names_].to_numpy(dtype=np.float64)
+        if near_splits:
+            trees = self.model_
+            inner = ~trees.is_leaf
+            M = _significant_near(M, [np.unique(trees.threshold[inner & (trees.feature == j)])
+                                      for j in range(M.shape[1])])
+        g = self.model_.predict(M)
         w = self.past_spend_weight
         log = (1 - w) * np.log(np.maximum(g, 1e-12)) + w * np.log(X["_past_forecast"].to_numpy() + self.floor_)
         return self.scale_ * np.exp(log)
@@ -362,8 +391,8 @@ class CLVRanker(BaseEstimator):
         if self.model_ is None:
             aligned = pd.DataFrame(_aligned_predictions(predictions, summary.index), columns=list(PREDICTION_COLUMNS))
             return np.maximum(expected_spend(aligned, self.horizon_days_), 0.0)
-        X = self._features(transactions, summary, predictions, day, self.horizon_days_)
-        out = self._blend(X)
+        X = self._features(transactions, summary, predictions, day, self.horizon_days_, rounded=False)
+        out = self._blend(X, near_splits=True)
         if not np.isfinite(out).all():
             raise FloatingPointError("CLVRanker.predict: non-finite predictions (please report with the data)")
         return np.maximum(out, 0.0)

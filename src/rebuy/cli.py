@@ -46,6 +46,11 @@ ScoresOutOpt = Annotated[Path, typer.Option("--out", help="Scores file (.parquet
 CustomersOpt = Annotated[str | None, typer.Option("--customers", help="Customers table (optional).")]
 EventsOpt = Annotated[str | None, typer.Option("--events", help="View/cart events (optional).")]
 UpliftOpt = Annotated[Path | None, typer.Option("--uplift", help="rebuy measure JSON: offers chosen by measured uplift.")]
+ModelsDirOpt = Annotated[Path, typer.Option("--models-dir", help="Models directory holding latest.")]
+ScoresDbOpt = Annotated[str | None, typer.Option(
+    "--db", help="Also write the tables customer_scores and offer_log: a DuckDB file (.duckdb) or a "
+    "postgresql:// URL (needs pip install 'rebuy[postgres]'; no password in the URL: use PGPASSWORD or "
+    "~/.pgpass). Default: none.")]
 ExportsOpt = Annotated[Path | None, typer.Option(
     "--exports", help="Directory for one CSV per offer type x channel, ready for the e-mail/SMS/messenger tool.")]
 
@@ -328,11 +333,8 @@ def score(
     out: ScoresOutOpt,
     customers: CustomersOpt = None,
     events: EventsOpt = None,
-    models_dir: Annotated[Path, typer.Option("--models-dir", help="Models directory holding latest.")] = Path("models"),
-    db: Annotated[str | None, typer.Option(
-        "--db", help="Also write the tables customer_scores and offer_log: a DuckDB file (.duckdb) or a "
-        "postgresql:// URL (needs pip install 'rebuy[postgres]'; no password in the URL: use PGPASSWORD or "
-        "~/.pgpass). Default: none.")] = None,
+    models_dir: ModelsDirOpt = Path("models"),
+    db: ScoresDbOpt = None,
     no_db: Annotated[bool, typer.Option("--no-db", help="Do not write a database (the default; kept for scripts).")] = False,
     config: Annotated[
         Path | None, typer.Option("--config", help="Take the data, clv and offers sections from this YAML.")
@@ -374,9 +376,8 @@ def run(
     out: ScoresOutOpt,
     customers: CustomersOpt = None,
     events: EventsOpt = None,
-    models_dir: Annotated[Path, typer.Option("--models-dir", help="Models directory (bundles, latest).")] = Path("models"),
-    db: Annotated[str | None, typer.Option(
-        "--db", help="Also write the tables customer_scores and offer_log: a DuckDB file or a postgresql:// URL.")] = None,
+    models_dir: ModelsDirOpt = Path("models"),
+    db: ScoresDbOpt = None,
     config: Annotated[Path | None, typer.Option(
         "--config", help="YAML config: the training config, and the scoring's data, clv and offers sections.")] = None,
     as_of: AsOfOpt = None,
@@ -517,7 +518,7 @@ def evaluate(
 def report(
     scores: Annotated[Path, typer.Option("--scores", help="Scores file written by rebuy score.")],
     out: Annotated[Path, typer.Option("--out", help="HTML report path.")] = Path("report.html"),
-    models_dir: Annotated[Path, typer.Option("--models-dir", help="Models directory holding latest.")] = Path("models"),
+    models_dir: ModelsDirOpt = Path("models"),
     transactions: Annotated[str | None, typer.Option("--transactions", help="Transactions for KPIs (optional).")] = None,
     evaluation: Annotated[Path | None, typer.Option("--evaluation", help="evaluate report JSON (optional).")] = None,
     uplift: Annotated[Path | None, typer.Option("--uplift", help="rebuy measure JSON for 'What worked' (optional).")] = None,

@@ -84,6 +84,14 @@ def _check_dataframe(df: Any, name: str) -> None:
         raise InvalidParameterError(f"{name}: expected a pyspark.sql.DataFrame, got {type(df).__name__}")
 
 
+def _check_timestamp(transactions_sdf: SparkDataFrame, who: str) -> None:
+    """SparkScoringError unless ``transactions_sdf``'s ``timestamp`` column is a timestamp (with or without zone)."""
+    _, T, _ = _spark()
+    ts_type = transactions_sdf.schema["timestamp"].dataType
+    if not isinstance(ts_type, T.TimestampType | T.TimestampNTZType):
+        raise SparkScoringError(f"{who}: transactions_sdf column 'timestamp' must be a timestamp, got {ts_type.simpleString()}")
+
+
 def _as_date(value: Any, name: str) -> dt.date:
     try:
         ts = pd.Timestamp(value)
@@ -523,7 +531,7 @@ def score_spark(
     for older bundles without it, a first pass computes the global top-``vip_top_share`` CLV cut.
     A run-wide discount budget (``offers.budget``) cannot be split by partition and is refused.
     """
-    F, T, _ = _spark()
+    F, _, _ = _spark()
     _check_dataframe(transactions_sdf, "score_spark: transactions_sdf")
     from rebuy.config import Config
 
@@ -549,9 +557,7 @@ def score_spark(
                     else pd.Timestamp.now(tz="UTC").tz_localize(None))
     n_parts = int(num_partitions or transactions_sdf.sparkSession.conf.get("spark.sql.shuffle.partitions"))
 
-    ts_type = transactions_sdf.schema["timestamp"].dataType
-    if not isinstance(ts_type, T.TimestampType | T.TimestampNTZType):
-        raise SparkScoringError(f"score_spark: transactions_sdf column 'timestamp' must be a timestamp, got {ts_type.simpleString()}")
+    _check_timestamp(transactions_sdf, "score_spark")
     # lines after the as-of day are dropped (calendar days in the session time zone, as rfm_summary_spark)
     tx = transactions_sdf.where(F.to_date("timestamp") <= F.lit(as_of_ts.date()))
     tx = tx.withColumn("customer_id", F.col("customer_id").cast("string"))

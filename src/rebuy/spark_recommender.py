@@ -42,15 +42,15 @@ import pandas as pd
 import scipy.sparse as sp
 
 from rebuy.dates import inclusive_end
-from rebuy.errors import RecommenderDataError, SparkScoringError
+from rebuy.errors import RecommenderDataError
 from rebuy.recommend import Recommender
 from rebuy.recommend.cooccurrence import NEIGHBOURS_KEEP, CoOccurrence
 from rebuy.recommend.implicit_model import fit_latent
 from rebuy.recommend.interactions import Confidence, Interactions, interactions_from_pairs
-from rebuy.recommend.neighbours import ItemNeighbours, knn_weighted
+from rebuy.recommend.neighbours import ItemNeighbours, knn_weighted, too_small_for_knn
 from rebuy.recommend.popularity import Segments, popularity_from_pairs
 from rebuy.recommend.products import ProductInfo, category_mode_of_counts, median_of_counts
-from rebuy.spark import _check_dataframe, _spark
+from rebuy.spark import _check_dataframe, _check_timestamp, _spark
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame as SparkDataFrame
@@ -124,12 +124,8 @@ def fit_recommender_spark(
 def _selected_lines(transactions_sdf: SparkDataFrame, as_of: Any) -> tuple[SparkDataFrame, pd.Timestamp | None]:
     """Lines with a customer and a product at or before ``as_of`` (ids as strings, ``_LINE`` the input
     order), and the recency reference: the last included instant (``as_of``'s end less 1 µs, or the last line)."""
-    F, T, _ = _spark()
-    ts_type = transactions_sdf.schema["timestamp"].dataType
-    if not isinstance(ts_type, T.TimestampType | T.TimestampNTZType):
-        raise SparkScoringError(
-            f"fit_recommender_spark: transactions_sdf column 'timestamp' must be a timestamp, got {ts_type.simpleString()}"
-        )
+    F, _, _ = _spark()
+    _check_timestamp(transactions_sdf, "fit_recommender_spark")
     tx = transactions_sdf.withColumn(_LINE, F.monotonically_increasing_id())
     tx = tx.where(F.col("customer_id").isNotNull() & F.col("product_id").isNotNull())
     tx = tx.withColumn("customer_id", F.col("customer_id").cast("string"))
@@ -280,11 +276,10 @@ def _neighbours(spark: Any, interactions: Interactions, recommender: Recommender
     """implicit's item-item KNN similarity computed in Spark: ``sum_u w[u, i] * w[u, j]`` folded over
     customers in row order, then each product's top ``K`` (itself included, ties by column)."""
     F, _, _ = _spark()
-    n_c, n_p = interactions.user_items.shape
-    spec = recommender.knn_spec()
-    if n_p < 2 or n_c < 2:
-        log.warning("Recommender: %d product(s), %d customer(s): no item-KNN model, popularity only", n_p, n_c)
+    if too_small_for_knn(interactions.user_items):
         return None
+    n_p = interactions.user_items.shape[1]
+    spec = recommender.knn_spec()
     w = knn_weighted(interactions.user_items, spec).tocoo()
     weights = spark.createDataFrame(pd.DataFrame({"u": w.row.astype(np.int64), "i": w.col.astype(np.int64),
                                                   "w": w.data.astype(np.float64)}))

@@ -105,11 +105,19 @@ def knn_weighted(user_items: sp.csr_matrix, spec: KnnSpec) -> sp.csr_matrix:
     return out
 
 
-def fit_neighbours(user_items: sp.csr_matrix, spec: KnnSpec) -> ItemNeighbours | None:
-    """Fit implicit's item-item KNN on the customers x products matrix; None when it is too small."""
+def too_small_for_knn(user_items: sp.csr_matrix) -> bool:
+    """Whether a customers x products matrix is too small for an item-KNN model (fewer than two
+    products or customers): warns that the recommender falls back to popularity."""
     n_c, n_p = user_items.shape
     if n_p < 2 or n_c < 2:
         log.warning("Recommender: %d product(s), %d customer(s): no item-KNN model, popularity only", n_p, n_c)
+        return True
+    return False
+
+
+def fit_neighbours(user_items: sp.csr_matrix, spec: KnnSpec) -> ItemNeighbours | None:
+    """Fit implicit's item-item KNN on the customers x products matrix; None when it is too small."""
+    if too_small_for_knn(user_items):
         return None
     from implicit.utils import ParameterWarning
 

@@ -90,25 +90,27 @@ def test_windows_are_successive_holdouts_on_a_sample(shop):
 
 
 def test_no_window_means_bgnbd_without_calibration():
-    sel = select_purchase_model([], Config(), lambda name, s: None)
+    sel = select_purchase_model([], Config(), lambda name, s, pen: None)
     assert sel.name == "bgnbd" and sel.calibrator is None and "too short" in sel.report["reason"]
-    sel = select_purchase_model([], Config(purchase_model="pareto_nbd"), lambda name, s: None)
+    sel = select_purchase_model([], Config(purchase_model="pareto_nbd"), lambda name, s, pen: None)
     assert sel.name == "pareto_nbd"
 
 
 def test_every_candidate_is_reported_and_a_failing_one_is_never_chosen(shop):
     windows = pipeline.selection_windows(shop, Config(), pd.Timestamp("2023-12-31"))
 
-    def fit(name, summary):
+    def fit(name, summary, penalizer):
         if name == "pareto_nbd":
             raise ModelFitError("Pareto/NBD: did not converge")
-        return pipeline.fit_purchase_model(summary, Config(), name=name)
+        return pipeline.fit_purchase_model(summary, Config(), name=name, penalizer=penalizer)
 
     sel = select_purchase_model(windows, Config(), fit)
     report = json.loads(json.dumps(sel.report, allow_nan=False))
-    assert set(report["candidates"]) == {"bgnbd", "mbgnbd", "pareto_nbd"}
+    assert set(report["candidates"]) == {"bgnbd", "mbgnbd", "pareto_nbd", "mbgnbd+ridge"}
     assert report["candidates"]["pareto_nbd"] == {"error": "Pareto/NBD: did not converge"}
     assert sel.name in {"bgnbd", "mbgnbd"} and report["chosen"] == sel.name
+    assert report["candidates"][report["chosen_candidate"]]["penalizer"] == (sel.penalizer or 0.0)
+    assert report["candidates"]["mbgnbd+ridge"]["penalizer"] == Config().selection.ridge_penalizer
     assert len(report["windows"]) == 4 and report["calibrator"]["customers"] == sum(len(w) for w in windows)
     for name in ("bgnbd", "mbgnbd"):
         c = report["candidates"][name]
@@ -118,6 +120,50 @@ def test_every_candidate_is_reported_and_a_failing_one_is_never_chosen(shop):
 def test_a_named_model_is_scored_but_not_compared(shop):
     windows = pipeline.selection_windows(shop, Config(), pd.Timestamp("2023-12-31"))
     cfg = Config(purchase_model="bgnbd")
-    sel = select_purchase_model(windows, cfg, lambda name, s: BGNBDModel().fit(s))
-    assert sel.name == "bgnbd" and list(sel.report["candidates"]) == ["bgnbd"]
+    sel = select_purchase_model(windows, cfg, lambda name, s, pen: BGNBDModel().fit(s))
+    assert sel.name == "bgnbd" and list(sel.report["candidates"]) == ["bgnbd"] and sel.penalizer is None
     assert sel.report["reason"] == "bgnbd: set in the config"
+
+
+def test_candidates_add_the_ridge_under_auto_only():
+    from rebuy.models.selection import candidates, model_of_key
+
+    assert [c.key for c in candidates(Config())] == ["bgnbd", "mbgnbd", "pareto_nbd", "mbgnbd+ridge"]
+    every = Config.model_validate({"selection": {"ridge_candidates": ["pareto_nbd", "bgnbd", "mbgnbd"]}})
+    keys = [c.key for c in candidates(every)]
+    assert keys == ["bgnbd", "mbgnbd", "pareto_nbd", "bgnbd+ridge", "mbgnbd+ridge", "pareto_nbd+ridge"]
+    assert {c.penalizer for c in candidates(every)} == {None, Config().selection.ridge_penalizer}
+    assert [model_of_key(k) for k in keys[3:]] == ["bgnbd", "mbgnbd", "pareto_nbd"]
+    assert [c.key for c in candidates(Config.model_validate({"selection": {"ridge_penalizer": 0}}))] == keys[:3]
+    assert candidates(Config(purchase_model="mbgnbd")) == [type(candidates(Config())[0])("mbgnbd", "mbgnbd")]
+
+
+
+def test_seasonal_calibrator_keeps_the_intercept_of_the_same_season():
+    rng = np.random.default_rng(2)
+    shifts = np.array([0.3, -0.5, 0.8, -0.2])  # four windows' seasons, on the log-odds scale
+    groups = np.repeat(np.arange(4), 50_000)
+    raw = rng.uniform(0.05, 0.95, len(groups))
+    observed = rng.random(len(raw)) < expit(shifts[groups] + 0.8 * logit(raw))
+    cal = ProbabilityCalibrator().fit(raw, observed, groups=groups, season=3)
+    assert cal.intercept_ == pytest.approx(-0.2, abs=0.05) and cal.slope_ == pytest.approx(0.8, abs=0.03)
+    assert list(cal.group_intercepts_.values()) == pytest.approx(shifts.tolist(), abs=0.05)
+    same_season = groups == 3
+    assert decile_table(cal.transform(raw[same_season]), observed[same_season])["abs_error"].max() < 0.02
+    pooled = ProbabilityCalibrator().fit(raw, observed)
+    assert decile_table(pooled.transform(raw[same_season]), observed[same_season])["abs_error"].mean() > 0.04
+    assert json.loads(json.dumps(cal.report()))["season_window"] == 3
+
+
+def test_same_season_window_is_the_one_a_year_back(shop):
+    from rebuy.models.selection import same_season_window
+
+    as_of = pd.Timestamp("2023-12-31")
+    windows = pipeline.selection_windows(shop, Config(), as_of)
+    assert len(windows) == 4 and same_season_window(windows) == 3  # its holdout began 360 days back
+    assert same_season_window(windows[:3]) is None and same_season_window([]) is None
+    on = Config.model_validate({"selection": {"candidates": ["bgnbd"], "seasonal_calibration": True}})
+    sel = select_purchase_model(windows, on, lambda name, s, pen: BGNBDModel().fit(s))
+    assert sel.report["calibrator"]["season_window"] == 3 and sel.calibrator.season_ == 3
+    off = Config.model_validate({"selection": {"candidates": ["bgnbd"]}})
+    assert select_purchase_model(windows, off, lambda name, s, pen: BGNBDModel().fit(s)).calibrator.season_ is None

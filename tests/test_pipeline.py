@@ -50,7 +50,11 @@ def test_manifest_records_params_versions_and_checksums(trained):
                  "pareto_nbd": {"r", "alpha", "s", "beta"}}
     assert set(m["params"][name]) == own_names[name]
     assert m["purchase_model_selection"]["chosen"] == name
-    assert set(m["purchase_model_selection"]["candidates"]) == {"bgnbd", "mbgnbd", "pareto_nbd"}
+    models = {"bgnbd", "mbgnbd", "pareto_nbd"}
+    assert set(m["purchase_model_selection"]["candidates"]) == models | {"mbgnbd+ridge"}
+    chosen = m["purchase_model_selection"]["candidates"][m["purchase_model_selection"]["chosen_candidate"]]
+    assert chosen["model"] == name
+    assert m["model_diagnostics"]["purchase_model_penalizer_used"] >= chosen["penalizer"]
     assert set(m["params"]["gamma_gamma"]) == {"p", "q", "v"}
     assert m["params"]["time_unit"] == "weeks"
     assert all(v > 0 and np.isfinite(v) for v in m["params"][name].values())

@@ -236,10 +236,12 @@ def test_report_numbers_match_the_inputs(run):
     assert "Verdict" in " ".join(page.text)
 
 
-def _label(name: str) -> str:
+def _label(key: str) -> str:
+    """The report's label of a candidate key ("mbgnbd+ridge" -> "MBG/NBD (ridge)")."""
     from rebuy.models import PURCHASE_MODELS
 
-    return PURCHASE_MODELS[name].DISPLAY_NAME
+    model, ridge = key.removesuffix("+ridge"), key.endswith("+ridge")
+    return PURCHASE_MODELS[model].DISPLAY_NAME + (" (ridge)" if ridge else "")
 
 
 def _pct(text: str) -> float:
@@ -258,7 +260,8 @@ def test_validation_shows_the_purchase_model_choice_and_the_buy_again_baselines(
     candidates = vm["params"]["selection"]["candidates"]
     rows = {r[0]: r for r in page.rows("validation-selection")}
     assert set(rows) == {_label(n) for n in candidates}
-    assert [name for name, r in rows.items() if r[-1] == "yes"] == [_label(chosen)]
+    assert [name for name, r in rows.items() if r[-1] == "yes"] == [_label(vm["params"]["selection"]["chosen_candidate"])]
+    assert vm["params"]["selection"]["chosen"] == chosen
     for name, c in candidates.items():
         assert num(rows[_label(name)][1]) == pytest.approx(c["log_loss"], rel=1e-3)
         assert num(rows[_label(name)][3]) == pytest.approx(c["auc_p_alive"], abs=1e-4)
@@ -278,7 +281,7 @@ def test_validation_shows_the_purchase_model_choice_and_the_buy_again_baselines(
     assert num(params[f"{_label(trained)} r"]) == pytest.approx(run["manifest"]["params"][trained]["r"], rel=1e-2)
     assert "BG/NBD r" not in params or trained == "bgnbd"
     model_choice = {r[0]: r[-1] for r in page.rows("model-selection")}
-    assert model_choice[_label(trained)] == "yes"
+    assert model_choice[_label(run["manifest"]["purchase_model_selection"]["chosen_candidate"])] == "yes"
 
 
 def test_validation_shows_calibration_interval_and_clv_capture(run):

@@ -228,6 +228,17 @@ class SelectionConfig(_Section):
                          "history allows (4 = a year: every season)")
     tie_tolerance: float = Field(0.001, ge=0, description="log-loss difference (nats) within which candidates count "
                                  "as equal and the AUC of P(alive) decides")
+    ridge_penalizer: float = Field(0.0003, ge=0, description="auto also fits the ridge_candidates with this L2 "
+                                   "penalizer (lifetimes' penalizer_coef; kept only within tie_tolerance of the best "
+                                   "log loss: it settles what the purchases cannot tell apart, see "
+                                   "rebuy.models.selection); 0 = off")
+    ridge_candidates: list[Literal["bgnbd", "mbgnbd", "pareto_nbd"]] = Field(
+        default_factory=lambda: ["mbgnbd"], description="models auto also fits with ridge_penalizer (MBG/NBD: its "
+        "ridge is the split population; BG/NBD's P(alive) is 1 for one-time buyers whatever the penalty, and "
+        "Pareto/NBD's ridge ranked worse on Online Retail II)")
+    seasonal_calibration: bool = Field(False, description="p_purchase_90d's calibrator keeps the intercept of the "
+                                       "holdout window a year before the as-of day (the same season) when there is "
+                                       "one; off by default: on Online Retail II's test split it did not help")
     random_state: int = 0
 
 

@@ -155,15 +155,16 @@ def fit_value_models(transactions: pd.DataFrame, summary: pd.DataFrame, config: 
 
     with step("purchase model selection", log):
         windows = selection_windows(transactions, config, as_of)
-        selection = select_purchase_model(windows, config, lambda name, s: fit_purchase_model(s, config, name=name))
+        selection = select_purchase_model(windows, config, lambda name, s, pen: fit_purchase_model(
+            s, config, name=name, penalizer=pen))
     log.info("purchase model: %s", selection.report.get("reason", selection.name))
     with step("purchase model fit", log):
-        purchase_model = fit_purchase_model(summary, config, name=selection.name)
+        purchase_model = fit_purchase_model(summary, config, name=selection.name, penalizer=selection.penalizer)
         purchase_model.standard_errors_  # noqa: B018 (computed while the fit's data are in memory: intervals use them)
     with step("Gamma-Gamma fit", log):
         spend_model = fit_spend_model(summary, config)
         spend_model.standard_errors_  # noqa: B018
-    ranker = _fit_clv_ranker(transactions, summary, config, as_of, purchase_model.__class__)
+    ranker = _fit_clv_ranker(transactions, summary, config, as_of, purchase_model)
     return ValueModels(purchase_model, spend_model, selection.calibrator, ranker, selection.report)
 
 
@@ -191,30 +192,36 @@ def selection_windows(transactions: pd.DataFrame, config: Config, as_of: pd.Time
 
 
 def fit_purchase_model(summary: pd.DataFrame, config: Config, *, name: str | None = None,
-                       sample_weight: Any = None, time_unit: str | None = None) -> PurchaseModel:
+                       penalizer: float | None = None, sample_weight: Any = None,
+                       time_unit: str | None = None) -> PurchaseModel:
     """The purchase model ``name`` (default: ``config.purchase_model``, BG/NBD for ``auto``) with
-    its config section, fitted on (frequency, recency, T) rows; ``sample_weight`` counts the
-    customers behind each row (the Spark path fits distinct rows)."""
+    its config section (``penalizer``, when given, replaces the section's: the selection's ridge),
+    fitted on (frequency, recency, T) rows; ``sample_weight`` counts the customers behind each row
+    (the Spark path fits distinct rows)."""
     from rebuy.models import PURCHASE_MODELS
 
     name = name or (config.purchase_model if config.purchase_model != "auto" else "bgnbd")
     kwargs = {"time_unit": time_unit} if time_unit is not None else {}
-    model_cls = PURCHASE_MODELS[name]
-    return model_cls.from_config(getattr(config, name)).fit(summary, sample_weight=sample_weight, **kwargs)
+    model = PURCHASE_MODELS[name].from_config(getattr(config, name))
+    if penalizer is not None:
+        model.penalizer = float(penalizer)
+    return model.fit(summary, sample_weight=sample_weight, **kwargs)
 
 
 def _fit_clv_ranker(transactions: pd.DataFrame, summary: pd.DataFrame, config: Config, as_of: pd.Timestamp,
-                    purchase_cls: type) -> CLVRanker | None:
+                    purchase_model: PurchaseModel) -> CLVRanker | None:
     """The CLV ranking model trained on a shifted window (None under ``clv.method: model``); its
-    features include the predictions of this run's purchase-model class and the spend model, fitted
-    on the shifted window's summary."""
+    features include the predictions of this run's purchase model (its class and penalizer) and the
+    spend model, fitted on the shifted window's summary."""
     if config.clv.method == "model":
         return None
     from rebuy.models import GammaGammaModel
     from rebuy.models.ranker import CLVRanker
 
+    name, penalizer = _model_name(type(purchase_model)), purchase_model.penalizer
+
     def predict_value(shifted: pd.DataFrame) -> pd.DataFrame:
-        pm = purchase_cls.from_config(getattr(config, _model_name(purchase_cls))).fit(shifted)
+        pm = fit_purchase_model(shifted, config, name=name, penalizer=penalizer)
         sm = GammaGammaModel.from_config(config.gamma_gamma).fit(shifted)
         return prediction_columns(shifted, pm, sm)
 

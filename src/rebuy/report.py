@@ -853,9 +853,11 @@ def _purchase_model_label(name: Any) -> str:
     """The display name of a purchase model's config name ("bgnbd" -> "BG/NBD"); the name itself
     for a model this rebuy does not know."""
     from rebuy.models import PURCHASE_MODELS
+    from rebuy.models.selection import RIDGE_SUFFIX, model_of_key
 
-    cls = PURCHASE_MODELS.get(str(name))
-    return cls.DISPLAY_NAME if cls is not None and cls.DISPLAY_NAME else str(name)
+    cls = PURCHASE_MODELS.get(model_of_key(name))
+    label = cls.DISPLAY_NAME if cls is not None and cls.DISPLAY_NAME else model_of_key(name)
+    return label + (" (ridge)" if str(name).endswith(RIDGE_SUFFIX) else "")
 
 
 def _model_params_rows(params: Mapping[str, Any], default_unit: str = "weeks") -> list[tuple[str, Any]]:
@@ -877,20 +879,20 @@ def _selection_html(selection: Any, table_id: str) -> str:
     reason and the p_purchase_90d calibrator; empty without a selection report."""
     if not isinstance(selection, Mapping) or not selection.get("reason"):
         return ""
-    chosen = selection.get("chosen")
+    chosen = selection.get("chosen_candidate", selection.get("chosen"))
     rows: list[list[Any]] = []
     for name, c in (selection.get("candidates") or {}).items():
         if not isinstance(c, Mapping):
             continue
         if "error" in c:
-            rows.append([_purchase_model_label(name), f"not fitted: {c['error']}", "-", "-", "-", "no"])
+            rows.append([_purchase_model_label(name), f"not fitted: {c['error']}", "-", "-", "-", "-", "no"])
             continue
         rows.append([_purchase_model_label(name), c.get("log_loss"), c.get("auc_p_purchase"), c.get("auc_p_alive"),
-                     _fmt(c.get("mean_decile_error"), "pct"), "yes" if name == chosen else "no"])
+                     _fmt(c.get("mean_decile_error"), "pct"), c.get("penalizer", "-"), "yes" if name == chosen else "no"])
     out = _p(f"Purchase model: {_purchase_model_label(chosen)}. {selection['reason']}.")
     if rows:
         out += _table(["Candidate", "Log loss (lower is better)", "AUC of P(purchase in 90 days)", "AUC of P(alive)",
-                       "Mean decile error", "Chosen"], rows, table_id=table_id, numeric=(1, 2, 3, 4))
+                       "Mean decile error", "Penalizer", "Chosen"], rows, table_id=table_id, numeric=(1, 2, 3, 4, 5))
     cal = selection.get("calibrator")
     if isinstance(cal, Mapping):
         out += _note(f"p_purchase_90d = the chosen model's probability calibrated by {cal.get('method', '?')} scaling "

@@ -12,7 +12,7 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check
 UV_VERSION := 0.13.9
 LOCK_ARGS  := pyproject.toml --universal --python-version 3.11 --no-header
 
-.PHONY: demo test test-latest bench bench-growth bench-stages lint lock check-lock clean
+.PHONY: demo test test-latest bench bench-growth bench-stages bench-purchase lint lock check-lock clean
 
 $(RUN_STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -92,6 +92,10 @@ bench-growth: $(DEV_STAMP)
 # Stage by stage against lifetimes and implicit with the same settings (ALS at 3 iterations both sides).
 bench-stages: $(DEV_STAMP)
 	$(BIN)/python benchmarks/bench.py --sizes 100000 1000000 --repeats 3 --als-iterations 3
+
+# The purchase-model stage (auto: windows, candidates, chosen fit; value scoring) against one BG/NBD fit, 1M customers.
+bench-purchase: $(DEV_STAMP)
+	$(BIN)/python benchmarks/purchase_bench.py
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -14,23 +14,23 @@ customer's RFM summary up to the cut and whether they bought in the 90 days afte
   ``selection.tie_tolerance`` of it are told apart by the AUC of P(alive) (BG/NBD and MBG/NBD
   often fit purchases equally well while BG/NBD's P(alive) is 1 for every one-time buyer). Under
   ``auto`` each model of ``selection.ridge_candidates`` (MBG/NBD) is also a candidate with
-  ``selection.ridge_penalizer`` (key ``<model>+ridge``):
-  the purchases often cannot tell a slow dropout of everyone from a share of customers who never
-  come back after their first purchase (the log loss is flat along that ridge of (a, b) or (s,
-  beta)), while P(alive), which nobody observes, differs greatly; a small L2 penalty picks the
-  smallest parameters on the ridge, and the tie rule keeps it only when its purchases are predicted
-  as well. A named model is scored the same way, with its own penalizer only (the figures are
-  reported either way).
+  ``selection.ridge_penalizer`` (key ``<model>+ridge``): the purchases often cannot tell a slow
+  dropout of everyone from a share of customers who never come back after their first purchase
+  (the log loss is flat along that ridge of (a, b)), while P(alive), which nobody observes,
+  differs greatly; a small L2 penalty picks the smallest parameters on the ridge, and the tie rule
+  keeps it only when its purchases are predicted as well. A named model is scored the same way,
+  with its own penalizer only (the figures are reported either way).
 - :class:`ProbabilityCalibrator` is the logistic map (Platt scaling) from the chosen candidate's
   raw probability to the observed share, learned on the pooled windows (a year of them averages
   the seasons instead of imprinting the last quarter's on the next: calibrating on the last
   quarter alone was worse than no calibration on every Online Retail II split tried). With
-  ``selection.seasonal_calibration`` (off by default; see the README for Online Retail II) and a window whose holdout began about a year before the
-  as-of day (:func:`same_season_window`), the slope is still learned on every window but each
-  window has its own intercept, and the calibrator keeps that window's: the next 90 days are
-  calibrated to the same season a year earlier, not to the average season (the models have no
-  season; a shop's 90-day purchase share does). ``p_purchase_90d`` applies it to the model fitted
-  on all the data. It is two floats (no scikit-learn object is stored).
+  ``selection.seasonal_calibration`` (off by default; see the README for Online Retail II) and a
+  window whose holdout began about a year before the as-of day (:func:`same_season_window`), the
+  slope is still learned on every window but each window has its own intercept, and the
+  calibrator keeps that window's: the next 90 days are calibrated to the same season a year
+  earlier, not to the average season (the models have no season; a shop's 90-day purchase share
+  does). ``p_purchase_90d`` applies it to the model fitted on all the data. It is two floats (no
+  scikit-learn object is stored).
 
 Invariants: every figure in :attr:`Selection.report` is JSON-able (floats rounded, NaN -> None);
 a candidate whose fit fails is reported with its error and never chosen.
@@ -105,7 +105,7 @@ class ProbabilityCalibrator:
         out = {"method": "platt", "intercept": json_float(self.intercept_), "slope": json_float(self.slope_),
                "customers": self.n_}
         if getattr(self, "season_", None) is not None:
-            out.update(method="platt, same-season intercept", season_window=self.season_,
+            out.update(season_window=self.season_,
                        window_intercepts=[json_float(b) for b in self.group_intercepts_.values()])
         return out
 

@@ -31,14 +31,15 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _median_seconds(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
-    import numpy as np
+    """(median seconds of ``repeats`` calls of ``fn``, its last result)."""
+    from bench import _median
 
     times, out = [], None
     for _ in range(repeats):
         t0 = time.perf_counter()
         out = fn()
         times.append(time.perf_counter() - t0)
-    return float(np.median(times)), out
+    return float(_median(times)), out
 
 
 def measure(n: int, repeats: int) -> dict[str, Any]:

@@ -126,7 +126,7 @@ def test_a_named_model_is_scored_but_not_compared(shop):
 
 
 def test_candidates_add_the_ridge_under_auto_only():
-    from rebuy.models.selection import candidates, model_of_key
+    from rebuy.models.selection import Candidate, candidates, model_of_key
 
     assert [c.key for c in candidates(Config())] == ["bgnbd", "mbgnbd", "pareto_nbd", "mbgnbd+ridge"]
     every = Config.model_validate({"selection": {"ridge_candidates": ["pareto_nbd", "bgnbd", "mbgnbd"]}})
@@ -135,8 +135,7 @@ def test_candidates_add_the_ridge_under_auto_only():
     assert {c.penalizer for c in candidates(every)} == {None, Config().selection.ridge_penalizer}
     assert [model_of_key(k) for k in keys[3:]] == ["bgnbd", "mbgnbd", "pareto_nbd"]
     assert [c.key for c in candidates(Config.model_validate({"selection": {"ridge_penalizer": 0}}))] == keys[:3]
-    assert candidates(Config(purchase_model="mbgnbd")) == [type(candidates(Config())[0])("mbgnbd", "mbgnbd")]
-
+    assert candidates(Config(purchase_model="mbgnbd")) == [Candidate("mbgnbd", "mbgnbd")]
 
 
 def test_seasonal_calibrator_keeps_the_intercept_of_the_same_season():

@@ -58,8 +58,8 @@ def measure(n: int, repeats: int) -> dict[str, Any]:
     cfg = load_config(None)
     summary = rfm_summary(tx, as_of, time_unit=cfg.time_unit)
 
-    def fit(name: str, s: pd.DataFrame, pen: float | None) -> Any:
-        return pipeline.fit_purchase_model(s, cfg, name=name, penalizer=pen)
+    def fit(name: str, s: pd.DataFrame, pen: float | None, start: Any = None) -> Any:
+        return pipeline.fit_purchase_model(s, cfg, name=name, penalizer=pen, start_from=start)
 
     windows_s, windows = _median_seconds(lambda: pipeline.selection_windows(tx, cfg, as_of), repeats)
     select_s, sel = _median_seconds(lambda: select_purchase_model(windows, cfg, fit), repeats)

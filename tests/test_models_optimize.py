@@ -9,6 +9,7 @@ import logging
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import rebuy.models.optimize as optimize
@@ -143,6 +144,84 @@ def test_numpy_solver_with_warm_start_reaches_lifetimes_full_fit(monkeypatch):
         assert bg.log_likelihood_ == pytest.approx(per_customer, rel=1e-10)
         lt = BGNBDModel(penalizer=pen, solver="lifetimes").fit(s)
         assert_same_optimum(objective, bgnbd_theta(lt.params_, scale), bgnbd_theta(ref.params_, scale))
+
+
+def _counting_minimize(monkeypatch) -> list[int]:
+    """Patch optimize.minimize to record how many objective evaluations each call makes."""
+    calls: list[int] = []
+    original = optimize.minimize
+
+    def counted(objective, *args, **kwargs):
+        n = [0]
+
+        def wrapped(theta):
+            n[0] += 1
+            return objective(theta)
+
+        wrapped.penalizer, wrapped.W = objective.penalizer, objective.W
+        try:
+            return original(wrapped, *args, **kwargs)
+        finally:
+            objective.fun_ = getattr(wrapped, "fun_", None)
+            calls.append(n[0])
+
+    monkeypatch.setattr(optimize, "minimize", counted)
+    return calls
+
+
+def test_a_fit_started_from_a_similar_fit_reaches_the_same_optimum_in_fewer_evaluations(monkeypatch):
+    """The selection's next holdout window starts from the previous window's optimum and BFGS
+    curvature: the same minimum of its own objective as lifetimes' cold start, a fraction of the work."""
+    from rebuy.simulate import simulate
+
+    sim = simulate(n_customers=3000, seed=5, n_products=100)
+    end = pd.Timestamp(sim.truth["end"])
+    earlier = rfm_summary(sim.transactions, as_of=end - pd.Timedelta(days=90), time_unit="weeks")
+    later = rfm_summary(sim.transactions, as_of=end, time_unit="weeks")
+    calls = _counting_minimize(monkeypatch)
+    previous = BGNBDModel().fit(earlier)
+    calls.clear()
+    cold = BGNBDModel().fit(later)
+    warm = BGNBDModel().fit(later, start_from=previous)
+    assert len(calls) == 2 and calls[1] * 2 < calls[0]  # one BFGS run each; the started one is far shorter
+    objective, scale = bgnbd_objective(later, 0.0)
+    assert_same_optimum(objective, bgnbd_theta(warm.params_, scale), bgnbd_theta(cold.params_, scale))
+    assert warm.log_likelihood_ == pytest.approx(cold.log_likelihood_, rel=1e-9)
+
+
+def test_a_start_on_a_flat_ridge_is_not_used(monkeypatch):
+    """Where BFGS's curvature says the optimum is not identified in some direction (condition number
+    above MAX_START_CONDITION), the start would decide where along the ridge the fit stops: the fit
+    then runs exactly as without it."""
+    from rebuy.simulate import simulate
+
+    sim = simulate(n_customers=3000, seed=5, n_products=100)
+    summary = rfm_summary(sim.transactions, as_of=sim.truth["end"], time_unit="weeks")
+    previous = BGNBDModel().fit(summary)
+    theta = np.log(list(previous.params_.values()))
+    flat = np.diag([1.0, 1.0, 1.0, 10 * optimize.MAX_START_CONDITION])
+    assert optimize.well_conditioned(previous.__dict__["_hess_inv"]) and not optimize.well_conditioned(flat)
+    previous.__dict__["_hess_inv"] = flat
+    starts = []
+    original = optimize.minimize
+    monkeypatch.setattr(optimize, "minimize", lambda o, x0, **k: (starts.append(np.array(x0)), original(o, x0, **k))[1])
+    again = BGNBDModel().fit(summary, start_from=previous)
+    assert len(starts) == 1 and np.allclose(starts[0], 0.1)  # lifetimes' start, not the previous optimum
+    assert not np.allclose(starts[0], theta)
+    assert again.params_ == BGNBDModel().fit(summary).params_
+
+
+def test_start_from_must_be_a_fitted_model_of_the_same_kind():
+    from rebuy.errors import InvalidParameterError
+    from rebuy.models import MBGNBDModel
+    from rebuy.simulate import simulate
+
+    sim = simulate(n_customers=500, seed=5, n_products=50)
+    summary = rfm_summary(sim.transactions, as_of=sim.truth["end"], time_unit="weeks")
+    with pytest.raises(InvalidParameterError, match="start_from must be a fitted BGNBDModel, got MBGNBDModel"):
+        BGNBDModel().fit(summary, start_from=MBGNBDModel().fit(summary))
+    with pytest.raises(InvalidParameterError, match="start_from must be a fitted BGNBDModel"):
+        BGNBDModel().fit(summary, start_from=BGNBDModel())
 
 
 def test_lifetimes_solver_non_convergence_retries_with_penalizer(cdnow_summary, monkeypatch, caplog):

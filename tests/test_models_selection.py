@@ -90,19 +90,19 @@ def test_windows_are_successive_holdouts_on_a_sample(shop):
 
 
 def test_no_window_means_bgnbd_without_calibration():
-    sel = select_purchase_model([], Config(), lambda name, s, pen: None)
+    sel = select_purchase_model([], Config(), lambda name, s, pen, start: None)
     assert sel.name == "bgnbd" and sel.calibrator is None and "too short" in sel.report["reason"]
-    sel = select_purchase_model([], Config(purchase_model="pareto_nbd"), lambda name, s, pen: None)
+    sel = select_purchase_model([], Config(purchase_model="pareto_nbd"), lambda name, s, pen, start: None)
     assert sel.name == "pareto_nbd"
 
 
 def test_every_candidate_is_reported_and_a_failing_one_is_never_chosen(shop):
     windows = pipeline.selection_windows(shop, Config(), pd.Timestamp("2023-12-31"))
 
-    def fit(name, summary, penalizer):
+    def fit(name, summary, penalizer, start):
         if name == "pareto_nbd":
             raise ModelFitError("Pareto/NBD: did not converge")
-        return pipeline.fit_purchase_model(summary, Config(), name=name, penalizer=penalizer)
+        return pipeline.fit_purchase_model(summary, Config(), name=name, penalizer=penalizer, start_from=start)
 
     sel = select_purchase_model(windows, Config(), fit)
     report = json.loads(json.dumps(sel.report, allow_nan=False))
@@ -120,7 +120,7 @@ def test_every_candidate_is_reported_and_a_failing_one_is_never_chosen(shop):
 def test_a_named_model_is_scored_but_not_compared(shop):
     windows = pipeline.selection_windows(shop, Config(), pd.Timestamp("2023-12-31"))
     cfg = Config(purchase_model="bgnbd")
-    sel = select_purchase_model(windows, cfg, lambda name, s, pen: BGNBDModel().fit(s))
+    sel = select_purchase_model(windows, cfg, lambda name, s, pen, start: BGNBDModel().fit(s))
     assert sel.name == "bgnbd" and list(sel.report["candidates"]) == ["bgnbd"] and sel.penalizer is None
     assert sel.report["reason"] == "bgnbd: set in the config"
 
@@ -162,7 +162,7 @@ def test_same_season_window_is_the_one_a_year_back(shop):
     assert len(windows) == 4 and same_season_window(windows) == 3  # its holdout began 360 days back
     assert same_season_window(windows[:3]) is None and same_season_window([]) is None
     on = Config.model_validate({"selection": {"candidates": ["bgnbd"], "seasonal_calibration": True}})
-    sel = select_purchase_model(windows, on, lambda name, s, pen: BGNBDModel().fit(s))
+    sel = select_purchase_model(windows, on, lambda name, s, pen, start: BGNBDModel().fit(s))
     assert sel.report["calibrator"]["season_window"] == 3 and sel.calibrator.season_ == 3
     off = Config.model_validate({"selection": {"candidates": ["bgnbd"]}})
-    assert select_purchase_model(windows, off, lambda name, s, pen: BGNBDModel().fit(s)).calibrator.season_ is None
+    assert select_purchase_model(windows, off, lambda name, s, pen, start: BGNBDModel().fit(s)).calibrator.season_ is None

@@ -155,8 +155,8 @@ def fit_value_models(transactions: pd.DataFrame, summary: pd.DataFrame, config: 
 
     with step("purchase model selection", log):
         windows = selection_windows(transactions, config, as_of)
-        selection = select_purchase_model(windows, config, lambda name, s, pen: fit_purchase_model(
-            s, config, name=name, penalizer=pen))
+        selection = select_purchase_model(windows, config, lambda name, s, pen, start: fit_purchase_model(
+            s, config, name=name, penalizer=pen, start_from=start))
     log.info("purchase model: %s", selection.report.get("reason", selection.name))
     with step("purchase model fit", log):
         purchase_model = fit_purchase_model(summary, config, name=selection.name, penalizer=selection.penalizer)
@@ -193,11 +193,12 @@ def selection_windows(transactions: pd.DataFrame, config: Config, as_of: pd.Time
 
 def fit_purchase_model(summary: pd.DataFrame, config: Config, *, name: str | None = None,
                        penalizer: float | None = None, sample_weight: Any = None,
-                       time_unit: str | None = None) -> PurchaseModel:
+                       time_unit: str | None = None, start_from: PurchaseModel | None = None) -> PurchaseModel:
     """The purchase model ``name`` (default: ``config.purchase_model``, BG/NBD for ``auto``) with
     its config section (``penalizer``, when given, replaces the section's: the selection's ridge),
     fitted on (frequency, recency, T) rows; ``sample_weight`` counts the customers behind each row
-    (the Spark path fits distinct rows)."""
+    (the Spark path fits distinct rows); ``start_from`` (a fitted model of that kind) starts the
+    optimiser at its optimum (``PurchaseModel.fit``)."""
     from rebuy.models import PURCHASE_MODELS
 
     name = name or (config.purchase_model if config.purchase_model != "auto" else "bgnbd")
@@ -205,7 +206,7 @@ def fit_purchase_model(summary: pd.DataFrame, config: Config, *, name: str | Non
     model = PURCHASE_MODELS[name].from_config(getattr(config, name))
     if penalizer is not None:
         model.penalizer = float(penalizer)
-    return model.fit(summary, sample_weight=sample_weight, **kwargs)
+    return model.fit(summary, sample_weight=sample_weight, start_from=start_from, **kwargs)
 
 
 def _fit_clv_ranker(transactions: pd.DataFrame, summary: pd.DataFrame, config: Config, as_of: pd.Timestamp,

@@ -196,14 +196,15 @@ class BGNBDModel(PurchaseModel):
     SHAPE_PARAMS = ("r", "a", "b")
     DISPLAY_NAME = "BG/NBD"
 
-    def fit(self, summary: pd.DataFrame, time_unit: str | None = None, sample_weight: Any = None) -> BGNBDModel:
+    def fit(self, summary: pd.DataFrame, time_unit: str | None = None, sample_weight: Any = None, *,
+            start_from: BGNBDModel | None = None) -> BGNBDModel:
         """Fit on an RFM summary (columns ``frequency``, ``recency``, ``T``); returns self.
 
         ``time_unit`` defaults to ``summary.attrs["time_unit"]`` (set by ``rfm_summary``), else weeks.
         ``sample_weight``: customers each row stands for (e.g. the counts of already-distinct rows
-        aggregated by Spark); None counts every row once.
+        aggregated by Spark); None counts every row once. ``start_from``: see :meth:`PurchaseModel.fit`.
         """
-        super().fit(summary, time_unit=time_unit, sample_weight=sample_weight)
+        super().fit(summary, time_unit=time_unit, sample_weight=sample_weight, start_from=start_from)
         if abs(self.params_["a"] - 1.0) < 1e-6:
             self.warnings_.append("BG/NBD a is ~1: expected purchases use a = 1 +/- 1e-6")
         return self

@@ -157,11 +157,12 @@ class MBGNBDModel(PurchaseModel):
     DISPLAY_NAME = "MBG/NBD"
 
     def fit(
-        self, summary: pd.DataFrame, time_unit: str | None = None, sample_weight: Any = None
+        self, summary: pd.DataFrame, time_unit: str | None = None, sample_weight: Any = None, *,
+        start_from: MBGNBDModel | None = None,
     ) -> MBGNBDModel:
         """As :meth:`PurchaseModel.fit`; notes in ``warnings_`` when ``a`` is ~1 (the closed forms
         divide by ``a - 1``)."""
-        super().fit(summary, time_unit=time_unit, sample_weight=sample_weight)
+        super().fit(summary, time_unit=time_unit, sample_weight=sample_weight, start_from=start_from)
         if abs(self.params_["a"] - 1.0) < 1e-6:
             self.warnings_.append("MBG/NBD a is ~1: expected purchases use a = 1 +/- 1e-6")
         return self

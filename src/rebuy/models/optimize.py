@@ -12,8 +12,11 @@ Flow of one fit (``BaseFitter._fit_distinct``):
    non-finite or degenerate, it logs a warning and retries once with ``retry_penalizer``; when
    that fails too it raises ``ModelFitError``.
 2. The ``"numpy"`` solver is :func:`fit_warm`: BFGS (:func:`minimize`) on all distinct rows,
-   started from a fit on a random subsample above ``2 * WARM_START_CUSTOMERS`` customers. The
-   ``"lifetimes"`` solver is :func:`lifetimes_fit` (lifetimes' own fitter).
+   started from a fit on a random subsample above ``2 * WARM_START_CUSTOMERS`` customers, or from
+   a given start (another fit's optimum and its BFGS inverse-Hessian estimate: the model
+   selection's successive holdout windows) where both optima are well identified
+   (:data:`MAX_START_CONDITION`). The ``"lifetimes"`` solver is :func:`lifetimes_fit`
+   (lifetimes' own fitter).
 3. :func:`numerical_hessian` at the optimum and :func:`covariance_from_hessian` give lifetimes'
    standard errors.
 
@@ -58,6 +61,18 @@ Z_95 = 1.96
 """Normal quantile of two-sided 95% confidence intervals (lifetimes' value)."""
 
 
+MAX_START_CONDITION = 1e5
+"""A fit starts from another fit's optimum only when both optima are well identified: the condition
+number of BFGS's inverse-Hessian estimate at most this. Where it is larger the likelihood is nearly
+flat along some direction (Online Retail II's holdout windows: 1e7 to 1e11; the simulated shops':
+1e2 to 1e4) and the start, not the data, would decide where along that ridge the fit stops, so
+such fits start as lifetimes' do."""
+
+NUMERICAL_ERRORS = (FloatingPointError, ValueError, np.linalg.LinAlgError, OverflowError)
+"""What an objective raises where the optimiser steps out of its numerical range (e.g. ``math.log``
+of an underflowed parameter after a long first step)."""
+
+
 class NotConverged(RuntimeError):
     """rebuy's optimiser did not report success (the analogue of lifetimes' ConvergenceError)."""
 
@@ -79,6 +94,7 @@ class Solution(NamedTuple):
     params: dict[str, float]
     theta: np.ndarray
     objective: Any
+    hess_inv: np.ndarray | None = None  # BFGS's final inverse-Hessian estimate in theta (rebuy's solver)
 
 
 class FitOutcome(NamedTuple):
@@ -134,7 +150,7 @@ def _warm_start(
         return x0, None  # fractional weights: no useful subsample
     try:
         start, hess_inv0 = minimize(make_objective(keep, sub[keep]), x0)
-    except (NotConverged, FloatingPointError, ValueError, np.linalg.LinAlgError):
+    except (NotConverged, *NUMERICAL_ERRORS):
         return x0, None  # the subsample is not enough: cold start on all rows
     hess_inv0 = 0.5 * (hess_inv0 + hess_inv0.T)
     if not (np.isfinite(start).all() and np.isfinite(hess_inv0).all()):
@@ -144,21 +160,45 @@ def _warm_start(
     return start, hess_inv0
 
 
+def well_conditioned(hess_inv: np.ndarray | None) -> bool:
+    """True when a BFGS inverse-Hessian estimate is finite, positive definite and its condition
+    number is at most :data:`MAX_START_CONDITION` (the optimum is identified in every direction)."""
+    if hess_inv is None or not np.isfinite(hess_inv).all():
+        return False
+    eig = np.linalg.eigvalsh(0.5 * (hess_inv + hess_inv.T))
+    return bool(eig.min() > 0 and eig.max() <= MAX_START_CONDITION * eig.min())
+
+
 def fit_warm(
-    make_objective: Callable[[Any, np.ndarray], Objective], weights: np.ndarray, x0: np.ndarray
-) -> tuple[np.ndarray, Objective]:
-    """Minimise ``make_objective(mask, weights)`` over all rows (``mask = slice(None)``),
+    make_objective: Callable[[Any, np.ndarray], Objective], weights: np.ndarray, x0: np.ndarray,
+    start: tuple[np.ndarray, np.ndarray | None] | None = None,
+) -> tuple[np.ndarray, Objective, np.ndarray]:
+    """Minimise ``make_objective(mask, weights)`` over all rows (``mask = slice(None)``).
+
+    With ``start`` (theta and the BFGS inverse-Hessian estimate of another fit's optimum, e.g. the
+    previous holdout window's) BFGS begins there when that estimate is :func:`well_conditioned`,
+    and the result is kept when its own estimate is too; otherwise (and without ``start``) it is
     warm-started from a fit on a random subsample of customers when there are more than
-    ``2 * WARM_START_CUSTOMERS``; falls back to lifetimes' cold start from ``x0`` when the warm
-    start does not converge. Returns (optimum, the all-rows objective with ``fun_`` set)."""
-    start, hess_inv0 = _warm_start(make_objective, weights, x0)
+    ``2 * WARM_START_CUSTOMERS``, else from lifetimes' start ``x0``; a warm start that does not
+    converge falls back to ``x0``. Returns (optimum, the all-rows objective with ``fun_`` set,
+    BFGS's final inverse-Hessian estimate)."""
     objective = make_objective(slice(None), weights)
+    if start is not None and np.isfinite(start[0]).all() and well_conditioned(start[1]):
+        try:
+            theta, hess_inv = minimize(objective, start[0], hess_inv0=0.5 * (start[1] + start[1].T))
+        except (NotConverged, *NUMERICAL_ERRORS):
+            pass  # as without a start
+        else:
+            if well_conditioned(hess_inv):
+                return theta, objective, hess_inv
+    begin, hess_inv0 = _warm_start(make_objective, weights, x0)
     try:
-        return minimize(objective, start, hess_inv0=hess_inv0)[0], objective
+        theta, hess_inv = minimize(objective, begin, hess_inv0=hess_inv0)
     except NotConverged:
-        if start is x0 and hess_inv0 is None:
+        if begin is x0 and hess_inv0 is None:
             raise
-        return minimize(objective, x0)[0], objective  # lifetimes' cold start
+        theta, hess_inv = minimize(objective, x0)  # lifetimes' cold start
+    return theta, objective, hess_inv
 
 
 def lifetimes_fit(fitter: Any, names: Iterable[str], *args: Any, **kwargs: Any) -> dict[str, float]:
@@ -201,7 +241,7 @@ def _attempt(
             solution = solve(penalizer)
     except NotConverged:
         return None, "the optimiser did not converge"
-    except (FloatingPointError, ValueError, np.linalg.LinAlgError, OverflowError) as e:
+    except NUMERICAL_ERRORS as e:
         text = str(e).strip()
         return None, f"the optimiser failed ({type(e).__name__}: {text.splitlines()[0] if text else ''})"
     reason = fit_problem(solution.params, shape_params)

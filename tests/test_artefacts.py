@@ -235,8 +235,9 @@ def test_ranker_state_holds_no_scikit_learn_object(shop):
 # ------------------------------------------------------------------------------------ the tree walker
 
 
-@pytest.mark.parametrize("loss", ["poisson", "squared_error"])
-def test_boosted_trees_predict_like_scikit_learn(loss):
+@pytest.mark.parametrize(("loss", "leaves"), [("poisson", 7), ("squared_error", 7), ("poisson", 12), ("poisson", 31)])
+def test_boosted_trees_predict_like_scikit_learn(loss, leaves):
+    # 7 leaves: 6 go-left bits packed in a byte; 12: in 16 bits; 31: too many to pack, node by node
     from sklearn.ensemble import HistGradientBoostingRegressor
 
     from rebuy.models.trees import from_sklearn
@@ -246,9 +247,12 @@ def test_boosted_trees_predict_like_scikit_learn(loss):
     X[rng.random(X.shape) < 0.1] = np.nan
     X[:, 5] = np.where(rng.random(3000) < 0.5, np.nan, X[:, 5])
     y = np.nan_to_num(X[:, 0]) * 2 + np.isnan(X[:, 1]) + rng.poisson(1.0, 3000)
-    model = HistGradientBoostingRegressor(loss=loss, max_iter=30, max_leaf_nodes=7, random_state=0)
+    model = HistGradientBoostingRegressor(loss=loss, max_iter=30, max_leaf_nodes=leaves, min_samples_leaf=5,
+                                          random_state=0)
     model.fit(X[:2000], y[:2000])
     trees = from_sklearn(model)
+    inner_nodes = np.diff(trees.offsets) - np.add.reduceat(trees.is_leaf, trees.offsets[:-1])
+    assert inner_nodes.max() == leaves - 1  # the trees grew to full size: the path named above is taken
     held = X[2000:]
     np.testing.assert_allclose(trees.predict(held), model.predict(held), rtol=0, atol=1e-10)
     with pytest.raises(ValueError, match="infinity"):

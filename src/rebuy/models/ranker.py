@@ -51,7 +51,7 @@ from rebuy.dates import UNIT_DAYS, as_of_day, cutoff_after, naive_utc
 from rebuy.errors import FeatureError, InvalidParameterError, ModelFitError, RebuyError
 from rebuy.features import calibration_holdout_split, customer_sample
 from rebuy.models.ranker_features import PREDICTION_COLUMNS, _aligned_predictions, ranker_features
-from rebuy.models.trees import from_sklearn
+from rebuy.models.trees import from_sklearn, set_codes
 
 __all__ = ["CLVRanker", "expected_spend"]
 
@@ -78,23 +78,47 @@ def _significant(values: np.ndarray, digits: int = 10) -> np.ndarray:
     return out
 
 
+def _near_splits(col: np.ndarray, splits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(``searchsorted(splits, col)``, which entries lie within rounding reach of a split): rounding
+    to 10 significant digits moves a value by at most half a unit in its 10th digit (< 1e-9 of it),
+    so an entry farther than that from every split lies on the same side of each either way."""
+    pos = np.searchsorted(splits, col)
+    below, above = splits[np.maximum(pos - 1, 0)], splits[np.minimum(pos, len(splits) - 1)]
+    reach = 1e-9 * np.abs(col)
+    near = np.isfinite(col) & ((np.abs(col - below) <= reach) | (np.abs(col - above) <= reach))
+    return pos, near
+
+
 def _significant_near(values: np.ndarray, thresholds: list[np.ndarray], digits: int = 10) -> np.ndarray:
     """What the trees see of ``_significant(values)``, rounding only where it can matter: column ``j``
-    is compared with the sorted split ``thresholds[j]`` only, and rounding moves a value by at most
-    half a unit in its 10th digit (< 1e-9 of it), so an entry farther than that from every split of
-    its column lies on the same side of each split either way and is left as it is."""
+    is compared with the sorted split ``thresholds[j]`` only, and an entry not near any of them
+    (:func:`_near_splits`) is left as it is."""
     out = values.copy()
     for j, splits in enumerate(thresholds):
         if not len(splits):
             continue
         col = values[:, j]
-        pos = np.searchsorted(splits, col)
-        below, above = splits[np.maximum(pos - 1, 0)], splits[np.minimum(pos, len(splits) - 1)]
-        reach = 1e-9 * np.abs(col)
-        near = np.isfinite(col) & ((np.abs(col - below) <= reach) | (np.abs(col - above) <= reach))
+        near = _near_splits(col, splits)[1]
         if near.any():
             out[near, j] = _significant(col[near], digits)
     return out
+
+
+def _significant_codes(values: np.ndarray, thresholds: list[np.ndarray], digits: int = 10) -> np.ndarray:
+    """:func:`~rebuy.models.trees.split_codes` of :func:`_significant_near` ``(values)`` without the
+    rounded copy: the positions found for the near test are the codes, recomputed only where an
+    entry is near a split."""
+    codes = np.empty(values.shape, dtype=np.uint16, order="F")
+    for j, splits in enumerate(thresholds):
+        col = values[:, j]
+        if not len(splits):
+            set_codes(codes, j, col, splits)
+            continue
+        pos, near = _near_splits(col, splits)
+        if near.any():
+            pos[near] = np.searchsorted(splits, _significant(col[near], digits))
+        set_codes(codes, j, col, splits, pos)
+    return codes
 
 
 def expected_spend(predictions: pd.DataFrame, days: float) -> np.ndarray:
@@ -341,12 +365,14 @@ class CLVRanker(BaseEstimator):
         """scale_ x g^(1-w) x (past forecast + floor_)^w for feature rows ``X`` (``near_splits``: ``X``
         is not rounded yet; round what the trees' splits can tell, :func:`_significant_near`)."""
         M = X[self.feature_names_].to_numpy(dtype=np.float64)
+        trees = self.model_
         if near_splits:
-            trees = self.model_
-            inner = ~trees.is_leaf
-            M = _significant_near(M, [np.unique(trees.threshold[inner & (trees.feature == j)])
-                                      for j in range(M.shape[1])])
-        g = self.model_.predict(M)
+            if np.isinf(M).any():
+                raise ValueError("Input X contains infinity or a value too large for dtype('float64').")
+            splits = trees.split_values()
+            g = trees.link_inverse(trees.raw_predict_codes(_significant_codes(M, splits), splits))
+        else:
+            g = trees.predict(M)
         w = self.past_spend_weight
         log = (1 - w) * np.log(np.maximum(g, 1e-12)) + w * np.log(X["_past_forecast"].to_numpy() + self.floor_)
         return self.scale_ * np.exp(log)

@@ -325,8 +325,9 @@ class PurchaseModel(BaseFitter):
         aggregated by Spark); None counts every row once. ``start_from``: a model of this class
         fitted on a similar summary (the previous holdout window of the model selection); rebuy's
         solver starts at its parameters with its BFGS inverse-Hessian estimate, a few iterations
-        instead of ~25, and runs to the same tolerance on this summary's objective, so the optimum is
-        the same (where the likelihood has one; along a flat ridge it stays nearer the start).
+        instead of ~25, to the same tolerance on this summary's objective, so the optimum is the
+        same. Only where both optima are well identified (``optimize.MAX_START_CONDITION``): on a
+        flat ridge of the likelihood the fit runs as without it.
         """
         who = f"{type(self).__name__}.fit"
         self._check_hyperparameters(who)

@@ -363,12 +363,11 @@ class CLVRanker(BaseEstimator):
 
     def _blend(self, X: pd.DataFrame, *, near_splits: bool = False) -> np.ndarray:
         """scale_ x g^(1-w) x (past forecast + floor_)^w for feature rows ``X`` (``near_splits``: ``X``
-        is not rounded yet; round what the trees' splits can tell, :func:`_significant_near`)."""
+        is not rounded yet; round what the trees' splits can tell, :func:`_significant_codes`)."""
         M = X[self.feature_names_].to_numpy(dtype=np.float64)
         trees = self.model_
         if near_splits:
-            if np.isinf(M).any():
-                raise ValueError("Input X contains infinity or a value too large for dtype('float64').")
+            M = trees.check_rows(M)
             splits = trees.split_values()
             g = trees.link_inverse(trees.raw_predict_codes(_significant_codes(M, splits), splits))
         else:

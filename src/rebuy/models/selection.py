@@ -6,7 +6,8 @@ training as-of day, as far as the history allows (each needs that much history b
 a random sample of at most ``selection.max_customers`` customers (the pipeline draws it): each
 customer's RFM summary up to the cut and whether they bought in the 90 days after.
 
-- :func:`select_purchase_model` fits each candidate on each window's calibration part and scores
+- :func:`select_purchase_model` fits each candidate on each window's calibration part (each
+  window's fit started from the previous window's optimum where both are well identified) and scores
   its predicted P(a purchase in the next 90 days) against what happened, pooled over the windows:
   mean log loss (the metric that chooses: a proper scoring rule, so it rewards ranking and
   calibration together), AUC of that probability and of P(alive) for buying again, and the mean
@@ -286,7 +287,8 @@ def same_season_window(windows: list[pd.DataFrame]) -> int | None:
 def _fit_windows(fit: Any, spec: Candidate, windows: list[pd.DataFrame]) -> list[PurchaseModel]:
     """``spec`` fitted on each window's calibration part, each fit started from the previous
     window's optimum (the windows are 90 days apart and share most customers: a few BFGS iterations
-    instead of ~25, to the same tolerance)."""
+    instead of ~25, to the same tolerance; where the optima are not well identified the fits start
+    cold, see ``PurchaseModel.fit``)."""
     fits: list[PurchaseModel] = []
     for w in windows:
         fits.append(fit(spec.model, w, spec.penalizer, fits[-1] if fits else None))

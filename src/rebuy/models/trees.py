@@ -63,16 +63,20 @@ class BoostedTrees:
         inner = ~self.is_leaf
         return [np.unique(self.threshold[inner & (self.feature == j)]) for j in range(self.n_features)]
 
-    def raw_predict(self, X: np.ndarray) -> np.ndarray:
-        """Baseline + sum of the trees' leaf values for each row of ``X`` (rows x n_features)."""
+    def check_rows(self, X: np.ndarray) -> np.ndarray:
+        """``X`` as float64 rows x n_features; ValueError for another shape or an infinite value."""
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise ValueError(f"X has shape {X.shape}, the trees take {self.n_features} features")
         if np.isinf(X).any():
             raise ValueError("Input X contains infinity or a value too large for dtype('float64').")
+        return X
+
+    def raw_predict(self, X: np.ndarray) -> np.ndarray:
+        """Baseline + sum of the trees' leaf values for each row of ``X`` (rows x n_features)."""
+        X = self.check_rows(X)
         splits = self.split_values()
-        codes = split_codes(X, splits)
-        return self.raw_predict_codes(codes, splits)
+        return self.raw_predict_codes(split_codes(X, splits), splits)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         return self.link_inverse(self.raw_predict(X))

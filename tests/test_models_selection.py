@@ -13,14 +13,12 @@ from scipy.special import expit, logit
 from rebuy import pipeline
 from rebuy.config import Config
 from rebuy.errors import ModelFitError
+from rebuy.metrics import auc, decile_table, log_loss
 from rebuy.models import BGNBDModel
 from rebuy.models.selection import (
     HOLDOUT_DAYS,
     ProbabilityCalibrator,
     _choose,
-    auc,
-    decile_table,
-    log_loss,
     select_purchase_model,
 )
 from rebuy.simulate import simulate

@@ -36,15 +36,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import spearmanr
 
 from rebuy.config import Config
 from rebuy.data.values import is_in
 from rebuy.dates import day_number, day_numbers_to_timestamps, unit_days
 from rebuy.features import calibration_holdout_split, spend_concentration
+from rebuy.metrics import auc, capture, decile_table, deciles, spearman
+from rebuy.metrics import json_float as _f
 from rebuy.models import PurchaseModel, SpendModel
-from rebuy.models.selection import auc, decile_table, deciles
-from rebuy.models.selection import json_float as _f
 
 logger = logging.getLogger(__name__)
 
@@ -101,17 +100,6 @@ def tracking_curve(
             "predicted": predicted,
         }
     )
-
-
-def _top_share(score: np.ndarray, revenue: np.ndarray, share: float) -> float:
-    total = revenue.sum()
-    if total <= 0:
-        return float("nan")
-    k = max(1, int(round(share * len(score))))
-    idx = np.argsort(-score, kind="stable")[:k]
-    return float(revenue[idx].sum() / total)
-
-
 
 
 # ------------------------------------------------------------------------------------ fitting and forecasting
@@ -284,7 +272,7 @@ def _p_alive_calibration(h: _Holdout) -> dict[str, Any]:
         "by_decile": rows,
         "repeat_customers_mean_p_alive": _f(h.p_alive[rep].mean(), 4) if rep.any() else None,
         "repeat_customers_share_bought": _f(bought[rep].mean(), 4) if rep.any() else None,
-        "spearman_p_alive_vs_bought": _f(spearmanr(h.p_alive[rep], bought[rep]).statistic, 4) if ranked else None,
+        "spearman_p_alive_vs_bought": spearman(h.p_alive[rep], bought[rep].astype(float)) if ranked else None,
     }
 
 
@@ -408,14 +396,6 @@ def _spend_interval(split: pd.DataFrame, h: _Holdout, values: Any, cfg: Config) 
     }
 
 
-def _capture(score: np.ndarray, revenue: np.ndarray) -> dict[str, Any]:
-    return {f"top_{int(100 * share)}pct": _f(_top_share(score, revenue, share), 4) for share in (0.1, 0.2)}
-
-
-def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
-    return _f(spearmanr(a, b).statistic, 4) if np.std(a) > 0 and np.std(b) > 0 else None
-
-
 def _clv_ranking(split: pd.DataFrame, h: _Holdout, values: Any, cfg: Config) -> dict[str, Any]:
     """Holdout revenue captured by the top 10% / 20% of ``clv_12m`` (the bundle's method), the
     purchase x spend models' CLV, past spend, the best possible and random; Spearman."""
@@ -428,9 +408,9 @@ def _clv_ranking(split: pd.DataFrame, h: _Holdout, values: Any, cfg: Config) -> 
     out: dict[str, Any] = {
         "method": clv_method(values.clv_ranker, cfg),
         "ranker": ranker_report(values.clv_ranker),
-        "capture": {name: _capture(score, revenue) for name, score in rankings.items()},
+        "capture": {name: capture(score, revenue) for name, score in rankings.items()},
         "random": {"top_10pct": 0.1, "top_20pct": 0.2},
-        "spearman": {name: _spearman(score, revenue) for name, score in rankings.items() if name != "best_possible"},
+        "spearman": {name: spearman(score, revenue) for name, score in rankings.items() if name != "best_possible"},
     }
     cap = out["capture"]
     if cap["clv_12m"]["top_20pct"] is not None and cap["past_spend"]["top_20pct"] is not None:

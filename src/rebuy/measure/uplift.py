@@ -58,7 +58,7 @@ from rebuy.measure.estimate import (
 )
 from rebuy.measure.log import COVARIATE_COLUMNS, NORMALISED, read_offer_log
 from rebuy.measure.outcomes import HISTORY_COVARIATES, YEAR_DAYS, line_index, window_outcomes
-from rebuy.models.selection import json_float
+from rebuy.metrics import json_float
 from rebuy.offers.control import TREATMENT
 
 logger = logging.getLogger(__name__)

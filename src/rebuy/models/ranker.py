@@ -50,6 +50,7 @@ from threadpoolctl import threadpool_limits
 from rebuy.dates import UNIT_DAYS, as_of_day, cutoff_after, naive_utc
 from rebuy.errors import FeatureError, InvalidParameterError, ModelFitError, RebuyError
 from rebuy.features import calibration_holdout_split, customer_sample
+from rebuy.metrics import capture, spearman
 from rebuy.models.ranker_features import PREDICTION_COLUMNS, _aligned_predictions, ranker_features
 from rebuy.models.trees import from_sklearn, set_codes
 
@@ -148,9 +149,7 @@ def _past_forecast(summary: pd.DataFrame, as_of: pd.Timestamp, days: float) -> n
 
 def _capture_figures(score: np.ndarray, revenue: np.ndarray) -> dict[str, Any]:
     """Top-10% / top-20% revenue capture and Spearman correlation of a score (JSON-able)."""
-    from rebuy.evaluate import _capture, _spearman  # rebuy.evaluate imports rebuy.models
-
-    return {**_capture(score, revenue), "spearman": _spearman(score, revenue)}
+    return {**capture(score, revenue), "spearman": spearman(score, revenue)}
 
 
 class CLVRanker(BaseEstimator):

@@ -49,6 +49,7 @@ import pandas as pd
 
 from rebuy.dates import unit_days
 from rebuy.errors import ModelFitError
+from rebuy.metrics import auc, decile_table, json_float, log_loss
 from rebuy.models.base import PurchaseModel
 
 if TYPE_CHECKING:
@@ -187,60 +188,6 @@ def candidates(config: Config) -> list[Candidate]:
 def model_of_key(key: str) -> str:
     """The model's config name of a candidate's report key (\"mbgnbd+ridge\" -> \"mbgnbd\")."""
     return str(key).removesuffix(RIDGE_SUFFIX)
-
-
-def json_float(x: float, nd: int = 6) -> float | None:
-    """``x`` rounded to ``nd`` decimals for a JSON report; None for NaN / inf."""
-    x = float(x)
-    return round(x, nd) if np.isfinite(x) else None
-
-
-def auc(score: np.ndarray, label: np.ndarray) -> float:
-    """Area under the ROC curve of ``score`` for the boolean ``label`` (ties count half); NaN when
-    one class is empty."""
-    label = np.asarray(label, dtype=bool)
-    n1, n0 = int(label.sum()), int((~label).sum())
-    if n1 == 0 or n0 == 0:
-        return float("nan")
-    ranks = average_ranks(np.asarray(score, dtype=np.float64))
-    return float((ranks[label].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
-
-
-def average_ranks(values: np.ndarray) -> np.ndarray:
-    """1-based ranks, ties sharing their average rank (scipy's ``rankdata`` without importing
-    scipy.stats, which costs seconds on a cold start)."""
-    order = np.argsort(values, kind="mergesort")
-    _, first, counts = np.unique(values[order], return_index=True, return_counts=True)
-    ranks = np.empty(len(values))
-    ranks[order] = np.repeat(first + (counts + 1) / 2.0, counts)
-    return ranks
-
-
-def deciles(score: np.ndarray, n: int = 10) -> np.ndarray:
-    """Decile 1 (lowest) .. n (highest) by rank, ties broken by position (always n near-equal groups)."""
-    order = np.argsort(score, kind="stable")
-    ranks = np.empty(len(score), dtype=np.int64)
-    ranks[order] = np.arange(len(score))
-    return (ranks * n // max(len(score), 1)) + 1
-
-
-def decile_table(predicted: np.ndarray, observed: np.ndarray, n: int = 10) -> pd.DataFrame:
-    """Per decile of ``predicted`` (1 = lowest; near-equal groups, ties by position): customers,
-    mean predicted and observed share, and their absolute difference."""
-    group = deciles(predicted, n)
-    present = np.unique(group)
-    customers = np.bincount(group, minlength=n + 1)[present]
-    mean_predicted = np.bincount(group, weights=np.asarray(predicted, dtype=float), minlength=n + 1)[present] / customers
-    observed_share = np.bincount(group, weights=np.asarray(observed, dtype=float), minlength=n + 1)[present] / customers
-    return pd.DataFrame({"decile": present, "customers": customers, "mean_predicted": mean_predicted,
-                         "observed_share": observed_share, "abs_error": np.abs(mean_predicted - observed_share)})
-
-
-def log_loss(p: np.ndarray, label: np.ndarray) -> float:
-    """Mean binary log loss (nats) with probabilities clipped to [1e-9, 1 - 1e-9]."""
-    p = np.clip(p, 1e-9, 1 - 1e-9)
-    y = np.asarray(label, dtype=bool)
-    return float(-np.mean(np.where(y, np.log(p), np.log1p(-p))))
 
 
 def _score_candidate(model_fits: list[PurchaseModel], windows: list[pd.DataFrame]) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:

@@ -231,7 +231,7 @@ def test_rounding_to_ten_significant_digits_skips_only_what_it_leaves_unchanged(
 def test_prediction_rounds_only_what_the_splits_can_tell(shop: pd.DataFrame, fitted: CLVRanker) -> None:
     # predict rounds a feature only near one of its column's splits; the trees must see exactly
     # what full rounding gives, also for values planted within rounding reach of every split
-    from rebuy.models.ranker import _significant, _significant_codes, _significant_near
+    from rebuy.models.ranker import _significant, _significant_codes
     from rebuy.models.trees import split_codes
 
     summary = rfm_summary(shop, as_of=AS_OF, time_unit="weeks")
@@ -248,7 +248,8 @@ def test_prediction_rounds_only_what_the_splits_can_tell(shop: pd.DataFrame, fit
             planted[:, j] = np.where(rows % 3 == 0, t * (1 + 3e-11), np.where(rows % 3 == 1, t * (1 - 3e-11), M[:, j]))
     assert any(len(s) for s in splits)
     for values in (M, planted):
-        np.testing.assert_array_equal(trees.predict(_significant_near(values, splits)), trees.predict(_significant(values)))
+        coded = trees.link_inverse(trees.raw_predict_codes(_significant_codes(values, splits), splits))
+        np.testing.assert_array_equal(coded, trees.predict(_significant(values)))
         # the codes predict() uses are those of the rounded values
         np.testing.assert_array_equal(_significant_codes(values, splits), split_codes(_significant(values), splits))
     full = fitted._blend(fitted._features(shop, summary, stand_in_predictions(summary), AS_OF, fitted.horizon_days_))

@@ -90,25 +90,11 @@ def _near_splits(col: np.ndarray, splits: np.ndarray) -> tuple[np.ndarray, np.nd
     return pos, near
 
 
-def _significant_near(values: np.ndarray, thresholds: list[np.ndarray], digits: int = 10) -> np.ndarray:
-    """What the trees see of ``_significant(values)``, rounding only where it can matter: column ``j``
-    is compared with the sorted split ``thresholds[j]`` only, and an entry not near any of them
-    (:func:`_near_splits`) is left as it is."""
-    out = values.copy()
-    for j, splits in enumerate(thresholds):
-        if not len(splits):
-            continue
-        col = values[:, j]
-        near = _near_splits(col, splits)[1]
-        if near.any():
-            out[near, j] = _significant(col[near], digits)
-    return out
-
-
 def _significant_codes(values: np.ndarray, thresholds: list[np.ndarray], digits: int = 10) -> np.ndarray:
-    """:func:`~rebuy.models.trees.split_codes` of :func:`_significant_near` ``(values)`` without the
-    rounded copy: the positions found for the near test are the codes, recomputed only where an
-    entry is near a split."""
+    """:func:`~rebuy.models.trees.split_codes` of ``_significant(values)``, rounding only where it
+    can matter: column ``j`` is compared with the sorted split ``thresholds[j]`` only, so an entry
+    not near any of them (:func:`_near_splits`) keeps its code; the positions found for that test
+    are the codes, recomputed from the rounded value only where an entry is near a split."""
     codes = np.empty(values.shape, dtype=np.uint16, order="F")
     for j, splits in enumerate(thresholds):
         col = values[:, j]

@@ -281,7 +281,8 @@ def select_purchase_model(windows: list[pd.DataFrame], config: Config, fit: Any)
                                           **figures, "fit_seconds": json_float(time.perf_counter() - t0, 3)}
     if not pooled:
         raise ModelFitError(f"purchase model: no candidate could be fitted ({report['candidates']})")
-    chosen = next(s for s in specs if s.key == _choose(report["candidates"], config.selection.tie_tolerance))
+    chosen_key = _choose(report["candidates"], config.selection.tie_tolerance)
+    chosen = next(s for s in specs if s.key == chosen_key)
     report["chosen"] = chosen.model
     report["chosen_candidate"] = chosen.key
     report["reason"] = (f"{chosen.key}: lowest {METRIC} of P(a purchase in {HOLDOUT_DAYS} days) over the holdout "
